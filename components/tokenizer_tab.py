@@ -78,6 +78,13 @@ def run_tokenizer(text: str, chat: bool):
     )
 
 
+def live_tokenizer(text: str, chat: bool):
+    """While typing, an emptied box is not an error: keep the last view until there is text again."""
+    if not (text or "").strip():
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return run_tokenizer(text, chat)
+
+
 @user_errors
 def run_language_counts():
     return language_counts(session())
@@ -125,7 +132,8 @@ def build(demo: gr.Blocks) -> None:
 
     outputs = [counts, chips, chat_note, table]
     # Tokenizing needs no model pass, so these events skip the model queue (no concurrency_id).
-    gr.on([demo.load, run.click, text.submit, chat.change, text.change], run_tokenizer, [text, chat], outputs,
+    gr.on([run.click, text.submit], run_tokenizer, [text, chat], outputs, api_visibility="private")
+    gr.on([demo.load, chat.change, text.change], live_tokenizer, [text, chat], outputs,
           api_visibility="private", trigger_mode="always_last", show_progress="minimal")
     gr.on([demo.load, run.click], run_language_counts, None, languages, api_visibility="private")
     compare_btn.click(run_comparison, [text, chat], compare, api_visibility="private")

@@ -82,13 +82,13 @@ def language_counts_figure(counts: dict[str, tuple[int, int]], model_label: str)
         go.Bar(
             x=tokens, y=names, orientation="h", marker_color=BAR_COLOUR,
             text=[f"{t} tokens · {c:.1f} chars/token" for t, c in zip(tokens, per_token)],
-            textposition="auto",
+            textposition="outside", cliponaxis=False,
             hovertemplate="%{y}: %{x} tokens<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"The same sentence, tokenized by {model_label}",
-        xaxis_title="tokens (fewer = cheaper and more context left)",
+        xaxis=dict(title="tokens (fewer = cheaper and more context left)", range=[0, max(tokens, default=1) * 1.45]),
         yaxis=dict(autorange="reversed"),
         height=80 + 34 * len(names), margin=dict(l=10, r=10, t=50, b=40),
         template="plotly_white", font=dict(size=14),
