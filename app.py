@@ -27,6 +27,7 @@ QUEUE_SIZE = 64  # requests waiting beyond this get "the queue is full" at once 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="LLM Inference Explorer") as demo:
         facts = header.build()
+        demo.model_facts = facts  # tabs listen to its change event: see components.common.model_changed
         with gr.Tabs(elem_id="lie-tabs"):
             for tab in TABS:
                 with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):

