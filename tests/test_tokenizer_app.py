@@ -85,3 +85,19 @@ def test_switching_model_swaps_it_for_every_tab(page, screenshot, session):
     finally:
         switch_model(DEFAULT_MODEL)
     assert current_session() is session
+
+
+@pytest.mark.browser
+def test_invalid_model_id_gets_a_message_and_keeps_the_model(page, screenshot, session):
+    from inference.session import current_session
+
+    page.locator("#lie-model-choice input").click()
+    page.get_by_role("option", name="Other (type a Hugging Face id)").click()
+    page.locator("#lie-model-id textarea, #lie-model-id input").first.fill("../../etc/passwd")
+    page.locator("#lie-model-load").click()
+    toast = page.locator(".toast-body, [data-testid='toast-body']").first
+    toast.wait_for()
+    assert "not a Hugging Face model id" in toast.inner_text()
+    assert "SmolLM2" in page.locator("#lie-model-facts").inner_text()
+    assert current_session() is session
+    screenshot(page, "model-invalid-id")
