@@ -20,3 +20,60 @@ def describe() -> dict[str, int]:
         "max_tokenize_tokens": MAX_TOKENIZE_TOKENS,
         "max_prompt_tokens": MAX_PROMPT_TOKENS,
     }
+
+# --- Beam search tab (issue 5) -------------------------------------------------------------------
+# Beams searched in parallel: each one is a row of every decode forward pass.
+MAX_NUM_BEAMS = 8
+# New tokens a beam search may generate: the tree keeps 2*num_beams candidates per step, so 8 beams
+# x 64 steps stay around 1,000 nodes, small enough to send and draw.
+MAX_BEAM_NEW_TOKENS = 64
+# Length penalty exponent range offered (transformers accepts any float; beyond this nothing new shows).
+MIN_LENGTH_PENALTY = -3.0
+MAX_LENGTH_PENALTY = 3.0
+
+# --- Sampling tab (issue 4) ----------------------------------------------------------------------
+# New tokens one generation may produce: every step keeps a small record (top candidates per stage),
+# and a 2-core CPU decodes roughly 20-40 tokens a second with the default model.
+MAX_NEW_TOKENS = 256
+# Stop sequences per request, and characters in each (each is searched for in the text after every token).
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 50
+# Parameter ranges. Beyond these nothing new happens (temperature 10 is already near-uniform) and
+# presence/frequency follow OpenAI's documented range.
+MAX_TEMPERATURE = 10.0
+MAX_TOP_K = 1_000_000  # larger than any vocabulary: values above the vocabulary size keep every token
+MAX_REPETITION_PENALTY = 10.0
+MAX_PRESENCE_PENALTY = 2.0
+MAX_FREQUENCY_PENALTY = 2.0
+MAX_SEED = 2**32 - 1  # fits a JSON number exactly and torch.Generator.manual_seed
+
+
+# --- Attention tab (issue 3) ----------------------------------------------------------------------
+# Tokens of a prompt whose attention is captured (every layer and head, plus the logit lens).
+MAX_ATTENTION_TOKENS = 512
+# Bytes one prompt's attention analysis keeps (fp16, lower triangle only; 64 MB = 64,000,000 bytes). SmolLM2
+# keeps every layer up to ~480 tokens; beyond, the least recently viewed layers are dropped and recomputed
+# (one model pass) when viewed again.
+ATTENTION_MEMORY_BUDGET = 64_000_000
+# The logit lens runs the LM head (vocab x hidden) on every layer at each position it covers: the last
+# LENS_MAX_POSITIONS positions of the prompt, keeping the top LENS_TOP_K guesses per layer and position.
+LENS_MAX_POSITIONS = 16
+LENS_TOP_K = 5
+
+# --- Prefill & decode tab (issue 6) ---------------------------------------------------------------
+# Without the KV cache every step re-runs the whole sequence: a run processes prompt x new + new^2/2
+# tokens in all. This bounds that sum (a 30-token prompt with 64 new tokens is ~4,000).
+MAX_RECOMPUTE_TOKENS = 16_384
+# Context-length sweep: prompt lengths measured (one generation each), the longest allowed, and the
+# decode steps timed after each prefill. A 2,048-token prefill takes seconds on a 2-core CPU.
+SWEEP_LENGTHS = (16, 32, 64, 128, 256, 512, 1_024, 2_048)
+MAX_SWEEP_TOKENS = 2_048
+MAX_SWEEP_POINTS = 12
+SWEEP_DECODE_STEPS = 8
+# Working memory a sweep's longest prefill may need, estimated before running it: eager attention holds
+# ~3 score matrices [heads, n, n] per layer at once, plus the KV cache and the MLP activations.
+MAX_SWEEP_WORKING_BYTES = 1_500_000_000
+# Batch throughput: prompts run together (left-padded), tokens each, and tokens per prompt.
+MAX_BATCH_PROMPTS = 8
+MAX_BATCH_NEW_TOKENS = 64
+MAX_BATCH_PROMPT_TOKENS = 256

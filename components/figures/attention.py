@@ -1,0 +1,280 @@
+"""Attention views as pure functions: arrays and token pieces in, a plotly Figure or an HTML string out.
+
+Colours: attention weights use one white -> dark blue scale everywhere (heatmap, overview, token focus),
+with more of the colour range spent on small weights, because most weights are small and a linear scale
+would show only the attention sink. Masked (future) cells are left empty on a grey background, so "not
+allowed to look" never looks like "looked with weight 0".
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+# White -> dark blue (ColorBrewer Blues); stops bunched at the low end so weights of 0.02-0.2 stay visible.
+WEIGHT_SCALE = [
+    [0.0, "#ffffff"], [0.02, "#eef4fb"], [0.08, "#c6dbef"], [0.2, "#6baed6"], [0.45, "#2171b5"], [1.0, "#08306b"],
+]
+MASK_GREY = "#c8c8c8"
+DECODE_LABEL = "decode"
+FONT = dict(size=14, color="#222")
+# Without a template (plotly's templates cost ~10 ms per figure to copy), axes need these set by hand.
+AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
+
+
+def _interp_colour(value: float) -> str:
+    """The WEIGHT_SCALE colour of a value in [0, 1], as an rgb() string (for HTML views)."""
+    value = float(np.clip(value, 0.0, 1.0))
+    for (a, ca), (b, cb) in zip(WEIGHT_SCALE, WEIGHT_SCALE[1:]):
+        if value <= b:
+            t = 0.0 if b == a else (value - a) / (b - a)
+            rgb = [int(ca[i:i + 2], 16) * (1 - t) + int(cb[i:i + 2], 16) * t for i in (1, 3, 5)]
+            return "rgb({:.0f},{:.0f},{:.0f})".format(*rgb)
+    return WEIGHT_SCALE[-1][1]
+
+
+_COLOURS = [_interp_colour(i / 255) for i in range(256)]  # lookup table: HTML views colour hundreds of cells
+
+
+def _colour(value: float) -> str:
+    """The WEIGHT_SCALE colour of a value in [0, 1] (to 1/255)."""
+    return _COLOURS[int(round(min(max(value, 0.0), 1.0) * 255))]
+
+
+def _text_colour(value: float) -> str:
+    """Dark text on light cells, white on dark ones."""
+    return "#fff" if value > 0.3 else "#111"
+
+
+def _short(piece: str, limit: int = 12) -> str:
+    return piece if len(piece) <= limit else piece[: limit - 1] + "…"
+
+
+def _tick_labels(pieces: list[str], max_labels: int = 64) -> tuple[list[int], list[str]]:
+    """Token labels for an axis: all of them up to max_labels, else every k-th (with its index)."""
+    n = len(pieces)
+    step = max(1, -(-n // max_labels))
+    positions = list(range(0, n, step))
+    if step == 1:
+        return positions, [_short(p) for p in pieces]
+    return positions, [f"{i}:{_short(pieces[i], 8)}" for i in positions]
+
+
+def attention_heatmap(
+    weights: np.ndarray,
+    pieces: list[str],
+    title: str,
+    decode_row: np.ndarray | None = None,
+    decode_piece: str | None = None,
+) -> go.Figure:
+    """The attention map of one head (or a mean over heads): weights [n, n], rows = queries, cols = keys.
+
+    With decode_row [n+1], a second strip below shows the next token's single query row over the n cached
+    keys and its own key (the decode step), aligned with the prompt's key columns."""
+    n = len(pieces)
+    keys = n + (1 if decode_row is not None else 0)
+    z = np.full((n, keys), np.nan, dtype=np.float32)  # NaN: masked, drawn as the grey background
+    z[:, :n] = np.where(np.tri(n, dtype=bool), weights, np.nan)
+    key_pieces = pieces + ([f"{decode_piece} ({DECODE_LABEL})"] if decode_row is not None else [])
+    x_ticks, x_text = _tick_labels(key_pieces)
+    y_ticks, y_text = _tick_labels(pieces)
+    font_size = 13 if n <= 32 else 11 if n <= 64 else 10
+    hover = "query %{y} → key %{x}<br>weight %{z:.4f}<extra></extra>"
+    heat = go.Heatmap(
+        z=z, x=list(range(keys)), y=list(range(n)), zmin=0.0, zmax=1.0, colorscale=WEIGHT_SCALE,
+        hoverongaps=False, hovertemplate=hover, xgap=1 if n <= 64 else 0, ygap=1 if n <= 64 else 0,
+        colorbar=dict(title=dict(text="weight", side="right"), len=0.6, y=0.65, thickness=14),
+    )
+    data = [heat]
+    layout = dict(
+        title=dict(text=title, font=dict(size=16), x=0.02, xanchor="left"),
+        template="none", font=FONT, plot_bgcolor=MASK_GREY, paper_bgcolor="white",
+        xaxis=dict(AXIS, tickvals=x_ticks, ticktext=x_text, tickangle=-60, tickfont=dict(size=font_size),
+                   title=dict(text="key (the token looked at)"), range=[-0.5, keys - 0.5]),
+        yaxis=dict(AXIS, tickvals=y_ticks, ticktext=y_text, autorange="reversed", tickfont=dict(size=font_size),
+                   title=dict(text="query (the token looking)")),
+        margin=dict(l=10, r=10, t=60, b=10),
+        height=int(np.clip(22 * n + 260, 440, 940)),
+    )
+    if decode_row is not None:
+        # The prompt map fills the top; the decode strip (one row) sits below it on the same key axis.
+        strip_share = max(0.05, min(0.12, 1.6 / (n + 2)))
+        layout["yaxis"]["domain"] = [strip_share + 0.11, 1.0]
+        layout["yaxis2"] = dict(AXIS, domain=[0.0, strip_share], tickvals=[0], ticktext=[_short(decode_piece)],
+                                tickfont=dict(size=font_size))
+        layout["xaxis"]["anchor"] = "y2"
+        data.append(go.Heatmap(
+            z=decode_row[None, :].astype(np.float32), x=list(range(keys)), y=[0], yaxis="y2",
+            zmin=0.0, zmax=1.0, colorscale=WEIGHT_SCALE, showscale=False, xgap=1 if n <= 64 else 0,
+            hovertemplate="new query → key %{x}<br>weight %{z:.4f}<extra></extra>",
+        ))
+        layout["annotations"] = [dict(
+            text=f"decode step: the next token {html.escape(decode_piece)} queries the {n} cached keys and its own",
+            xref="paper", yref="paper", x=0.0, y=strip_share + 0.015, xanchor="left", yanchor="bottom",
+            showarrow=False, font=dict(size=13),
+        )]
+    return go.Figure(data=data, layout=layout)
+
+
+def overview_html(
+    values: np.ndarray,
+    label: str,
+    unit: str,
+    group_size: int,
+    selected: tuple[int, int | None] | None = None,
+) -> str:
+    """Layer x head grid of one summary value per head, as a clickable HTML table.
+
+    values [layers, heads]. Each cell carries data-layer / data-head so a click can open that head; the
+    last column (mean over the layer's heads) opens the layer's mean map. Columns are grouped by the KV
+    head the query heads share (group_size query heads per KV head)."""
+    layers, heads = values.shape
+    if unit == "weight":  # weights: the heatmap's absolute 0..1 scale, comparable across prompts
+        low, high = 0.0, 1.0
+    else:  # bits or tokens: stretch this grid's own range
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    span = high - low if high > low else 1.0
+    digits = 2 if unit == "weight" else 1
+
+    def cell(v: float, layer: int, head: int | None) -> str:
+        shade = (v - low) / span
+        classes = ["lie-att-cell"]
+        if selected is not None and selected == (layer, head):
+            classes.append("selected")
+        if head is not None and head % group_size == 0 and head > 0:
+            classes.append("group-start")
+        head_attr = "mean" if head is None else str(head)
+        what = "mean over heads" if head is None else f"head {head}"
+        return (
+            f'<td class="{" ".join(classes)}" data-layer="{layer}" data-head="{head_attr}" '
+            f'style="background:{_colour(shade)};color:{_text_colour(shade)}" '
+            f'title="layer {layer}, {what}: {v:.3f} {unit}">{v:.{digits}f}</td>'
+        )
+
+    groups = "".join(
+        f'<th colspan="{group_size}" class="lie-att-group">KV head {g}</th>' for g in range(heads // group_size)
+    )
+    head_row = "".join(
+        f'<th class="{"group-start" if h % group_size == 0 and h > 0 else ""}">h{h}</th>' for h in range(heads)
+    )
+    body = []
+    for layer in range(layers):
+        cells = "".join(cell(float(values[layer, h]), layer, h) for h in range(heads))
+        cells += cell(float(values[layer].mean()), layer, None)
+        body.append(f"<tr><th>layer {layer}</th>{cells}</tr>")
+    return (
+        f'<div class="lie-att-overview"><div class="lie-att-caption">{html.escape(label)} ({html.escape(unit)}); '
+        f"darker = higher{'' if unit == 'weight' else ' (within this grid)'}. Click a cell to open that head.</div>"
+        f'<table><thead><tr><th></th>{groups}<th></th></tr><tr><th></th>{head_row}<th>mean</th></tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def token_focus_html(pieces: list[str], special: list[bool], row: np.ndarray, query: int, top: int = 4) -> str:
+    """The text coloured by one query token's attention row (keys 0..query); later tokens are masked.
+
+    row: weights over keys 0..query (longer rows are cut there: later keys are masked)."""
+    weights = np.asarray(row[: query + 1], dtype=np.float32)
+    chips = []
+    for j, piece in enumerate(pieces):
+        classes = ["lie-att-tok"]
+        if special[j]:
+            classes.append("special")
+        if j == query:
+            classes.append("query")
+        if j > query:
+            classes.append("masked")
+            chips.append(f'<span class="{" ".join(classes)}" title="#{j}: masked (a later token)">'
+                         f"{html.escape(piece)}</span>")
+            continue
+        shade = float(weights[j])  # the heatmap's own colour scale: the same weight, the same colour
+        chips.append(
+            f'<span class="{" ".join(classes)}" style="background:{_colour(shade)};color:{_text_colour(shade)}" '
+            f'title="#{j} {html.escape(piece)}: {weights[j]:.4f}">{html.escape(piece)}</span>'
+        )
+    order = np.argsort(-weights)[:top]
+    best = " · ".join(f"<b>{html.escape(pieces[j])}</b> {weights[j]:.2f}" for j in order)
+    return (
+        f'<div class="lie-att-focus-top">Token #{query} <b>{html.escape(pieces[query])}</b> looks most at: {best}. '
+        f"Same colours as the map; hover a token for its weight.</div>"
+        f'<div class="lie-att-tokens">{"".join(chips)}</div>'
+    )
+
+
+LOG_TICKS = [-4, -3, -2, -1, 0]
+
+
+def lens_heatmap(
+    layer_names: list[str],
+    position_labels: list[str],
+    top_pieces: list[list[list[str]]],
+    top_probs: np.ndarray,
+    answer_pieces: list[str],
+    answer_probs: np.ndarray,
+    selected_column: int | None = None,
+) -> go.Figure:
+    """Logit lens as a layer x position heatmap: each cell's text is that layer's top guess for the next
+    token, its colour the probability (log scale) the layer gives to the model's final answer there.
+
+    top_pieces [L+1][P][k], top_probs [L+1, P, k], answer_probs [L+1, P]; row 0 = embeddings."""
+    rows, cols = answer_probs.shape
+    z = np.log10(np.clip(answer_probs, 1e-4, 1.0)).astype(np.float32)
+    text = [[_short(top_pieces[r][c][0], 9) for c in range(cols)] for r in range(rows)]
+    hover = [
+        [
+            f"{layer_names[r]}, after {html.escape(position_labels[c])}<br>P(final answer {html.escape(answer_pieces[c])}) = "
+            f"{answer_probs[r, c]:.4f}<br>top guesses: "
+            + ", ".join(f"{html.escape(p)} {q:.3f}" for p, q in zip(top_pieces[r][c], top_probs[r, c]))
+            for c in range(cols)
+        ]
+        for r in range(rows)
+    ]
+    x_text = [f"{_short(label, 9)}<br>→{_short(answer, 9)}" for label, answer in zip(position_labels, answer_pieces)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(cols)), y=list(range(rows)), zmin=-4, zmax=0, colorscale=WEIGHT_SCALE,
+        text=text, texttemplate="%{text}", textfont=dict(size=11), customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=1,
+        colorbar=dict(title=dict(text="P(final answer)", side="right"), tickvals=LOG_TICKS,
+                      ticktext=["≤0.0001", "0.001", "0.01", "0.1", "1"], thickness=14),
+    ))
+    if selected_column is not None:
+        fig.add_shape(type="rect", x0=selected_column - 0.5, x1=selected_column + 0.5, y0=-0.5, y1=rows - 0.5,
+                      line=dict(color="#d55e00", width=3))
+    fig.update_layout(
+        title=dict(text="Logit lens: each layer's top guess for the next token (text); colour = the probability it "
+                        "gives the model's final answer<br><span style='font-size:13px'>columns: after this token → the final "
+                        "answer · bottom row: the token embeddings · top row: the model's real output</span>", font=dict(size=15),
+                   x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(AXIS, tickvals=list(range(cols)), ticktext=x_text, side="top", tickangle=0, tickfont=dict(size=12)),
+        yaxis=dict(AXIS, tickvals=list(range(rows)), ticktext=layer_names, tickfont=dict(size=11)),
+        margin=dict(l=10, r=10, t=120, b=10), height=int(np.clip(20 * rows + 170, 420, 900)),
+    )
+    return fig
+
+
+def lens_table_html(
+    layer_names: list[str],
+    top_pieces: list[list[str]],
+    top_probs: np.ndarray,
+    answer_piece: str,
+    answer_probs: np.ndarray,
+    position_label: str,
+) -> str:
+    """Top guesses of every layer at one position, last layer first. top_probs [L+1, k], answer_probs [L+1]."""
+    rows = []
+    for r in reversed(range(len(layer_names))):
+        guesses = " ".join(
+            f'<span class="lie-att-guess{" answer" if p == answer_piece else ""}">{html.escape(p)} '
+            f"<small>{q:.2f}</small></span>"
+            for p, q in zip(top_pieces[r], top_probs[r])
+        )
+        rows.append(f"<tr><th>{html.escape(layer_names[r])}</th><td>{answer_probs[r]:.4f}</td><td>{guesses}</td></tr>")
+    return (
+        f'<div class="lie-att-lens"><div class="lie-att-caption">After <b>{html.escape(position_label)}</b>: '
+        f"top {top_probs.shape[1]} guesses per layer; the final answer <b>{html.escape(answer_piece)}</b> is "
+        f"highlighted.</div><table><thead><tr><th>layer</th><th>P({html.escape(answer_piece)})</th><th>top guesses</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
