@@ -9,6 +9,8 @@ MAX_TEXT_CHARS = 20_000
 MAX_TOKENIZE_TOKENS = 4_096
 # Tokens of a prompt that is run through the model (forward pass, generation).
 MAX_PROMPT_TOKENS = 2_048
+# Memory all cached analyses of one model may hold (attention maps are the big ones, <= 64 MB each).
+ANALYSIS_CACHE_BYTES = 512 * 2**20
 # Hub ids: `owner/name`, 96 characters each part at most, an optional `@revision`.
 MAX_MODEL_ID_CHARS = 200
 

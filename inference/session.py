@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import ModelLoadError
-from .limits import MAX_MODEL_ID_CHARS
+from .limits import ANALYSIS_CACHE_BYTES, MAX_MODEL_ID_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,20 @@ class ModelFacts:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
 
 
-class AnalysisCache:
-    """Analyses computed once per (kind, key) and shared by all tabs; least recently used go first."""
+def _retained_bytes(value: Any) -> int:
+    """Memory an analysis holds, when it can tell (`retained_bytes()`); small results count as 0."""
+    measure = getattr(value, "retained_bytes", None)
+    return int(measure()) if callable(measure) else 0
 
-    def __init__(self, max_entries: int = 48):
+
+class AnalysisCache:
+    """Analyses computed once per (kind, key) and shared by all tabs; least recently used go first once
+    there are more than `max_entries` or they hold more than `max_bytes` (attention maps are big)."""
+
+    def __init__(self, max_entries: int = 48, max_bytes: int = ANALYSIS_CACHE_BYTES):
         self.max_entries = max_entries
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -119,15 +127,20 @@ class AnalysisCache:
             if full_key in self._items:
                 self._items.move_to_end(full_key)
                 self.hits += 1
-                return self._items[full_key]
+                return self._items[full_key][0]
         value = compute()  # outside the lock: model calls take their own lock
         with self._lock:
             self.misses += 1
-            self._items[full_key] = value
+            self._items[full_key] = (value, _retained_bytes(value))
             self._items.move_to_end(full_key)
-            while len(self._items) > self.max_entries:
+            while len(self._items) > 1 and (
+                len(self._items) > self.max_entries or self.retained_bytes() > self.max_bytes
+            ):
                 self._items.popitem(last=False)
         return value
+
+    def retained_bytes(self) -> int:
+        return sum(size for _, size in self._items.values())
 
     def clear(self) -> None:
         with self._lock:

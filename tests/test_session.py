@@ -85,3 +85,18 @@ def test_second_offline_tokenizer_loads_without_its_weights():
     tokenizer = sessions.get_tokenizer(sessions.GEMMA_MODEL)
     ids = tokenizer("Hello world").input_ids
     assert ids[0] == tokenizer.bos_token_id and tokenizer.decode(ids, skip_special_tokens=True) == "Hello world"
+
+
+def test_analysis_cache_evicts_by_bytes():
+    from inference.session import AnalysisCache
+
+    class Big:
+        def retained_bytes(self):
+            return 40
+
+    cache = AnalysisCache(max_entries=10, max_bytes=100)
+    first = cache.get_or_compute("k", (1,), Big)
+    cache.get_or_compute("k", (2,), Big)
+    cache.get_or_compute("k", (3,), Big)  # 120 bytes > 100: the least recently used goes
+    assert cache.retained_bytes() == 80
+    assert cache.get_or_compute("k", (1,), Big) is not first
