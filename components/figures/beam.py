@@ -1,0 +1,318 @@
+"""Beam search tree: one figure per step of the search (gr.Plot drops plotly frames, so the tab animates
+by sending these one at a time), and the ranked table of finished hypotheses.
+
+Layout (fixed for the whole search, so the animation never jumps): steps run left to right; the top
+num_beams rows are lanes, one per live beam (a beam keeps its lane while it lives; a new branch takes
+the lane of a beam that died), the rows below them hold the step's other candidates: finished
+hypotheses (stars) and, for the step being shown, the pruned ones (faded). Earlier steps keep only
+their live beams and finished hypotheses, so 8 beams x 64 steps stays readable.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import networkx as nx
+import pandas as pd
+import plotly.graph_objects as go
+
+from inference.beam import FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree
+
+COLORSCALE = "Viridis"  # colour-blind safe, readable on a projector
+EDGE_KEPT = "#5b6b7f"
+EDGE_FINISHED = "#D55E00"  # Okabe-Ito vermillion: finished hypotheses
+EDGE_PRUNED = "#c4c4c4"
+BEST_PATH = "rgba(86, 180, 233, 0.55)"  # Okabe-Ito sky blue, wide and translucent: the best hypothesis
+ROW_PX = 34  # vertical room per row: a label above a node fits between two rows
+MAX_LABEL_CHARS = 10
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layout
+
+
+def tree_graph(tree: BeamTree) -> nx.DiGraph:
+    """The search as a networkx tree: node id -> attributes, edges parent -> candidate."""
+    graph = nx.DiGraph()
+    for node in tree.nodes:
+        graph.add_node(node.id, step=node.step, status=node.status)
+        if node.parent >= 0:
+            graph.add_edge(node.parent, node.id)
+    return graph
+
+
+def beam_lanes(tree: BeamTree) -> dict[int, int]:
+    """Kept node id -> display lane. A beam stays in its lane while it lives: a node's best kept child
+    inherits its parent's lane, further children take the free lane nearest their parent (the lanes of
+    beams that died). transformers' own row order (`node.beam`) re-sorts beams by score every step,
+    which would draw every step as a crossing of lines."""
+    k = tree.num_beams
+    lanes: dict[int, int] = {}
+    for step in range(tree.num_steps):
+        kept = _laned(tree, step)  # best rank first
+        if step == 0:
+            lanes.update({n.id: lane for lane, n in enumerate(kept)})
+            continue
+        free = set(range(k))
+        waiting = []
+        for node in kept:
+            lane = lanes[node.parent]
+            if lane in free:
+                lanes[node.id] = lane
+                free.discard(lane)
+            else:
+                waiting.append(node)
+        for node in waiting:
+            want = lanes[node.parent]
+            lane = min(free, key=lambda f: (abs(f - want), f))
+            lanes[node.id] = lane
+            free.discard(lane)
+    return lanes
+
+
+def _laned(tree: BeamTree, step: int) -> list[BeamNode]:
+    """The nodes of a step drawn in the lanes: the live beams; at a last step that stopped every
+    candidate (max new tokens), the hypotheses finished there."""
+    nodes = tree.step_nodes(step)
+    kept = [n for n in nodes if n.status == KEPT]
+    return kept or [n for n in nodes if n.status == FINISHED]
+
+
+def lane_layout(tree: BeamTree) -> dict[int, tuple[float, float]]:
+    """Node id -> (x, y): x = step, y = row. Kept nodes sit in their beam's lane (0..k-1); the step's other
+    candidates (finished, pruned) fill the rows below in rank order. Computed once from the whole tree."""
+    k = tree.num_beams
+    lanes = beam_lanes(tree)
+    pos = {0: (_root_x(tree.num_steps), (k - 1) / 2)}  # the prompt, centred on the lanes
+    for step in range(tree.num_steps):
+        below = k
+        for node in tree.step_nodes(step):  # best rank first
+            if node.id in lanes:
+                pos[node.id] = (float(step), float(lanes[node.id]))
+            else:
+                pos[node.id] = (float(step), float(below))
+                below += 1
+    return pos
+
+
+def _root_x(steps: int) -> float:
+    """The prompt sits left of step 1, further (in step units) when many steps share the width."""
+    return -max(1.0, steps / 16)
+
+
+def _left_edge(steps: int) -> float:
+    """Left end of the x axis: room for the word "prompt" left of the root."""
+    return _root_x(steps) - max(1.3, steps * 0.07)
+
+
+def num_rows(tree: BeamTree) -> int:
+    return max(tree.candidates_per_step, tree.num_beams + 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One frame
+
+
+def _short(piece: str) -> str:
+    return piece if len(piece) <= MAX_LABEL_CHARS else piece[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def _hover(node: BeamNode, tree: BeamTree) -> str:
+    if node.status == ROOT:
+        return f"<b>prompt</b> ({len(tree.prompt_ids)} tokens)<br>{html.escape(tree.prompt[:80])}"
+    lines = [
+        f"<b>{html.escape(node.piece)}</b>  (id {node.token_id})",
+        f"step {node.step + 1}, rank {node.rank + 1} of {tree.candidates_per_step}",
+        f"step log-prob {node.logprob:.3f}  (p = {math.exp(node.logprob):.3f})",
+        f"cumulative log-prob {node.cum_logprob:.3f}",
+        f"normalized score {node.score:.3f} = {node.cum_logprob:.2f} / {node.length}^{tree.length_penalty:g}",
+        f"{node.status}: {html.escape(node.reason)}",
+    ]
+    if node.final_rank is not None:
+        lines.append(f"<b>returned hypothesis #{node.final_rank + 1}</b>")
+    return "<br>".join(lines)
+
+
+def _visible(tree: BeamTree, frame: int) -> list[BeamNode]:
+    """Nodes drawn in frame `frame` (0 = the prompt only; f = steps 0..f-1 done, step f-1 shown in full)."""
+    shown = [tree.nodes[0]]
+    for step in range(frame):
+        current = step == frame - 1
+        shown += [n for n in tree.step_nodes(step) if current or n.status != PRUNED]
+    return shown
+
+
+def colour_range(tree: BeamTree) -> tuple[float, float]:
+    """Fixed colour range for every frame: the lowest cumulative log-prob of any kept or finished node."""
+    values = [n.cum_logprob for n in tree.nodes[1:] if n.status != PRUNED] or [-1.0]
+    low = min(values)
+    return (min(low, -1e-3), 0.0)
+
+
+def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figure:
+    """The tree after `frame` steps (0..tree.num_steps). The last frame marks the returned hypotheses."""
+    frame = max(0, min(int(frame), tree.num_steps))
+    pos = pos or lane_layout(tree)
+    k, steps = tree.num_beams, tree.num_steps
+    final = frame == steps
+    nodes = _visible(tree, frame)
+    shown_ids = {n.id for n in nodes}
+    best_path = set()
+    if final and tree.finished:
+        best_path = nx.ancestors(tree_graph(tree), tree.finished[0].node) | {tree.finished[0].node}
+    cmin, cmax = colour_range(tree)
+    fig = go.Figure()
+
+    # Edges, one trace per kind (None separates segments): cheap to send, one legend entry each.
+    groups = {"kept": [], "finished": [], "pruned": [], "best": []}
+    for node in nodes[1:]:
+        if node.parent not in shown_ids:
+            continue
+        kind = "best" if node.id in best_path else {KEPT: "kept", FINISHED: "finished", PRUNED: "pruned"}[node.status]
+        (x0, y0), (x1, y1) = pos[node.parent], pos[node.id]
+        groups[kind] += [(x0, y0), (x1, y1), (None, None)]
+    styles = {
+        "pruned": dict(color=EDGE_PRUNED, width=1, dash="dot"),
+        "kept": dict(color=EDGE_KEPT, width=1.6),
+        "finished": dict(color=EDGE_FINISHED, width=1.6),
+        "best": dict(color=BEST_PATH, width=9),
+    }
+    names = {"pruned": "pruned candidate", "kept": "live beam", "finished": "finished hypothesis",
+             "best": "best hypothesis"}
+    for kind in ("best", "pruned", "kept", "finished"):  # the highlight first, under the other lines
+        points = groups[kind]
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", line=styles[kind],
+            hoverinfo="skip", name=names[kind], showlegend=True, legendgroup=kind,
+        ))
+
+    # Nodes: colour and size by cumulative log-prob (fixed range, so colours mean the same in every frame).
+    label_history = _label_history(steps)
+    for status, symbol, opacity in ((PRUNED, "circle", 0.35), (KEPT, "circle", 1.0), (FINISHED, "star", 1.0),
+                                    (ROOT, "square", 1.0)):
+        group = [n for n in nodes if n.status == status]
+        labels, positions = [], []
+        for n in group:
+            current = n.step == frame - 1
+            if status == ROOT:
+                labels.append("prompt")
+            elif status == FINISHED and (current or steps <= 24 or n.final_rank is not None or
+                                         pos[n.id][1] < k):  # dense old stars: hover only
+                rank = f"#{n.final_rank + 1} " if (final and n.final_rank is not None) else ""
+                piece = "EOS" if n.eos else _short(n.piece)
+                # Below the lanes, two short lines keep neighbouring columns' labels apart.
+                gap = "<br>" if (not current and pos[n.id][1] >= k) else " "
+                labels.append(f"{rank}{piece}{gap}{n.score:.2f}")
+            elif current or (label_history and status == KEPT):
+                labels.append(_short(n.piece))
+            else:
+                labels.append("")
+            if status == ROOT:
+                positions.append("middle left")
+            elif status == FINISHED and not current and pos[n.id][1] >= k:
+                positions.append("bottom center")  # history stars below the lanes: keep labels off the edges
+            elif current:
+                positions.append("middle right")  # nothing drawn to the right of the newest column yet
+            else:
+                positions.append("top center")  # above the node, off the edge that leaves it
+        fig.add_trace(go.Scatter(
+            x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group],
+            mode="markers+text", text=labels, textposition=positions,
+            textfont=dict(size=12, color="#222" if status != PRUNED else "#888"),
+            marker=dict(
+                symbol=symbol,
+                size=[_size(n, cmin, cmax, status, steps) for n in group],
+                color=[max(n.cum_logprob, cmin) if status != ROOT else cmax for n in group],
+                colorscale=COLORSCALE, cmin=cmin, cmax=cmax, opacity=opacity,
+                line=dict(width=[2.5 if (final and n.final_rank is not None) else 0.8 for n in group],
+                          color=[EDGE_FINISHED if (final and n.final_rank is not None) else "#333" for n in group]),
+                showscale=status == KEPT,
+                colorbar=dict(title=dict(text="cumulative<br>log-prob", side="right"), thickness=12, len=0.8, x=1.0),
+            ),
+            hovertext=[_hover(n, tree) for n in group], hoverinfo="text",
+            name={PRUNED: "pruned", KEPT: "live beam", FINISHED: "finished", ROOT: "prompt"}[status],
+            showlegend=False,
+        ))
+
+    rows = num_rows(tree)
+    # The line between the live lanes and the rows of finished / pruned candidates.
+    fig.add_shape(type="line", x0=_left_edge(steps), x1=steps + 0.2, y0=k - 0.5, y1=k - 0.5,
+                  line=dict(color="#999", width=1, dash="dash"), layer="below")
+    fig.add_annotation(x=_left_edge(steps), y=k - 0.5, xanchor="left", yanchor="top", showarrow=False,
+                       text="finished / pruned below", font=dict(size=11, color="#777"))
+    title = _title(tree, frame)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=15), x=0.01),
+        height=max(300, 140 + rows * ROW_PX),
+        margin=dict(l=60, r=20, t=60, b=50),
+        plot_bgcolor="white",
+        hoverlabel=dict(bgcolor="white", font_size=13),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0, font=dict(size=12)),
+        uirevision=f"{tree.prompt}|{k}|{steps}",  # keep a user's zoom while frames change
+    )
+    fig.update_xaxes(
+        range=[_left_edge(steps) - 0.1, steps - 1 + _right_room(steps)], title="step (new token)", showgrid=False, zeroline=False,
+        tickmode="array", tickvals=list(range(0, steps, max(1, steps // 16))),
+        ticktext=[str(s + 1) for s in range(0, steps, max(1, steps // 16))],
+    )
+    fig.update_yaxes(
+        range=[rows - 0.4, -0.95], showgrid=False, zeroline=False,
+        tickmode="array", tickvals=list(range(k)), ticktext=[f"beam {b + 1}" for b in range(k)],
+    )
+    return fig
+
+
+def _label_history(steps: int) -> bool:
+    """Token labels on every live beam fit only when the columns are wide enough."""
+    return steps <= 16
+
+
+def _right_room(steps: int) -> float:
+    """Space right of the last column for the labels of the current step (in step units)."""
+    return max(1.8, 0.17 * (steps + 1.6))
+
+
+def _size(node: BeamNode, cmin: float, cmax: float, status: str, steps: int) -> float:
+    """Marker size by cumulative log-prob, smaller when many steps share the width."""
+    if status == ROOT:
+        return 14
+    share = (max(node.cum_logprob, cmin) - cmin) / (cmax - cmin or 1.0)
+    biggest = 18 if steps <= 24 else 12
+    base = 5 + (biggest - 5) * share
+    return base * (1.6 if status == FINISHED else 1.0)
+
+
+def _title(tree: BeamTree, frame: int) -> str:
+    if frame == 0:
+        return f"Step 0 of {tree.num_steps}: the prompt, before any new token"
+    if frame < tree.num_steps:
+        nodes = tree.step_nodes(frame - 1)
+        done = sum(n.status == FINISHED for n in nodes)
+        extra = f", {done} finished" if done else ""
+        return (f"Step {frame} of {tree.num_steps}: {tree.num_beams} live beams proposed "
+                f"{tree.candidates_per_step} candidates, {tree.num_beams} kept{extra}")
+    return f"Step {frame} of {tree.num_steps} (done): {html.escape(tree.stop_reason)}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table
+
+
+def hypotheses_table(tree: BeamTree) -> pd.DataFrame:
+    """The finished hypotheses best first, with the rank they would have by raw log-prob sum alone, so a
+    student sees how the length penalty reorders them."""
+    by_raw = sorted(range(len(tree.finished)), key=lambda i: -tree.finished[i].sum_logprob)
+    raw_rank = {i: r + 1 for r, i in enumerate(by_raw)}
+    rows = []
+    for i, hyp in enumerate(tree.finished):
+        rows.append({
+            "rank": i + 1,
+            "rank by raw sum": raw_rank[i],
+            "text": hyp.text if hyp.text.strip() else "(empty: ended at once)",
+            "tokens": hyp.length,
+            "ends": "EOS" if hyp.ends_with_eos else "max tokens",
+            "sum log-prob": round(hyp.sum_logprob, 3),
+            f"score = sum / len^{tree.length_penalty:g}": round(hyp.score, 4),
+        })
+    return pd.DataFrame(rows)
