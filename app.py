@@ -14,13 +14,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import attention_tab, beam_tab, header, prefill_tab, sampling_tab, tokenizer_tab
+from components import attention_tab, beam_tab, forward_tab, header, prefill_tab, sampling_tab, tokenizer_tab
 from components.header import model_facts_html
 from inference.session import current_session, switch_model
 
 ASSETS = Path(__file__).parent / "assets"
 # Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
-TABS = [tokenizer_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
+TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
 QUEUE_SIZE = 64  # requests waiting beyond this get "the queue is full" at once instead of hanging
 
 
@@ -28,7 +28,8 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="LLM Inference Explorer") as demo:
         facts = header.build()
         demo.model_facts = facts  # tabs listen to its change event: see components.common.model_changed
-        with gr.Tabs(elem_id="lie-tabs"):
+        with gr.Tabs(elem_id="lie-tabs") as tabs:
+            demo.tabs = tabs  # a tab can switch to another by returning gr.Tabs(selected=<tab module name>)
             for tab in TABS:
                 with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):
                     tab.build(demo)

@@ -79,3 +79,19 @@ MAX_SWEEP_WORKING_BYTES = 1_500_000_000
 MAX_BATCH_PROMPTS = 8
 MAX_BATCH_NEW_TOKENS = 64
 MAX_BATCH_PROMPT_TOKENS = 256
+
+# --- Forward pass tab (issue 9) -------------------------------------------------------------------
+# Tokens of a text run through one recorded forward pass (residual norms, surprisal, the diagram's shapes).
+# Eager attention makes its cost grow faster than linearly: measured with SmolLM2 on the shared 2-core CPU under
+# heavy load (load average 8), 1,024 tokens took 28 s and 512 tokens 8.6 s. What is kept is small (0.8 MB at the cap).
+MAX_FORWARD_TOKENS = 1_024
+# Tokens whose embedding vectors are drawn (heat strip, cosine similarity): more rows would not be readable.
+FORWARD_EMBED_TOKENS = 32
+# The surprisal of every token needs the logits of every position ([n, vocab]: 1 GB for 1,024 tokens of
+# Gemma's 262k vocabulary); they are computed this many floats (positions x vocab) at a time instead.
+FORWARD_LOGIT_CHUNK = 32 * 2**20
+# Points of the RoPE distance curve beyond the first 64 distances (log-spaced up to the context length).
+ROPE_CURVE_POINTS = 160
+# Most surprising tokens listed, and candidates shown per prompt in the prompt comparison chart.
+SURPRISAL_TOP = 10
+COMPARE_TOP_K = 8

@@ -1,0 +1,527 @@
+"""Forward-pass views as pure functions: plain data in (dicts, arrays, token pieces), HTML or a plotly Figure out.
+
+The data-flow diagram is HTML (boxes a click can pick); the explanation of a picked box is written here
+from the box's real numbers. Colours: one tint per kind of step (Okabe-Ito, colour-blind safe); values that
+have a sign (embeddings, cosine similarity) use a blue-white-red scale centred on 0; surprisal uses a
+white -> yellow -> red scale (more red = more surprising).
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+FONT = dict(size=14, color="#222")
+AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
+GRID = dict(AXIS, showgrid=True, gridcolor="#e5e5e5")
+DIVERGING = [[0.0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#f7f7f7"], [0.75, "#f4a582"], [1.0, "#b2182b"]]
+NORM_SCALE = [[0.0, "#f7fbff"], [0.3, "#c6dbef"], [0.6, "#4292c6"], [1.0, "#08306b"]]
+ATTN_COLOUR, MLP_COLOUR, LENS_COLOUR = "#0072B2", "#009E73", "#D55E00"
+PROMPT_COLOURS = ("#0072B2", "#E69F00")
+# Tint per kind of box: attention blue, MLP green, norms grey, embeddings/positions orange/purple, output red.
+KIND_TINT = {
+    "ids": "#f2f2f2", "embedding": "#fbe3bf", "positions": "#e8d9ef", "layers": "#ffffff", "norm": "#ececec",
+    "final_norm": "#ececec", "attention": "#d4e8f6", "projection": "#ffffff", "rope": "#e8d9ef",
+    "attn_weights": "#bfdcf2", "residual": "#fff6c7", "mlp": "#d2efe4", "activation": "#ffffff",
+    "lm_head": "#f9d3c4", "logits": "#f9d3c4", "softmax": "#f9d3c4", "module": "#f2f2f2",
+}
+TAB_NAMES = {"attention_tab": "Attention", "sampling_tab": "Sampling", "tokenizer_tab": "Tokenizer"}
+MAX_SURPRISAL_COLOUR = 16.0  # bits: 1 in 65,536; anything rarer gets the darkest red
+
+
+def fmt_params(count: int) -> str:
+    """134,515,008 -> '134.5M'; 576 -> '576'."""
+    if count >= 1e9:
+        return f"{count / 1e9:.2f}B"
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    if count >= 1e4:
+        return f"{count / 1e3:.1f}K"
+    return f"{count:,}"
+
+
+def _share(part: int, total: int) -> str:
+    share = part / total
+    return "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
+
+
+def fmt_shape(shape) -> str:
+    return "[" + " × ".join(f"{s:,}" for s in shape) + "]" if shape else ""
+
+
+def _short(piece: str, limit: int = 12) -> str:
+    return piece if len(piece) <= limit else piece[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data-flow diagram
+
+
+def _shapes(box: dict) -> str:
+    a, b = fmt_shape(box.get("in_shape")), fmt_shape(box.get("out_shape"))
+    if a and b and a != b:
+        return f"{a} → {b}"
+    return b or a
+
+
+def _sub_row(box: dict, selected: str | None) -> str:
+    cls = "fw-sub selected" if box["key"] == selected else "fw-sub"
+    params = fmt_params(box["params"]) if box["params"] else ""
+    return (f'<div class="{cls}" data-key="{html.escape(box["key"])}" title="click to explain" role="button" tabindex="0" '
+            f'style="background:{KIND_TINT.get(box["kind"], "#fff")}">'
+            f'<span class="fw-sub-name">{html.escape(box["title"])}</span>'
+            f'<span class="fw-shape">{html.escape(_shapes(box))}</span>'
+            f'<span class="fw-params">{params}</span></div>')
+
+
+def _box(box: dict, selected: str | None, total: int) -> str:
+    cls = "fw-box selected" if box["key"] == selected else "fw-box"
+    share = f" · {_share(box['params'], total)} of the model" if total and box["params"] else ""
+    params = f'<span class="fw-params">{fmt_params(box["params"])} params{share}</span>' if box["params"] else ""
+    module = (f'<div class="fw-module">{html.escape(box["module"])} <i>{html.escape(box["module_class"])}</i></div>'
+              if box.get("module") else "")
+    detail = f'<div class="fw-detail">{html.escape(box["detail"])}</div>' if box.get("detail") else ""
+    shape = f'<div class="fw-shape">{html.escape(_shapes(box))}</div>' if _shapes(box) else ""
+    subs = "".join(_sub_row(c, selected) for c in box.get("children") or [])
+    subs = f'<div class="fw-subs">{subs}</div>' if subs else ""
+    return (f'<div class="{cls} kind-{box["kind"]}" data-key="{html.escape(box["key"])}" role="button" tabindex="0" '
+            f'title="click to explain" style="background:{KIND_TINT.get(box["kind"], "#fff")}">'
+            f'<div class="fw-head"><b>{html.escape(box["title"])}</b>{params}</div>{module}{detail}{shape}{subs}</div>')
+
+
+def _arrow(label: str = "") -> str:
+    return f'<div class="fw-arrow">↓ <span>{html.escape(label)}</span></div>'
+
+
+def diagram_html(boxes: list[dict], selected: str | None, num_parameters: int) -> str:
+    """The forward pass top to bottom. The layer block frames one layer's steps (in the order they ran) and
+    stands for all L layers; every box and sub-step carries data-key for a click."""
+    parts, stream_shape = [], None
+    for i, box in enumerate(boxes):
+        if i:
+            stream = stream_shape if boxes[i - 1]["kind"] == "positions" else boxes[i - 1].get("out_shape")
+            parts.append(_arrow(fmt_shape(stream)))
+        if box["kind"] == "embedding":
+            stream_shape = box.get("out_shape")  # positions (added or rotated in) leave the stream's shape alone
+        if box["kind"] == "layers":
+            inner = []
+            for j, child in enumerate(box["children"]):
+                if j:
+                    inner.append(_arrow())
+                inner.append(_box(child, selected, num_parameters))
+            cls = "fw-layers selected" if box["key"] == selected else "fw-layers"
+            parts.append(
+                f'<div class="{cls}" data-key="layers" role="button" tabindex="0" title="click to explain">'
+                f'<div class="fw-layers-head"><b>{html.escape(box["title"])}</b>'
+                f'<span class="fw-params">{fmt_params(box["params"])} params · {_share(box["params"], num_parameters)} of the model</span></div>'
+                f'<div class="fw-detail">{html.escape(box["detail"])} · <code>{html.escape(box["module"])}</code></div>'
+                f'<div class="fw-layer-body">{"".join(inner)}</div></div>'
+            )
+        else:
+            parts.append(_box(box, selected, num_parameters))
+    total = sum(b["params"] for b in boxes)
+    footer = (f'<div class="fw-total">Boxes add up to <b>{total:,}</b> parameters; the model reports '
+              f'<b>{num_parameters:,}</b> (<code>model.num_parameters()</code>, tied weights counted once).</div>')
+    return f'<div class="fw-diagram">{"".join(parts)}{footer}</div>'
+
+
+def find_box(boxes: list[dict], key: str) -> dict | None:
+    for box in boxes:
+        if box["key"] == key:
+            return box
+        found = find_box(box.get("children") or [], key)
+        if found:
+            return found
+    return None
+
+
+def _explain_text(box: dict, facts: dict) -> str:
+    """What a box does, in plain words with this model's numbers (markdown-free HTML paragraphs)."""
+    d, n, vocab = facts["hidden_size"], facts["n"], facts["vocab_size"]
+    heads, kv, head_dim = facts["num_heads"], facts["num_kv_heads"], facts["head_dim"]
+    kind, title, key = box["kind"], box["title"], box["key"]
+    name = box["module"].rsplit(".", 1)[-1] if box.get("module") else key
+    if kind == "ids":
+        return (f"The tokenizer turned the text into <b>{n} token ids</b>, whole numbers from 0 to {vocab - 1:,}. "
+                "They carry no meaning yet: each is just a row number into the embedding matrix.")
+    if kind == "embedding":
+        text = (f"<b>Embedding lookup.</b> Each id picks one row of the {vocab:,} × {d} embedding matrix: token id 0 "
+                f"gets row 0, and so on. The result is the <b>residual stream</b>: one vector of {d} numbers per token, "
+                f"{fmt_shape((n, d))} for this text. The matrix holds {box['params']:,} parameters, "
+                f"{box['params'] / facts['num_parameters']:.0%} of the whole model.")
+        if "scaled" in box.get("detail", ""):
+            text += f" This model multiplies the vectors by √{d} on the way in, so they start at a size the layers expect."
+        if facts.get("tied"):
+            text += " The LM head at the end reuses this same matrix (tied embeddings), so it is stored once."
+        return text
+    if kind == "positions":
+        if facts["positions_kind"] == "rope":
+            return ("<b>Where each token is.</b> Attention by itself does not see word order. This model uses "
+                    f"<b>rotary position embeddings (RoPE)</b>: {html.escape(facts['positions_summary'])}. Inside every "
+                    "attention layer, each query and key vector is rotated by an angle proportional to its position, "
+                    "each pair of dimensions at its own speed. The score q·k then depends on how far apart two tokens "
+                    "are, not on where they sit. This module only computes the cos/sin tables "
+                    f"{fmt_shape(box.get('out_shape'))}: no parameters. The plot under <i>Embeddings and positions</i> "
+                    "shows how the score changes with distance.")
+        return ("<b>Where each token is.</b> This model <b>learns one vector per position</b> and adds it to the token "
+                f"embedding before the first layer ({box['params']:,} parameters).")
+    if kind == "layers":
+        return (f"<b>The decoder layer</b>, repeated {box['repeat']} times, each copy with its own weights "
+                f"({html.escape(box['detail'])}). Every layer reads the residual stream and <b>adds</b> to it twice: "
+                "first the attention block (tokens exchange information), then the MLP (each token on its own). "
+                "The boxes inside show one layer in the order its modules ran in this pass. "
+                + ("Sliding-attention layers see only a window of recent tokens; full-attention layers see all of them."
+                   if "sliding" in box["detail"] else ""))
+    if kind in ("norm", "final_norm"):
+        if kind == "final_norm":
+            where = "after the last layer, before the LM head"
+        elif name == facts.get("mid_reader"):
+            where = "before the MLP: it reads the stream right after the attention output was added"
+        elif name in ("q_norm", "k_norm"):
+            where = f"on each head's {'query' if name == 'q_norm' else 'key'} vector, before RoPE"
+        elif name == facts.get("first_child"):
+            where = "before attention: it reads the stream as the layer receives it"
+        elif name.startswith("post"):
+            where = "on the block's output, before it joins the stream"
+        else:
+            where = ""
+        cls = box.get("module_class") or "Norm"
+        how = ("divides each token's vector by its root mean square" if "rms" in cls.lower()
+               else "subtracts each token's mean and divides by its standard deviation")
+        where = f", {where}" if where else ""
+        return (f"<b>{html.escape(cls)}</b>{where}. It {how}, so every token arrives at a standard size, then "
+                f"multiplies each dimension by a learned weight ({box['params']:,} parameters). Norms keep the numbers "
+                "in a range the next step expects.")
+    if kind == "attention":
+        group = (f"Grouped-query attention: the {heads} query heads share {kv} key/value head{'s' if kv > 1 else ''}, "
+                 "so the KV cache stores fewer keys and values." if kv != heads else "")
+        return (f"<b>Self-attention</b> ({heads} heads of size {head_dim}). Each token makes a query, a key and a value; "
+                "a head scores every earlier token's key against the token's query, turns the scores into weights with a "
+                f"softmax, and mixes the values by those weights. {group} The output projection brings the heads' "
+                f"results back to {d} numbers per token. {box['params']:,} parameters per layer. "
+                "The Attention tab shows every head's weights for your text.")
+    if kind == "projection":
+        what = {
+            "q_proj": f"the <b>queries</b>: what each token is looking for, {heads} heads × {head_dim}",
+            "k_proj": f"the <b>keys</b>: what each token offers, {kv} head{'s' if kv > 1 else ''} × {head_dim}",
+            "v_proj": f"the <b>values</b>: what each token passes on when looked at, {kv} head{'s' if kv > 1 else ''} × {head_dim}",
+            "o_proj": f"the <b>output projection</b>: the heads' mixed values, concatenated, mapped back to {d}",
+            "gate_proj": "the <b>gate</b>: after the activation it decides how much of each hidden unit passes",
+            "up_proj": "the <b>up projection</b> into the MLP's wider hidden layer",
+            "down_proj": f"the <b>down projection</b> from the hidden layer back to {d} numbers per token",
+        }.get(name, "a learned linear map")
+        weights = ", ".join(f"{w} {fmt_shape(s)}" for w, s in box.get("weights") or [])
+        return (f"A linear layer computing {what}. Shapes in this pass: {html.escape(_shapes(box))}. "
+                f"Weights: {weights} = {box['params']:,} parameters.")
+    if kind == "rope":
+        return ("<b>RoPE rotation.</b> Before scoring, each query and key is rotated by its token's position (the "
+                "cos/sin tables from the rotary module). Rotating both means q·k only depends on their distance.")
+    if kind == "attn_weights":
+        return (f"<b>The attention weights.</b> Scores q·k/√{head_dim} for every pair of tokens, with the causal mask "
+                "hiding later tokens (−∞), then a softmax along each row: every row sums to 1. Shape in this pass "
+                f"{fmt_shape(box.get('out_shape'))} (heads × queries × keys). Each token's output is the weighted sum of "
+                "the values. The Attention tab draws these weights.")
+    if kind == "residual":
+        return ("<b>The residual add.</b> The block's output is <b>added</b> to the stream, not written over it: the "
+                "stream carries everything earlier layers put in, and each block only nudges it. <i>Residual stream</i> "
+                "below shows how big each nudge is, layer by layer.")
+    if kind == "mlp":
+        inter = facts["intermediate_size"]
+        return (f"<b>The feed-forward network (MLP)</b> works on each token separately: {d} → {inter:,} hidden units "
+                f"→ {d}. In this gated form, act(gate(x)) × up(x) is projected back down. It holds most of a layer's "
+                f"parameters ({box['params']:,}); much of what the model knows is stored here.")
+    if kind == "activation":
+        return (f"<b>{html.escape(box.get('module_class') or 'Activation')}</b>: a non-linear function applied to each "
+                "hidden unit. Without it, the stacked linear layers would collapse into a single linear map.")
+    if kind == "lm_head":
+        tied = (" Its weight is the embedding matrix itself (tied), so it adds no parameters of its own."
+                if facts.get("tied") else f" {box['params']:,} parameters.")
+        return (f"<b>The LM head</b> scores every vocabulary entry: the dot product of the final hidden state with each "
+                f"of the {vocab:,} rows gives one number (a <b>logit</b>) per possible next token.{tied}")
+    if kind == "logits":
+        return (f"<b>Logits</b> {fmt_shape(box.get('out_shape'))}: at every position, one raw score per vocabulary entry "
+                "for the token that comes next. Only the last position's matter for generating; the others give "
+                "each token's surprisal below. The Sampling tab turns them into a choice: temperature, top-k, top-p.")
+    if kind == "softmax":
+        return ("<b>Softmax</b> turns the last position's logits into probabilities (exp, then divide by the sum). "
+                f"Here the most likely next token is {html.escape(box['detail'].split(': ', 1)[-1])}. Picking one and "
+                "turning its id back into text (<b>detokenization</b>) is one step of generation; the Sampling tab shows how.")
+    return f"{html.escape(title)}: {html.escape(box.get('detail') or '')}"
+
+
+def explain_html(box: dict | None, facts: dict) -> str:
+    """The picked box: what it does, its module, weights and shapes; or how to use the diagram."""
+    if box is None:
+        return ('<div class="fw-explain"><p><b>Click any box</b> of the diagram to see what it does, with this model\'s '
+                "numbers. Attention boxes lead to the Attention tab, the logits to the Sampling tab.</p></div>")
+    rows = []
+    if box.get("module"):
+        rows.append(f"<tr><th>module</th><td><code>{html.escape(box['module'])}</code> ({html.escape(box['module_class'])})</td></tr>")
+    if _shapes(box):
+        rows.append(f"<tr><th>shape in this pass</th><td>{html.escape(_shapes(box))}</td></tr>")
+    for name, shape in box.get("weights") or []:
+        rows.append(f"<tr><th>{html.escape(name)}</th><td>{fmt_shape(shape)}</td></tr>")
+    if box.get("params"):
+        rows.append(f"<tr><th>parameters</th><td>{box['params']:,}</td></tr>")
+    table = f'<table class="fw-facts">{"".join(rows)}</table>' if rows else ""
+    link = box.get("link")
+    button = (f'<button class="fw-link" id="fw-open" data-tab="{html.escape(link)}">{html.escape(link_label(link))}</button>'
+              if link else "")
+    return (f'<div class="fw-explain"><h4>{html.escape(box["title"])}</h4><p>{_explain_text(box, facts)}</p>{button}'
+            f"{table}</div>")
+
+
+def link_label(tab_id: str | None) -> str:
+    return f"Open the {TAB_NAMES.get(tab_id, tab_id)} tab →" if tab_id else ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embeddings and positions
+
+
+def embedding_strip(pieces: list[str], embeddings: np.ndarray, total_tokens: int) -> go.Figure:
+    """Each token's embedding vector as one row of colour: embeddings [k, d] (blue negative, red positive)."""
+    k, d = embeddings.shape
+    limit = float(np.percentile(np.abs(embeddings), 99)) or 1.0  # a few large values would wash out the rest
+    labels = [f"{i}:{_short(p, 10)}" for i, p in enumerate(pieces[:k])]
+    fig = go.Figure(go.Heatmap(
+        z=np.round(embeddings, 3), y=list(range(k)), zmin=-limit, zmax=limit, colorscale=DIVERGING,
+        hovertemplate="token %{y}, dimension %{x}<br>value %{z:.3f}<extra></extra>",
+        colorbar=dict(title=dict(text="value", side="right"), thickness=12, len=0.8),
+    ))
+    more = f" (first {k} of {total_tokens} tokens)" if total_tokens > k else ""
+    fig.update_layout(
+        title=dict(text=f"Embedding vector of each token: {d} numbers per row{more}", font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(AXIS, title=dict(text="dimension"), showticklabels=True),
+        yaxis=dict(AXIS, tickvals=list(range(k)), ticktext=labels, autorange="reversed", tickfont=dict(size=12)),
+        margin=dict(l=10, r=10, t=50, b=10), height=int(np.clip(22 * k + 130, 260, 840)),
+    )
+    return fig
+
+
+def cosine_heatmap(pieces: list[str], embeddings: np.ndarray) -> go.Figure:
+    """Cosine similarity between the tokens' embedding vectors [k, k]: 1 = same direction, 0 = unrelated."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+    sim = np.round(unit @ unit.T, 2)  # [k, k]
+    k = len(sim)
+    labels = [f"{i}:{_short(p, 10)}" for i, p in enumerate(pieces[:k])]
+    fig = go.Figure(go.Heatmap(
+        z=sim, zmin=-1, zmax=1, colorscale=DIVERGING, text=sim if k <= 14 else None,
+        texttemplate="%{text:.2f}" if k <= 14 else None, textfont=dict(size=11),
+        hovertemplate="%{y} · %{x}<br>cosine %{z:.2f}<extra></extra>", x=labels, y=labels,
+        colorbar=dict(title=dict(text="cosine", side="right"), thickness=12, len=0.8),
+    ))
+    fig.update_layout(
+        title=dict(text="Cosine similarity between token embeddings", font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(AXIS, tickangle=-60, tickfont=dict(size=11)),
+        yaxis=dict(AXIS, autorange="reversed", tickfont=dict(size=11)),
+        margin=dict(l=10, r=10, t=50, b=10), height=int(np.clip(24 * k + 200, 340, 840)),
+    )
+    return fig
+
+
+def _hex_rgba(colour: str, alpha: float) -> str:
+    return "rgba({},{},{},{})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)), alpha)
+
+
+def position_figure(kind: str, distances: np.ndarray, curves: dict[str, np.ndarray]) -> go.Figure:
+    """RoPE: q·k of one query/key pair (q = k) against the distance between their positions, relative to
+    distance 0; curves [3, P] = mean, min, max over each distance bin (the band shows the ripples).
+    Learned positions: how similar the position vectors t apart are."""
+    colours = [ATTN_COLOUR, LENS_COLOUR, MLP_COLOUR, "#CC79A7"]
+    fig = go.Figure()
+    x = np.maximum(distances, 0.7).astype(np.float64)  # the log axis cannot show 0; distance 0 sits at 0.7
+    for i, (name, (mean, low, high)) in enumerate(curves.items()):
+        colour = colours[i % 4]
+        if not np.allclose(low, high):
+            fig.add_trace(go.Scatter(x=x, y=np.round(high, 4), mode="lines", line=dict(width=0), hoverinfo="skip",
+                                     showlegend=False))
+            fig.add_trace(go.Scatter(x=x, y=np.round(low, 4), mode="lines", line=dict(width=0), fill="tonexty",
+                                     fillcolor=_hex_rgba(colour, 0.18), hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=x, y=np.round(mean, 4), mode="lines", name=name, line=dict(width=2.5, color=colour),
+                                 customdata=distances, hovertemplate="distance %{customdata}<br>%{y:.3f}<extra>" + name + "</extra>"))
+    limit = int(distances.max()) if len(distances) else 1
+    ticks = [0.7] + [10 ** k for k in range(0, int(np.log10(max(limit, 1))) + 1)]
+    if kind == "rope":
+        title = ("How RoPE changes one query·key score with distance (q = k = all ones; 1 = the score at distance 0)"
+                 "<br><span style='font-size:13px'>the same pair scores lower the further apart the tokens are; the "
+                 "band shows the fast ripples · computed with this model's own rotary module</span>")
+        ytitle = "relative q·k score"
+    else:
+        title = "How alike the learned position vectors are, t positions apart (mean cosine similarity)"
+        ytitle = "cosine similarity"
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(GRID, type="log", tickvals=ticks, ticktext=["0"] + [f"{t:,}" for t in ticks[1:]],
+                   title=dict(text="distance between query and key (tokens, log scale)")),
+        yaxis=dict(GRID, title=dict(text=ytitle), zeroline=True, zerolinecolor="#999"),
+        legend=dict(orientation="h", y=-0.25, x=0), margin=dict(l=10, r=10, t=80, b=10), height=420,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Residual stream
+
+
+def updates_figure(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndarray | None,
+                   layer_update: np.ndarray, skip_first: bool) -> go.Figure:
+    """Per layer: how much the attention block and the MLP block change the stream (mean norm of the update
+    over tokens, the first token left out when skip_first: it often carries huge outlier values)."""
+    cols = slice(1, None) if skip_first else slice(None)
+    fig = go.Figure()
+    if attn is not None and mlp is not None:
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(attn[:, cols].mean(-1), 2), name="attention update", marker_color=ATTN_COLOUR,
+                             hovertemplate="%{x}<br>attention adds |Δ| = %{y:.2f}<extra></extra>"))
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(mlp[:, cols].mean(-1), 2), name="MLP update", marker_color=MLP_COLOUR,
+                             hovertemplate="%{x}<br>MLP adds |Δ| = %{y:.2f}<extra></extra>"))
+    else:
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(layer_update[:, cols].mean(-1), 2), name="layer update",
+                             marker_color=ATTN_COLOUR))
+    which = "tokens 1…n-1 (the first token is left out: its values are huge outliers)" if skip_first else "all tokens"
+    fig.update_layout(
+        title=dict(text=f"How much each block changes the residual stream: mean |update| over {which}",
+                   font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white", barmode="group",
+        xaxis=dict(AXIS, tickangle=-45, tickfont=dict(size=11)),
+        yaxis=dict(GRID, title=dict(text="L2 norm of the update")),
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        margin=dict(l=10, r=10, t=70, b=10), height=400,
+    )
+    return fig
+
+
+def norms_heatmap(row_names: list[str], norms: np.ndarray, pieces: list[str]) -> go.Figure:
+    """|hidden state| per layer (rows, embeddings at the top) and token (columns), on a log colour scale."""
+    rows, n = norms.shape
+    step = max(1, -(-n // 48))
+    ticks = list(range(0, n, step))
+    labels = [_short(pieces[i], 10) if step == 1 else f"{i}:{_short(pieces[i], 6)}" for i in ticks]
+    logs = np.round(np.log10(np.maximum(norms, 1e-6)), 3)
+    lo, hi = float(logs.min()), float(logs.max())
+    tick_values = [v for v in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)]
+    fig = go.Figure(go.Heatmap(
+        z=logs, x=list(range(n)), y=list(range(rows)), colorscale=NORM_SCALE, zmin=lo, zmax=hi,
+        customdata=np.round(norms, 1), hovertemplate="%{y}: token %{x}<br>|h| = %{customdata}<extra></extra>",
+        colorbar=dict(title=dict(text="|h|", side="right"), tickvals=tick_values, ticktext=[f"{10 ** v:g}" for v in tick_values],
+                      thickness=12),
+        xgap=1 if n <= 64 else 0, ygap=1,
+    ))
+    fig.update_layout(
+        title=dict(text="|residual stream| after each layer, per token (log colour)",
+                   font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(AXIS, tickvals=ticks, ticktext=labels, tickangle=-60, tickfont=dict(size=11), side="bottom"),
+        yaxis=dict(AXIS, tickvals=list(range(rows)), ticktext=row_names, autorange="reversed", tickfont=dict(size=10)),
+        margin=dict(l=10, r=10, t=50, b=10), height=int(np.clip(16 * rows + 200, 360, 760)),
+    )
+    return fig
+
+
+def lens_figure(row_names: list[str], answer_probs: np.ndarray, top_pieces: list[str], answer: str) -> go.Figure:
+    """Logit lens at the last position: the probability each layer's stream gives the model's final answer."""
+    fig = go.Figure(go.Scatter(
+        x=row_names, y=np.round(answer_probs, 4), mode="lines+markers", line=dict(color=LENS_COLOUR, width=2.5),
+        customdata=top_pieces, hovertemplate="%{x}<br>p(" + html.escape(answer) + ") = %{y:.3f}<br>top guess: %{customdata}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=dict(text=f"Logit lens at the last token: p({html.escape(answer)}) if the model stopped after each layer",
+                   font=dict(size=15), x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
+        xaxis=dict(AXIS, tickangle=-60, tickfont=dict(size=10)),
+        yaxis=dict(GRID, range=[0, 1.05], title=dict(text="probability")),
+        margin=dict(l=10, r=10, t=50, b=10), height=320,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Surprisal
+
+
+def surprisal_colour(bits: float) -> str:
+    """White (expected) -> yellow -> red (surprising), saturating at MAX_SURPRISAL_COLOUR bits."""
+    t = float(np.clip(bits / MAX_SURPRISAL_COLOUR, 0.0, 1.0))
+    stops = [(0.0, (255, 255, 255)), (0.25, (254, 227, 145)), (0.55, (252, 141, 89)), (1.0, (165, 0, 38))]
+    for (a, ca), (b, cb) in zip(stops, stops[1:]):
+        if t <= b:
+            u = (t - a) / (b - a)
+            return "rgb({:.0f},{:.0f},{:.0f})".format(*[x * (1 - u) + y * u for x, y in zip(ca, cb)])
+    return "rgb(165,0,38)"
+
+
+def surprisal_html(pieces: list[str], bits: list[float | None], probs: list[float | None], expected: list[str | None],
+                   title: str, perplexity: float | None, mean_bits: float | None) -> str:
+    """The text as tokens, each coloured by its surprisal; hover for p and the model's top guess there."""
+    spans = []
+    for i, piece in enumerate(pieces):
+        if bits[i] is None:
+            tip = f"token #{i}: the first token, nothing before it to predict it from"
+            spans.append(f'<span class="fw-tok first" title="{html.escape(tip)}">{html.escape(piece)}</span>')
+        else:
+            b = bits[i]
+            tip = f"token #{i} {piece}\nsurprisal {b:.2f} bits (p = {probs[i]:.4g})\nmodel's top guess here: {expected[i]}"
+            fg = "#fff" if b > 0.62 * MAX_SURPRISAL_COLOUR else "#111"
+            spans.append(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{fg}" '
+                         f'title="{html.escape(tip)}">{html.escape(piece)}</span>')
+        if piece.endswith("↵"):
+            spans.append("<br>")
+    if perplexity is None:
+        score = ('<div class="fw-ppl">Only one token: there is nothing to predict it from, so <b>no perplexity</b> '
+                 "(it needs at least two tokens).</div>")
+    else:
+        score = (f'<div class="fw-ppl">perplexity <b>{perplexity:,.2f}</b> · mean surprisal <b>{mean_bits:.2f}</b> '
+                 f"bits per token over {len(pieces) - 1} predicted tokens</div>")
+    return f'<div class="fw-surprisal"><h4>{html.escape(title)}</h4>{score}<div class="fw-tokens">{"".join(spans)}</div></div>'
+
+
+def surprisal_legend_html() -> str:
+    stops = [0, 2, 4, 8, 12, 16]
+    cells = "".join(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{"#fff" if b > 10 else "#111"}">'
+                    f"{b}{'+' if b == 16 else ''} bits</span>" for b in stops)
+    return (f'<div class="fw-legend">surprisal = −log₂ p(token | the tokens before it): {cells} '
+            '<span class="fw-tok first">first token: not predicted</span></div>')
+
+
+def surprising_table_html(rows: list[dict]) -> str:
+    """The most surprising tokens: position, token, bits, p, and what the model expected instead."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>#{r['position']}</td><td><code>{html.escape(r['token'])}</code></td><td>{r['bits']:.2f}</td>"
+        f"<td>{r['prob']:.3g}</td><td><code>{html.escape(r['expected'])}</code> ({r['expected_prob']:.0%})</td></tr>"
+        for r in rows
+    )
+    return ('<table class="fw-table"><thead><tr><th>pos</th><th>token</th><th>bits</th><th>p</th>'
+            f"<th>the model expected</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompt comparison
+
+
+def compare_figure(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, name_a: str, name_b: str) -> go.Figure:
+    """Two prompts' next-token distributions on one chart: the union of each one's top tokens, grouped bars."""
+    y = [_short(label, 16) for label in labels]
+    fig = go.Figure()
+    for probs, name, colour in ((probs_a, name_a, PROMPT_COLOURS[0]), (probs_b, name_b, PROMPT_COLOURS[1])):
+        fig.add_trace(go.Bar(
+            y=y, x=np.round(probs, 4), orientation="h", name=_short(name.replace("\n", "↵"), 60), marker_color=colour,
+            text=[f"{p:.1%}" if p >= 0.005 else "" for p in probs], textposition="outside", cliponaxis=False,
+            hovertemplate="%{y}: %{x:.2%}<extra>" + html.escape(_short(name.replace("\n", "↵"), 40)) + "</extra>",
+        ))
+    fig.update_layout(
+        title=dict(text="Next-token probabilities after each prompt (each prompt's top tokens)", font=dict(size=15),
+                   x=0.02, xanchor="left"),
+        template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white", barmode="group",
+        xaxis=dict(GRID, title=dict(text="probability"), tickformat=".0%", range=[0, min(1.0, float(max(probs_a.max(), probs_b.max())) * 1.18 + 0.02)]),
+        yaxis=dict(AXIS, autorange="reversed", tickfont=dict(family="monospace", size=13)),
+        legend=dict(orientation="h", y=-0.12, x=0, yanchor="top"),
+        margin=dict(l=10, r=30, t=50, b=10), height=int(np.clip(46 * len(labels) + 170, 340, 900)),
+    )
+    return fig

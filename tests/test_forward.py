@@ -1,0 +1,249 @@
+"""The recorded forward pass against transformers itself: parameter counts, perplexity = exp(loss), surprisal
+from the model's own logits, the final norm and LM head reproducing the logits, the residual updates equal to
+the blocks' own outputs, RoPE from the model's rotary module, and one model run per text."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inference import forward as F
+from inference.errors import InputError
+from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS
+from inference.session import GEMMA_MODEL, BUNDLED, ModelSession, read_facts
+
+TEXT = "The capital of France is Paris, and the capital of Germany is"
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    """Gemma 3 270M base: extra norms, tied embeddings, two RoPE thetas, no chat template."""
+    if not BUNDLED[GEMMA_MODEL].installed():
+        pytest.skip("the Gemma 3 270M package is not installed")
+    from inference.session import get_session
+
+    return get_session(GEMMA_MODEL)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(session):
+    """A small random GPT-2 (learned positions, LayerNorm, fused qkv): the anatomy is read, not hard-coded."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(session.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4)
+    model = GPT2LMHeadModel(config).eval()
+    return ModelSession(model_id="tiny-gpt2", model=model, tokenizer=session.tokenizer, device=torch.device("cpu"),
+                        dtype=torch.float32, facts=read_facts(model), source="test", load_seconds=0.0)
+
+
+def _ids(s, text):
+    return torch.tensor([F.forward_pass(s, text).tokens.ids], device=s.device)
+
+
+def _reference(s, text):
+    """The model's own outputs for the text: logits [n, V], loss, hidden states (transformers' last one is normed)."""
+    ids = _ids(s, text)
+    with s.lock, torch.no_grad():
+        out = s.model(input_ids=ids, labels=ids, output_hidden_states=True, use_cache=False)
+    return ids[0], out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The diagram's parameters and shapes
+
+
+def _check_diagram(s, forward):
+    boxes = F.diagram(s, forward)
+    assert F.diagram_params(boxes) == s.model.num_parameters()
+    layers = next(b for b in boxes if b.kind == "layers")
+    parts = F.anatomy(s)
+    # One layer's boxes add up to that layer's parameters; the layer block holds all L layers.
+    assert sum(c.params for c in layers.children) == parts.layer_params[0]
+    assert layers.params == sum(p.numel() for p in s.model.get_submodule(parts.layers).parameters())
+    for box in layers.children:
+        if box.children:
+            assert sum(c.params for c in box.children) == box.params
+    # Weight shapes are the module's own.
+    for box in (b for top in boxes for b in top.walk() if b.module):
+        module = s.model.get_submodule(box.module)
+        assert dict(box.weights) == {k: tuple(v.shape) for k, v in module.named_parameters(recurse=False)}
+    return boxes, layers
+
+
+def test_smollm2_diagram_sums_to_num_parameters(session):
+    forward = F.forward_pass(session, TEXT)
+    boxes, layers = _check_diagram(session, forward)
+    n, d = forward.n, 576
+    by_key = {b.key: b for top in boxes for b in top.walk()}
+    assert session.model.num_parameters() == 134_515_008
+    assert by_key["embed"].params == 49_152 * 576 and by_key["embed"].out_shape == (n, d)
+    assert by_key["lm_head"].params == 0  # tied: the embedding matrix, counted once
+    assert by_key["lm_head"].out_shape == (n, 49_152)
+    assert layers.repeat == 30 and by_key["layer.self_attn.k_proj"].out_shape == (n, 192)  # 3 KV heads x 64
+    assert by_key["layer.attn_weights"].out_shape == (9, n, n)
+    assert by_key["layer.mlp.gate_proj"].out_shape == (n, 1536)
+    # Llama order: norm -> attention -> residual add -> norm -> MLP -> residual add.
+    assert [c.key for c in layers.children] == [
+        "layer.input_layernorm", "layer.attention", "residual_attn", "layer.post_attention_layernorm", "layer.mlp",
+        "residual_mlp"]
+    assert by_key["layer.attention"].link == "attention_tab" and by_key["logits"].link == "sampling_tab"
+
+
+def test_gemma_diagram_extra_norms_and_tied_embeddings(gemma):
+    forward = F.forward_pass(gemma, "The capital of France is")
+    boxes, layers = _check_diagram(gemma, forward)
+    assert F.anatomy(gemma).tied and next(b for b in boxes if b.key == "lm_head").params == 0
+    assert [c.key for c in layers.children] == [
+        "layer.input_layernorm", "layer.attention", "layer.post_attention_layernorm", "residual_attn",
+        "layer.pre_feedforward_layernorm", "layer.mlp", "layer.post_feedforward_layernorm", "residual_mlp"]
+    attention = next(c for c in layers.children if c.key == "layer.attention")
+    assert {"layer.self_attn.q_norm", "layer.self_attn.k_norm"} <= {c.key for c in attention.children}
+    assert "sliding attention" in layers.detail and "full attention" in layers.detail
+    scheme = F.positional_scheme(gemma)
+    assert scheme.thetas == {"sliding_attention": 10_000.0, "full_attention": 1_000_000.0}
+    assert scheme.layer_counts == {"sliding_attention": 15, "full_attention": 3}
+    # Gemma scales its embeddings by sqrt(d) inside the embedding module: the heat strip shows what the layers get.
+    ids = torch.tensor([forward.tokens.ids])
+    with torch.no_grad():
+        expected = gemma.model.get_input_embeddings()(ids)[0].float().numpy()
+    np.testing.assert_allclose(forward.embeddings, expected[:FORWARD_EMBED_TOKENS], rtol=1e-5, atol=1e-5)
+
+
+def test_learned_positions_where_the_model_has_them(tiny_gpt2):
+    forward = F.forward_pass(tiny_gpt2, TEXT)
+    boxes, layers = _check_diagram(tiny_gpt2, forward)
+    assert [b.key for b in boxes][:4] == ["ids", "embed", "positions", "layers"]
+    assert next(b for b in boxes if b.key == "positions").params == 128 * 32
+    scheme = F.positional_scheme(tiny_gpt2)
+    assert scheme.kind == "learned" and scheme.curves["mean cosine similarity"][0, 0] == pytest.approx(1.0)
+    # GPT-2 is pre-norm too (ln_1 -> attn -> add -> ln_2 -> mlp -> add): the updates split the same way.
+    assert forward.attn_update_norms is not None and forward.head_check < 1e-4
+    _, out = _reference(tiny_gpt2, TEXT)
+    assert forward.perplexity == pytest.approx(math.exp(out.loss.item()), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Surprisal, perplexity and the logits
+
+
+@pytest.mark.parametrize("text", [TEXT, "Colourless green ideas sleep furiously."])
+def test_perplexity_equals_exp_of_the_models_loss(session, text):
+    _, out = _reference(session, text)
+    assert F.forward_pass(session, text).perplexity == pytest.approx(math.exp(out.loss.item()), rel=1e-4)
+
+
+def test_surprisal_is_minus_log2_softmax_of_the_previous_logits(session):
+    ids, out = _reference(session, TEXT)
+    logprobs = torch.log_softmax(out.logits[0].float(), -1)  # [n, V]
+    expected = -logprobs[:-1].gather(-1, ids[1:, None])[:, 0] / math.log(2)  # token i from position i-1
+    forward = F.forward_pass(session, TEXT)
+    np.testing.assert_allclose(forward.surprisal_bits, expected.numpy(), atol=2e-4)
+    np.testing.assert_array_equal(forward.expected_ids, out.logits[0, :-1].argmax(-1).numpy())
+    np.testing.assert_allclose(forward.next_logprobs, logprobs[-1].numpy(), atol=2e-4)
+    most = forward.most_surprising(3)
+    assert forward.surprisal_bits[most[0] - 1] == forward.surprisal_bits.max()
+
+
+def test_final_norm_times_lm_head_gives_the_models_logits(session, gemma):
+    for s in (session, gemma):
+        ids, out = _reference(s, "The capital of France is")
+        normed = out.hidden_states[-1][0]  # transformers hands back the last layer's state after the final norm
+        logits = normed @ s.model.get_output_embeddings().weight.T  # [n, V]
+        torch.testing.assert_close(logits, out.logits[0], atol=1e-4, rtol=1e-4)
+        # Our pass: the last layer's raw output through the final norm and LM head is the model's last logits.
+        forward = F.forward_pass(s, "The capital of France is")
+        assert forward.head_check < 1e-4
+        assert forward.lens_answer_probs[-1] == pytest.approx(
+            torch.softmax(out.logits[0, -1].float(), -1).max().item(), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Residual stream
+
+
+def _block_outputs(s, text, attn_name, mlp_name):
+    """Norms of what each layer's attention and MLP blocks add, read from hooks on those very modules."""
+    parts = F.anatomy(s)
+    caught = {"attn": [], "mlp": []}
+    handles = []
+    for block in s.model.get_submodule(parts.layers):
+        for key, name in (("attn", attn_name), ("mlp", mlp_name)):
+            handles.append(block.get_submodule(name).register_forward_hook(
+                lambda m, a, o, key=key: caught[key].append(F._first_tensor(o)[0].float().norm(dim=-1))))
+    try:
+        with torch.no_grad():
+            out = s.model(input_ids=_ids(s, text), output_hidden_states=True, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(caught["attn"]).numpy(), torch.stack(caught["mlp"]).numpy(), out
+
+
+def test_residual_updates_are_the_blocks_outputs(session, gemma):
+    # Llama adds the attention and MLP outputs as they are; Gemma normalizes each before adding it.
+    for s, attn_name, mlp_name in ((session, "self_attn", "mlp"),
+                                   (gemma, "post_attention_layernorm", "post_feedforward_layernorm")):
+        forward = F.forward_pass(s, TEXT)
+        attn, mlp, out = _block_outputs(s, TEXT, attn_name, mlp_name)
+        np.testing.assert_allclose(forward.attn_update_norms, attn, rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(forward.mlp_update_norms, mlp, rtol=1e-3, atol=1e-2)
+        # Rows 0..L-1: the input of each layer, as transformers' hidden_states (whose last one is normed).
+        inputs = torch.stack([h[0].float().norm(dim=-1) for h in out.hidden_states[:-1]]).numpy()
+        np.testing.assert_allclose(forward.hidden_norms[:-1], inputs, rtol=1e-4, atol=1e-3)
+
+
+def test_hidden_norms_match_the_attention_tabs_pass(session):
+    from inference.attention import capture_attention
+
+    text = "When Mary and John went to the store, John gave a drink to"
+    np.testing.assert_allclose(F.forward_pass(session, text).hidden_norms, capture_attention(session, text).hidden_norms,
+                               rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Positions
+
+
+def test_rope_curve_comes_from_the_models_rotary_module(session):
+    scheme = F.positional_scheme(session)
+    assert scheme.kind == "rope" and scheme.thetas == {"all": 100_000.0} and scheme.rotary_dims == 64
+    inv_freq = session.model.model.rotary_emb.inv_freq.double().numpy()  # [32]
+    # q = k = ones: <R(t) q, k> / <q, k> = mean over the 32 rotated pairs of cos(t * inv_freq).
+    curve = scheme.curves["θ = 100,000"]
+    for i, t in enumerate(scheme.distances[:64]):  # one distance per bin up to 63
+        assert curve[0, i] == pytest.approx(np.cos(t * inv_freq).mean(), abs=1e-4)
+    assert scheme.wavelengths["all"][0] == pytest.approx(2 * math.pi, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One model run per text; bad input
+
+
+def test_one_model_run_per_text(session):
+    from components import forward_tab
+
+    text = "A text nobody has analysed yet: the forward pass runs once."
+    runs = []
+    handle = session.model.register_forward_pre_hook(lambda *a: runs.append(1))
+    try:
+        forward_tab.forward_pass_api(text)
+        forward_tab.surprisal_api(text)
+        forward_tab.run_forward(text, False, None)
+        F.diagram(session, F.forward_pass(session, text))
+    finally:
+        handle.remove()
+    assert len(runs) == 1
+
+
+def test_bad_input(session):
+    with pytest.raises(InputError, match="empty"):
+        F.forward_pass(session, "   ")
+    with pytest.raises(InputError, match=f"at most {MAX_FORWARD_TOKENS:,} tokens"):
+        F.forward_pass(session, "word " * (MAX_FORWARD_TOKENS + 10))
+    one = F.forward_pass(session, "Hello")
+    assert one.n == 1 and one.perplexity is None and one.surprisal_bits.shape == (0,)
+    assert F.diagram_params(F.diagram(session, one)) == session.model.num_parameters()
