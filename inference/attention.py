@@ -4,25 +4,29 @@ One prefill pass over the prompt (`output_attentions=True, output_hidden_states=
 gives, for every layer l (names as TransformerLens would use them):
 
     blocks.{l}.attn.pattern   [heads, n, n]  softmax(q·k / sqrt(head_dim) + causal mask), rows = queries
-    blocks.{l}.resid_post     [n, hidden]    the residual stream after layer l (not kept: we keep its norm
-                                             per position and a logit lens of it, top-5 per position)
+    blocks.{l}.resid_post     [n, hidden]    the residual stream after layer l (not kept: we keep a logit
+                                             lens of it, top-5 per position, at the last positions)
 
 and one decode step on the KV cache (`DynamicCache`) gives the next greedy token's single query row over
 the n cached keys plus itself: the KV cache at work.
+
+The same prefill is the Forward pass tab's pass: its hooks (`forward.record_forward`) record it too, so one
+model run per text gives both analyses (`AttentionMaps.forward`, which `forward.forward_pass` hands out for
+texts within this tab's cap). The model is asked for the lens positions' logits only (`logits_to_keep`):
+all n positions would be [n, vocab], 537 MB for 512 tokens of Gemma's 262k vocabulary.
 
 Memory: all layers in fp32 would be 30 x 9 x n x n x 4 bytes (283 MB at 512 tokens for SmolLM2). We keep
 fp16 and only the lower triangle (the upper one is the causal mask, always 0), and at most
 ATTENTION_MEMORY_BUDGET bytes per prompt: for prompts too long for that, the least recently viewed layers are
 dropped and recaptured on demand (a model pass that stops at that layer).
 
-`AttentionMaps` is the cached analysis of one text (`session.analysis("attention", (text, chat))`). Other
-views of the same forward pass (per-layer hidden-state norms for a "forward pass" view) read its fields;
-add new cheap per-pass data as fields filled in `_capture`.
+`AttentionMaps` is the cached analysis of one text (`session.analysis("attention", (text, chat))`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .forward import ForwardPass, finish_forward, head_logits, last_logits_only, record_forward
 from .limits import ATTENTION_MEMORY_BUDGET, LENS_MAX_POSITIONS, LENS_TOP_K, MAX_ATTENTION_TOKENS
 from .tokens import TokenView, clean_text, readable_piece, token_to_bytes, tokenize
 
@@ -123,10 +128,10 @@ class AttentionMaps:
     num_heads: int
     num_kv_heads: int
     summaries: dict[str, np.ndarray]  # SUMMARIES name -> [layers, heads] float32
-    hidden_norms: np.ndarray  # [layers+1, n] float32: L2 norm of the residual stream (row 0: embeddings)
     lens: LogitLens
     decode: DecodeStep
-    capture_seconds: float
+    forward: ForwardPass = field(repr=False)  # the Forward pass tab's analysis, recorded in the same prefill
+    capture_seconds: float  # the whole capture: the shared prefill, the decode step and both analyses
     budget_bytes: int  # most bytes of packed layers held at once
     _packed: OrderedDict = field(repr=False)  # layer -> [heads, n(n+1)/2] float16, least recently used first
     _recapture: Callable[[int], np.ndarray] = field(repr=False)  # layer -> packed, by a new model pass
@@ -136,6 +141,11 @@ class AttentionMaps:
     @property
     def n(self) -> int:
         return len(self.tokens.ids)
+
+    @property
+    def hidden_norms(self) -> np.ndarray:
+        """[layers+1, n] float32: L2 norm of the residual stream (row 0: embeddings), from the same pass."""
+        return self.forward.hidden_norms
 
     @property
     def queries_per_kv_head(self) -> int:
@@ -213,10 +223,10 @@ class AttentionMaps:
                 self._packed.popitem(last=False)
 
     def retained_bytes(self) -> int:
-        """Bytes of array data this analysis keeps alive (attention layers, decode rows, lens, norms)."""
+        """Bytes of array data this analysis keeps alive (attention layers, decode rows, lens, forward pass)."""
         with self._lock:
             total = sum(p.nbytes for p in self._packed.values())
-        total += self.decode.rows.nbytes + self.hidden_norms.nbytes
+        total += self.decode.rows.nbytes + self.forward.retained_bytes()
         total += sum(a.nbytes for a in self.summaries.values())
         total += self.lens.top_ids.nbytes + self.lens.top_probs.nbytes + self.lens.answer_probs.nbytes
         return total
@@ -227,20 +237,9 @@ class AttentionMaps:
 
 
 def _decoder(model):
-    """The decoder stack (holds .layers and the final .norm) of a *ForCausalLM model."""
+    """The decoder stack (holds .layers) of a *ForCausalLM model."""
     inner = getattr(model, "model", None)
     return inner if inner is not None and hasattr(inner, "layers") else model.get_decoder()
-
-
-def lens_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """What the model's head makes of a hidden state: final norm, LM head (and Gemma's logit soft-cap).
-
-    hidden [..., d] -> logits [..., vocab]. Applied to the last layer's raw output it gives the model's logits."""
-    logits = model.lm_head(_decoder(model).norm(hidden))
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def head_summaries(weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -270,18 +269,19 @@ def _pieces(tokenizer, ids) -> list[str]:
     return out
 
 
-def _logit_lens(session, hidden_states, logits, positions: list[int]) -> LogitLens:
-    """Top-k of every layer's lens at `positions`, and each layer's probability of the final answer."""
-    model, k = session.model, LENS_TOP_K
+def _logit_lens(session, hidden_states, logits: torch.Tensor, positions: list[int]) -> LogitLens:
+    """Top-k of every layer's lens at `positions` (the model's own logits there: [P, V]), and each layer's
+    probability of the final answer."""
+    k = LENS_TOP_K
     index = torch.tensor(positions, device=logits.device)
-    final = logits[0, index].float()  # [P, V]: the model's own logits
+    final = logits.float()  # [P, V]: the model's own logits
     answer = final.argmax(-1)  # [P]
-    per_layer = [lens_logits(model, h[0, index]).float() for h in hidden_states[:-1]]  # L x [P, V]
+    # One layer's [P, V] at a time: the final norm and LM head on each layer's output (forward.head_logits).
     # transformers hands back hidden_states[-1] after the final norm; the last row is the model's logits.
-    per_layer.append(final)
+    per_layer = itertools.chain((head_logits(session, h[0, index]) for h in hidden_states[:-1]), [final])
     top_ids, top_probs, answer_probs = [], [], []
     for layer_logits in per_layer:
-        logprobs = torch.log_softmax(layer_logits, -1)  # [P, V]
+        logprobs = torch.log_softmax(layer_logits.float(), -1)  # [P, V]
         values, ids = logprobs.topk(k, -1)  # [P, k]
         top_ids.append(ids)
         top_probs.append(values.exp())
@@ -326,7 +326,8 @@ def capture_layer(session, ids: torch.Tensor, layer: int) -> np.ndarray:
 
 
 def _capture(session, view: TokenView, budget: int = ATTENTION_MEMORY_BUDGET) -> AttentionMaps:
-    """Prefill (attentions + hidden states), one decode step on the KV cache, then summaries and the lens."""
+    """The one prefill of the text (attentions, hidden states, and the Forward pass tab's recording), one
+    decode step on the KV cache, then the forward analysis, the summaries, the lens and the packed layers."""
     from transformers import DynamicCache
 
     n = len(view.ids)
@@ -337,48 +338,41 @@ def _capture(session, view: TokenView, budget: int = ATTENTION_MEMORY_BUDGET) ->
         )
     model = session.model
     ids = torch.tensor([view.ids], device=session.device)  # [1, n]
-    positions = list(range(max(0, n - LENS_MAX_POSITIONS), n))
+    positions = list(range(max(0, n - LENS_MAX_POSITIONS), n))  # the last P positions: the lens covers them
     started = time.perf_counter()
-    raw_last = {}
-
-    def grab_last(module, args, output):  # the last layer's output before the final norm (prefill only)
-        raw_last.setdefault("h", output[0] if isinstance(output, tuple) else output)
-
-    handle = _decoder(model).layers[-1].register_forward_hook(grab_last)
-    try:
-        with session.lock, torch.no_grad():
-            cache = DynamicCache(config=model.config)
-            prefill = model(input_ids=ids, past_key_values=cache, use_cache=True,
-                            output_attentions=True, output_hidden_states=True)
-            logits = prefill.logits  # [1, n, V]
-            next_id = int(logits[0, -1].argmax())  # greedy: the token the decode step feeds back
-            # Decode: one new query over the n cached keys (and its own key, appended to the cache).
-            step = model(input_ids=torch.tensor([[next_id]], device=session.device), past_key_values=cache,
-                         use_cache=True, output_attentions=True)
-            lens = _logit_lens(session, prefill.hidden_states, logits, positions)
-    finally:
-        handle.remove()
+    with session.lock, torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        with record_forward(session, view) as rec:  # the Forward pass tab's hooks read this same prefill
+            prefill = model(input_ids=ids, past_key_values=cache, use_cache=True, output_attentions=True,
+                            output_hidden_states=True, **last_logits_only(model, len(positions)))
+        logits = prefill.logits[0, -len(positions):]  # [P, V]: the lens positions' logits, never all [n, V]
+        forward = finish_forward(session, view, rec, logits[-1], 0.0)
+        forward.seconds = time.perf_counter() - started  # this prefill and the forward analysis of it
+        forward.shared_pass = True
+        next_id = int(logits[-1].argmax())  # greedy: the token the decode step feeds back
+        # Decode: one new query over the n cached keys (and its own key, appended to the cache).
+        step = model(input_ids=torch.tensor([[next_id]], device=session.device), past_key_values=cache,
+                     use_cache=True, output_attentions=True)
+        lens = _logit_lens(session, prefill.hidden_states, logits, positions)
 
     summaries = {name: [] for name in SUMMARIES}
     for weights in prefill.attentions:  # each [1, heads, n, n]
         for name, values in head_summaries(weights[0].float()).items():
             summaries[name].append(values.cpu().numpy())
-    hidden = [h[0] for h in prefill.hidden_states[:-1]] + [raw_last["h"][0]]  # L+1 x [n, d]
-    norms = torch.stack([h.float().norm(dim=-1) for h in hidden]).cpu().numpy()  # [L+1, n]
     decode_rows = torch.stack([a[0, :, 0] for a in step.attentions]).float().cpu().numpy()  # [L, heads, n+1]
-    probs = torch.softmax(logits[0, -1].float(), -1)
+    probs = torch.softmax(logits[-1].float(), -1)
     maps = AttentionMaps(
         tokens=view,
         num_layers=len(prefill.attentions),
         num_heads=prefill.attentions[0].shape[1],
         num_kv_heads=session.facts.num_kv_heads,
         summaries={name: np.stack(v).astype(np.float32) for name, v in summaries.items()},  # [L, heads]
-        hidden_norms=norms.astype(np.float32),
         lens=lens,
         decode=DecodeStep(
             token_id=next_id, piece=_pieces(session.tokenizer, [next_id])[0], prob=float(probs[next_id]),
             cached_keys=n, rows=decode_rows.astype(np.float16),
         ),
+        forward=forward,
         capture_seconds=0.0,
         budget_bytes=0,
         _packed=OrderedDict(),
@@ -401,7 +395,8 @@ def _capture(session, view: TokenView, budget: int = ATTENTION_MEMORY_BUDGET) ->
 
 def capture_attention(session, text: str, chat: bool = False) -> AttentionMaps:
     """Every layer's and head's attention for `text` (in the chat template when chat=True), with the decode
-    step and the logit lens of the same pass. Cached per (model, text, chat): views re-use it."""
+    step, the logit lens and the forward analysis (`.forward`) of the same pass. Cached per (model, text,
+    chat): views, and `forward.forward_pass` for the same text, re-use it."""
     text = clean_text(text)
     chat = bool(chat)
     return session.analysis("attention", (text, chat), lambda: _capture(session, tokenize(session, text, chat)))

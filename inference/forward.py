@@ -25,9 +25,11 @@ stack, final norm, LM head, positions), parameter counts from the weights (tied 
 the boxes sum to `model.num_parameters()`), the order of the modules inside a layer and every activation
 shape recorded by the hooks during the same pass.
 
-`ForwardPass` is cached per (model, text, chat) as `session.analysis("forward", (text, chat))`. The
-Attention tab keeps its own pass (`attention.capture_attention`, which also needs the attention weights);
-`record_forward` is a context manager so that pass could fill a ForwardPass too (see its docstring).
+`ForwardPass` is cached per (model, text, chat) as `session.analysis("forward", (text, chat))`. One model
+run per text serves both this tab and the Attention tab: for a text within the Attention tab's cap
+(MAX_ATTENTION_TOKENS) the ForwardPass is recorded during the attention capture's prefill
+(`attention.capture_attention(...).forward`, `shared_pass=True`), whichever tab asks first; only longer texts
+(up to MAX_FORWARD_TOKENS, no attention maps) get a pass of their own here (`_run`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .limits import FORWARD_EMBED_TOKENS, FORWARD_LOGIT_CHUNK, MAX_FORWARD_TOKENS, ROPE_CURVE_POINTS
+from .limits import (FORWARD_EMBED_TOKENS, FORWARD_LOGIT_CHUNK, MAX_ATTENTION_TOKENS, MAX_FORWARD_TOKENS,
+                     ROPE_CURVE_POINTS)
 from .tokens import TokenView, clean_text, readable_piece, token_to_bytes, tokenize
 
 LOG2E = 1.0 / math.log(2.0)
@@ -258,7 +261,8 @@ class ForwardPass:
     calls: list[ModuleCall] = field(default_factory=list, repr=False)
     mid_reader: str | None = None  # the layer child that reads the stream after the attention add (None: parallel)
     head_check: float = 0.0  # max |model logits - lm_head(final_norm(last layer output))| at the last position
-    seconds: float = 0.0
+    seconds: float = 0.0  # the prefill model call and the reduction of what it recorded into this object
+    shared_pass: bool = False  # True: recorded in the Attention tab's capture (one prefill for both tabs)
 
     @property
     def n(self) -> int:
@@ -447,11 +451,10 @@ def _register(model: nn.Module, parts: Anatomy, rec: _Recorder) -> list:
 
 @contextlib.contextmanager
 def record_forward(session, view: TokenView) -> Iterator[_Recorder]:
-    """Hooks that record a ForwardPass's data during ONE prefill run over `view.ids` inside the block.
-
-    The Attention tab's capture could wrap its own prefill in this (and call `finish_forward` after) to
-    fill the "forward" cache entry from its pass: the hooks only read tensors. Remove-safe: the hooks
-    are gone when the block exits, before any decode step."""
+    """Hooks that record a ForwardPass's data during ONE prefill run over `view.ids` inside the block; call
+    `finish_forward` after it. The hooks only read tensors, so the Attention tab's capture wraps its own
+    prefill in this (one pass, both analyses). The hooks are gone when the block exits, before any decode
+    step."""
     parts = anatomy(session)
     rec = _Recorder(num_layers=parts.num_layers, embed_rows=min(len(view.ids), FORWARD_EMBED_TOKENS))
     handles = _register(session.model, parts, rec)
@@ -529,7 +532,14 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
+def last_logits_only(model, k: int) -> dict:
+    """Model kwargs asking for the logits of the last k positions only (`logits_to_keep`, where the model
+    takes it): all n positions would be [n, vocab]. Callers read `out.logits[0, -k:]`, right either way."""
+    return {"logits_to_keep": k} if _accepts(model.forward, "logits_to_keep") else {}
+
+
 def _run(session, view: TokenView) -> ForwardPass:
+    """This tab's own pass, for texts longer than the Attention tab's cap (shorter ones share its pass)."""
     n = len(view.ids)
     if n > MAX_FORWARD_TOKENS:
         raise InputError(
@@ -538,11 +548,10 @@ def _run(session, view: TokenView) -> ForwardPass:
         )
     model = session.model
     ids = torch.tensor([view.ids], device=session.device)  # [1, n]
-    kwargs = {"logits_to_keep": 1} if _accepts(model.forward, "logits_to_keep") else {}
     started = time.perf_counter()
     with session.lock, torch.no_grad():
         with record_forward(session, view) as rec:
-            out = model(input_ids=ids, use_cache=False, **kwargs)
+            out = model(input_ids=ids, use_cache=False, **last_logits_only(model, 1))
         forward = finish_forward(session, view, rec, out.logits[0, -1], 0.0)
     forward.seconds = time.perf_counter() - started
     return forward
@@ -550,10 +559,20 @@ def _run(session, view: TokenView) -> ForwardPass:
 
 def forward_pass(session, text: str, chat: bool = False) -> ForwardPass:
     """One forward pass over `text` (in the chat template when chat=True), recorded; cached per (model,
-    text, chat) so every view of the tab and both JSON endpoints share it."""
+    text, chat) so every view of the tab and both JSON endpoints share it. Within the Attention tab's cap
+    it is the attention capture's pass (run now, or found in the cache): one model run per text."""
     text = clean_text(text)
     chat = bool(chat)
-    return session.analysis("forward", (text, chat), lambda: _run(session, tokenize(session, text, chat)))
+
+    def compute() -> ForwardPass:
+        view = tokenize(session, text, chat)
+        if len(view.ids) <= MAX_ATTENTION_TOKENS:
+            from .attention import capture_attention  # imported here: attention.py imports this module
+
+            return capture_attention(session, text, chat).forward
+        return _run(session, view)
+
+    return session.analysis("forward", (text, chat), compute)
 
 
 def pieces(session, ids) -> list[str]:

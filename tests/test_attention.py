@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.attention import SUMMARIES, _capture, _decoder, capture_attention, lens_logits
+from inference.attention import SUMMARIES, _capture, _decoder, capture_attention
 from inference.errors import InputError
+from inference.forward import head_logits
 from inference.limits import LENS_MAX_POSITIONS, LENS_TOP_K, MAX_ATTENTION_TOKENS
 from inference.tokens import tokenize
 
@@ -118,7 +119,7 @@ def test_lens_head_on_the_raw_last_layer_gives_the_models_logits(session):
     finally:
         handle.remove()
     with torch.no_grad():
-        np.testing.assert_allclose(_np(lens_logits(session.model, raw["h"])), _np(out.logits), atol=1e-4)
+        np.testing.assert_allclose(_np(head_logits(session, raw["h"])), _np(out.logits), atol=1e-4)
     maps = capture_attention(session, FRANCE)
     np.testing.assert_allclose(maps.hidden_norms[-1], _np(raw["h"][0].float().norm(dim=-1)), rtol=1e-5)
     assert maps.hidden_norms.shape == (maps.num_layers + 1, maps.n)

@@ -4,6 +4,7 @@ the blocks' own outputs, RoPE from the model's rotary module, and one model run 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from inference import forward as F
 from inference.errors import InputError
-from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS
+from inference.attention import capture_attention
+from inference.limits import FORWARD_EMBED_TOKENS, MAX_ATTENTION_TOKENS, MAX_FORWARD_TOKENS
 from inference.session import GEMMA_MODEL, BUNDLED, ModelSession, read_facts
 
 TEXT = "The capital of France is Paris, and the capital of Germany is"
@@ -34,7 +36,8 @@ def tiny_gpt2(session):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(session.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4)
+    config = GPT2Config(vocab_size=len(session.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                        attn_implementation="eager")  # as the session loads every model: attention weights come back
     model = GPT2LMHeadModel(config).eval()
     return ModelSession(model_id="tiny-gpt2", model=model, tokenizer=session.tokenizer, device=torch.device("cpu"),
                         dtype=torch.float32, facts=read_facts(model), source="test", load_seconds=0.0)
@@ -196,12 +199,9 @@ def test_residual_updates_are_the_blocks_outputs(session, gemma):
         np.testing.assert_allclose(forward.hidden_norms[:-1], inputs, rtol=1e-4, atol=1e-3)
 
 
-def test_hidden_norms_match_the_attention_tabs_pass(session):
-    from inference.attention import capture_attention
-
+def test_hidden_norms_are_the_attention_tabs_pass(session):
     text = "When Mary and John went to the store, John gave a drink to"
-    np.testing.assert_allclose(F.forward_pass(session, text).hidden_norms, capture_attention(session, text).hidden_norms,
-                               rtol=1e-4, atol=1e-3)
+    assert capture_attention(session, text).hidden_norms is F.forward_pass(session, text).hidden_norms
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,20 +223,63 @@ def test_rope_curve_comes_from_the_models_rotary_module(session):
 # One model run per text; bad input
 
 
+@contextlib.contextmanager
+def model_calls(s):
+    """Tokens fed to each model call inside the block: n for a prefill of the text, 1 for a decode step."""
+    sizes = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        sizes.append(ids.shape[-1])
+
+    handle = s.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
+
+
 def test_one_model_run_per_text(session):
     from components import forward_tab
 
     text = "A text nobody has analysed yet: the forward pass runs once."
-    runs = []
-    handle = session.model.register_forward_pre_hook(lambda *a: runs.append(1))
-    try:
+    with model_calls(session) as sizes:
         forward_tab.forward_pass_api(text)
         forward_tab.surprisal_api(text)
         forward_tab.run_forward(text, False, None)
         F.diagram(session, F.forward_pass(session, text))
-    finally:
-        handle.remove()
-    assert len(runs) == 1
+    n = F.forward_pass(session, text).n
+    assert sizes == [n, 1]  # one prefill of the text (with the Attention tab's one-token decode step)
+
+
+@pytest.mark.parametrize("first", ["attention", "forward"])
+def test_attention_and_forward_tabs_share_one_prefill(session, first):
+    """Issue 9: whichever tab asks first runs the one prefill of the text; the other finds its analysis cached."""
+    text = f"One prefill for two tabs, the {first} tab first; the other one reads the cache."
+    analyses = {"attention": lambda: capture_attention(session, text), "forward": lambda: F.forward_pass(session, text)}
+    second = "forward" if first == "attention" else "attention"
+    with model_calls(session) as sizes:
+        analyses[first]()
+    with model_calls(session) as later:
+        analyses[second]()
+    maps, forward = capture_attention(session, text), F.forward_pass(session, text)
+    assert sizes == [maps.n, 1]  # the prefill of all n tokens, then the attention's decode step (one token)
+    assert later == []
+    assert maps.forward is forward and forward.shared_pass
+    # Timings say what each analysis cost: the shared prefill and its own share of the work after it.
+    assert 0 < forward.seconds <= maps.capture_seconds
+
+
+def test_text_over_the_attention_cap_gets_a_forward_pass_of_its_own(session):
+    text = "word " * (MAX_ATTENTION_TOKENS + 20)
+    with model_calls(session) as sizes:
+        forward = F.forward_pass(session, text)
+    assert MAX_ATTENTION_TOKENS < forward.n <= MAX_FORWARD_TOKENS
+    assert sizes == [forward.n] and not forward.shared_pass
+    with pytest.raises(InputError, match=f"at most {MAX_ATTENTION_TOKENS}"):
+        capture_attention(session, text)
+    _, out = _reference(session, text)  # the forward-only pass (last logits only, LM head in chunks) is exact too
+    assert forward.perplexity == pytest.approx(math.exp(out.loss.item()), rel=1e-4)
 
 
 def test_bad_input(session):
