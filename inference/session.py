@@ -118,6 +118,7 @@ class AnalysisCache:
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
+        self._in_flight: dict[tuple, threading.RLock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -128,15 +129,26 @@ class AnalysisCache:
                 self._items.move_to_end(full_key)
                 self.hits += 1
                 return self._items[full_key][0]
-        value = compute()  # outside the lock: model calls take their own lock
-        with self._lock:
-            self.misses += 1
-            self._items[full_key] = (value, _retained_bytes(value))
-            self._items.move_to_end(full_key)
-            while len(self._items) > 1 and (
-                len(self._items) > self.max_entries or self.retained_bytes() > self.max_bytes
-            ):
-                self._items.popitem(last=False)
+            # Two users asking for the same new analysis at once: the second waits for the first's result.
+            in_flight = self._in_flight.setdefault(full_key, threading.RLock())
+        with in_flight:
+            with self._lock:
+                if full_key in self._items:
+                    self.hits += 1
+                    return self._items[full_key][0]
+            try:
+                value = compute()  # outside the cache lock: model calls take the session lock
+            finally:
+                with self._lock:
+                    self._in_flight.pop(full_key, None)
+            with self._lock:
+                self.misses += 1
+                self._items[full_key] = (value, _retained_bytes(value))
+                self._items.move_to_end(full_key)
+                while len(self._items) > 1 and (
+                    len(self._items) > self.max_entries or self.retained_bytes() > self.max_bytes
+                ):
+                    self._items.popitem(last=False)
         return value
 
     def retained_bytes(self) -> int:

@@ -100,3 +100,26 @@ def test_analysis_cache_evicts_by_bytes():
     cache.get_or_compute("k", (3,), Big)  # 120 bytes > 100: the least recently used goes
     assert cache.retained_bytes() == 80
     assert cache.get_or_compute("k", (1,), Big) is not first
+
+
+def test_analysis_cache_computes_a_key_once_under_concurrent_requests():
+    import threading
+    import time as _time
+
+    from inference.session import AnalysisCache
+
+    cache, calls = AnalysisCache(), []
+
+    def slow():
+        calls.append(1)
+        _time.sleep(0.2)
+        return object()
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", (1,), slow)))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1
