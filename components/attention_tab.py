@@ -363,4 +363,4 @@ def build(demo: gr.Blocks) -> None:
                 api_visibility="private", show_progress="hidden")
     metric.input(show_overview, [state, layer, head, mean, metric], overview, api_visibility="private",
                  show_progress="hidden")
-    gr.api(attention_api, api_name="attention")
+    gr.api(attention_api, api_name="attention", concurrency_id=MODEL_CONCURRENCY)

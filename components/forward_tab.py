@@ -473,5 +473,5 @@ def build(demo: gr.Blocks) -> None:
     tabs = getattr(demo, "tabs", None)
     if tabs is not None:  # app.py hands over its gr.Tabs so the explanation's link can switch tab
         explain.open_tab(open_tab, [state], tabs, api_visibility="private", show_progress="hidden")
-    gr.api(forward_pass_api, api_name="forward_pass")
-    gr.api(surprisal_api, api_name="surprisal")
+    gr.api(forward_pass_api, api_name="forward_pass", concurrency_id=MODEL_CONCURRENCY)
+    gr.api(surprisal_api, api_name="surprisal", concurrency_id=MODEL_CONCURRENCY)

@@ -42,7 +42,7 @@ from inference.limits import (
 )
 from inference.sampling import SamplingParams
 
-from .common import MODEL_CONCURRENCY, session, user_errors
+from .common import MODEL_CONCURRENCY, model_changed, session, user_errors
 from .figures.sampling import CSS, draw_figure, generated_html, stage_table_html, waterfall_figure
 
 TITLE = "Sampling"
@@ -531,7 +531,10 @@ def build(demo: gr.Blocks) -> None:
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
 
 
-    gr.on([demo.load, reset_btn.click, prompt.submit, chat.change, seed.change], on_reset, controls, views,
+    # A model without a chat template (Gemma base) starts with "as chat" off instead of an error.
+    gr.on([demo.load, model_changed(demo)], lambda: gr.Checkbox(value=session().has_chat_template), None, chat,
+          api_visibility="private", queue=False).then(on_reset, controls, views, **model_event)
+    gr.on([reset_btn.click, prompt.submit, chat.change, seed.change], on_reset, controls, views,
           **model_event).then(stop_play, None, [playing, timer, play_btn], api_visibility="private", queue=False)
     step_btn.click(on_step, [state, *controls], views, **model_event)
     generation = gen_btn.click(generate_to_end, [state, *controls], views, **model_event)
@@ -545,5 +548,5 @@ def build(demo: gr.Blocks) -> None:
     text.click(on_show_step, [state, *controls], views, **model_event)
     branch_btn.click(on_branch, [state, whatif, *controls], views, **model_event)
 
-    gr.api(next_token_api, api_name="next_token")
-    gr.api(generate_api, api_name="generate")
+    gr.api(next_token_api, api_name="next_token", concurrency_id=MODEL_CONCURRENCY)
+    gr.api(generate_api, api_name="generate", concurrency_id=MODEL_CONCURRENCY)

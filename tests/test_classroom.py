@@ -1,0 +1,102 @@
+"""A classroom at once: many simultaneous users, bad input on every endpoint, a bounded soak.
+
+All traffic goes to the app served on loopback by the `app_url` fixture."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+GENERATE = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
+                frequency_penalty=0.0, max_new_tokens=6, chat=True, stop=[], min_new_tokens=0)
+PROMPT = "Name a colour."
+
+
+def _generate(client: Client, seed: int) -> list[int]:
+    return client.predict(PROMPT, seed=seed, **GENERATE, api_name="/generate")["token_ids"]
+
+
+def test_simultaneous_users_each_get_their_solo_result(app_url):
+    seeds = list(range(101, 113))  # 12 students, 12 seeds
+    solo_client = Client(app_url, verbose=False)
+    solo = {seed: _generate(solo_client, seed) for seed in seeds}
+    assert len({tuple(v) for v in solo.values()}) > 1  # different seeds, different samples
+
+    clients = [Client(app_url, verbose=False) for _ in seeds]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        together = dict(zip(seeds, pool.map(_generate, clients, seeds)))
+    elapsed = time.perf_counter() - started
+    print(f"\n12 simultaneous users: {elapsed:.1f} s in all, {elapsed / len(seeds):.2f} s per request")
+    assert together == solo
+
+
+def _endpoints(client: Client) -> dict[str, list[dict]]:
+    api = client.view_api(print_info=False, return_format="dict")
+    return {name: info["parameters"] for name, info in api["named_endpoints"].items()}
+
+
+def _bad_values(param: dict) -> list:
+    """Values out of range for this parameter's type (strings: empty, huge, binary)."""
+    kind = param.get("python_type", {}).get("type", "")
+    if "str" in kind and "list" not in kind:
+        return ["", "x" * 300_000, "\x00\x01\x02\x1b[2J\ufffe"]
+    if "int" in kind or "float" in kind:
+        return [-10**9, 10**9]
+    return []
+
+
+def test_bad_input_on_every_endpoint_answers_quickly_and_the_server_survives(client, session):
+    endpoints = _endpoints(client)
+    assert {"/tokenize", "/attention", "/next_token", "/generate", "/beam_search", "/timeline",
+            "/forward_pass", "/surprisal"} <= set(endpoints)
+    good = {"text": "The capital of France is", "prompt": "The capital of France is"}
+    tried = 0
+    for name, params in endpoints.items():
+        base = {p["parameter_name"]: good.get(p["parameter_name"], p.get("parameter_default"))
+                for p in params}
+        for param in params:
+            for bad in _bad_values(param):
+                kwargs = {**base, param["parameter_name"]: bad}
+                if any(v is None and not p["parameter_has_default"] for p, v in zip(params, kwargs.values())):
+                    continue
+                started = time.perf_counter()
+                try:
+                    client.predict(**kwargs, api_name=name)
+                except AppError as err:
+                    message = str(err)
+                    assert "Traceback" not in message and len(message) < 400, (name, param, message)
+                elapsed = time.perf_counter() - started
+                assert elapsed < 30, f"{name} {param['parameter_name']}={str(bad)[:20]!r} took {elapsed:.1f} s"
+                tried += 1
+    assert tried > 20
+    # Still serving, and still correct.
+    assert client.predict("The capital of France is", False, api_name="/tokenize")["ids"] == \
+        session.tokenizer("The capital of France is").input_ids
+
+
+@pytest.mark.slow
+def test_soak_memory_stays_bounded(client):
+    process = psutil.Process(os.getpid())  # the app runs in this process
+    calls = [
+        lambda i: client.predict(f"Soak text number {i}", False, api_name="/tokenize"),
+        lambda i: client.predict(PROMPT, seed=i, **{**GENERATE, "max_new_tokens": 3}, api_name="/generate"),
+        lambda i: client.predict(f"Attention soak {i % 7}", 0, 0, False, api_name="/attention"),
+        lambda i: client.predict(f"Surprisal soak {i % 5} of the text", False, api_name="/surprisal"),
+    ]
+    for i in range(20):  # warm-up: caches fill to their steady size
+        calls[i % len(calls)](i)
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    for i in range(200):
+        calls[i % len(calls)](i)
+        assert time.perf_counter() - started < 600, "soak ran over its time bound"
+    growth_mb = (process.memory_info().rss - before) / 2**20
+    print(f"\nsoak: 200 requests in {time.perf_counter() - started:.1f} s, RSS growth {growth_mb:.1f} MB")
+    assert growth_mb < 100
