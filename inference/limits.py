@@ -15,14 +15,6 @@ ANALYSIS_CACHE_BYTES = 512 * 2**20
 MAX_MODEL_ID_CHARS = 200
 
 
-def describe() -> dict[str, int]:
-    """The caps as a plain dict, for the UI and the README."""
-    return {
-        "max_text_chars": MAX_TEXT_CHARS,
-        "max_tokenize_tokens": MAX_TOKENIZE_TOKENS,
-        "max_prompt_tokens": MAX_PROMPT_TOKENS,
-    }
-
 # --- Beam search tab (issue 5) -------------------------------------------------------------------
 # Beams searched in parallel: each one is a row of every decode forward pass.
 MAX_NUM_BEAMS = 8
@@ -95,3 +87,28 @@ ROPE_CURVE_POINTS = 160
 # Most surprising tokens listed, and candidates shown per prompt in the prompt comparison chart.
 SURPRISAL_TOP = 10
 COMPARE_TOP_K = 8
+
+
+# --- The queue (issue 7) ------------------------------------------------------------------------------
+# Model calls run one at a time (see README: concurrency); requests beyond this many waiting are told at
+# once that the queue is full instead of waiting without end.
+QUEUE_SIZE = 64
+
+
+def describe() -> list[tuple[str, str]]:
+    """Every cap a user can run into, in words, for the UI's limits panel and the README."""
+    return [
+        ("Text typed into any box", f"{MAX_TEXT_CHARS:,} characters"),
+        ("Tokens shown by the tokenizer", f"{MAX_TOKENIZE_TOKENS:,}"),
+        ("Prompt tokens for generation and beam search", f"{MAX_PROMPT_TOKENS:,}"),
+        ("New tokens per generation", f"{MAX_NEW_TOKENS:,}"),
+        ("Stop sequences", f"{MAX_STOP_SEQUENCES} of up to {MAX_STOP_CHARS} characters"),
+        ("Beams", f"1 to {MAX_NUM_BEAMS}"),
+        ("New tokens per beam search", f"{MAX_BEAM_NEW_TOKENS}"),
+        ("Attention maps", f"{MAX_ATTENTION_TOKENS} tokens, {ATTENTION_MEMORY_BUDGET // 10**6} MB kept per prompt"),
+        ("Forward-pass analysis", f"{MAX_FORWARD_TOKENS:,} tokens"),
+        ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
+        ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
+        ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
+        ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
+    ]
