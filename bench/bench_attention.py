@@ -10,17 +10,7 @@ import time
 
 import torch
 
-from bench.common import Result, best_of, check, interleaved
-
-TEXT_30 = ("Alice went to the market to buy apples, pears and bread. On the way back she met her friend Bob, "
-           "who asked her what she had bought")
-
-
-def _text_of(session, tokens: int) -> str:
-    """A prompt of exactly `tokens` tokens (one ' word' token each after the first)."""
-    text = "word" + " word" * (tokens - 1)
-    assert len(session.tokenizer(text).input_ids) == tokens
-    return text
+from bench.common import TEXT_30, Result, best_of, check, interleaved, text_of_tokens
 
 
 def _switch_seconds(state: dict, layers: list[int], metric: str = "first") -> float:
@@ -74,7 +64,7 @@ def run() -> list[Result]:
     results.append(check("heatmap payload, 30 tokens (KB)", len(figure.to_json()) / 1e3, "KB"))
 
     # Memory kept for a prompt at the cap, and what switching costs there.
-    text = _text_of(s, MAX_ATTENTION_TOKENS)
+    text = text_of_tokens(s, MAX_ATTENTION_TOKENS)
     started = time.perf_counter()
     maps = capture_attention(s, text)
     results.append(check(f"attention capture, {MAX_ATTENTION_TOKENS} tokens (s)", time.perf_counter() - started, "s"))

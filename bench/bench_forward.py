@@ -11,17 +11,7 @@ import time
 
 import torch
 
-from bench.common import Result, best_of, check, interleaved
-
-TEXT_30 = ("Alice went to the market to buy apples, pears and bread. On the way back she met her friend Bob, "
-           "who asked her what she had bought")
-
-
-def _text_of(session, tokens: int) -> str:
-    """A text of exactly `tokens` tokens (one ' word' token each after the first)."""
-    text = "word" + " word" * (tokens - 1)
-    assert len(session.tokenizer(text).input_ids) == tokens
-    return text
+from bench.common import TEXT_30, Result, best_of, check, interleaved, text_of_tokens
 
 
 def _payload_kb(outputs) -> float:
@@ -51,7 +41,7 @@ def run() -> list[Result]:
 
     # The recorded pass (hooks, surprisal of every token by the model's head in chunks, the lens at the last
     # token) against one plain forward pass that computes all logits.
-    for label, text in (("30", TEXT_30), ("512", _text_of(s, 512))):
+    for label, text in (("30", TEXT_30), ("512", text_of_tokens(s, 512))):
         ids = torch.tensor([s.tokenizer(text).input_ids])
 
         def plain():
@@ -73,7 +63,7 @@ def run() -> list[Result]:
         results.append(check(f"shared attention+forward pass, {label} tokens (s)", best_of(shared, repeat=2), "s"))
 
     # A text at the cap: time, memory kept, and what the views weigh.
-    text = _text_of(s, MAX_FORWARD_TOKENS)
+    text = text_of_tokens(s, MAX_FORWARD_TOKENS)
     s.cache.clear()
     started = time.perf_counter()
     forward = forward_pass(s, text)

@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+# A 30-token prompt for the default model (SmolLM2).
+TEXT_30 = ("Alice went to the market to buy apples, pears and bread. On the way back she met her friend Bob, "
+           "who asked her what she had bought")
+
+
+def text_of_tokens(session, tokens: int) -> str:
+    """A prompt of exactly `tokens` tokens (one ' word' token each after the first)."""
+    text = "word" + " word" * (tokens - 1)
+    assert len(session.tokenizer(text).input_ids) == tokens
+    return text
+
+
 @dataclass
 class Result:
     name: str  # what was measured, e.g. "generate vs model.generate (greedy, 32 tokens)"

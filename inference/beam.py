@@ -38,6 +38,7 @@ from .limits import (
     MAX_PROMPT_TOKENS,
     MIN_LENGTH_PENALTY,
 )
+from .generation import eos_ids as eos_token_ids  # the same ids generate() stops on
 from .tokens import clean_text, readable_piece, token_to_bytes, tokenize
 
 NEG_INF_SCORE = -1.0e9  # transformers' "never pick this" score for beams that must not continue
@@ -157,16 +158,6 @@ def check_request(num_beams, max_new_tokens, length_penalty, early_stopping) -> 
             f"length_penalty must be between {MIN_LENGTH_PENALTY:g} and {MAX_LENGTH_PENALTY:g} (got {length_penalty:g})."
         )
     return num_beams, max_new_tokens, length_penalty, check_early_stopping(early_stopping)
-
-
-def eos_token_ids(session) -> list[int]:
-    """The ids that end a hypothesis, as generate() reads them: the generation config, else the tokenizer."""
-    eos = getattr(session.model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = session.tokenizer.eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
 # ---------------------------------------------------------------------------------------------------
