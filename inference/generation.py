@@ -451,6 +451,11 @@ class Generation:
             self.trace.stop_reason = "max_new_tokens"
 
     @property
+    def cache(self):
+        """The run's KV cache (None before prefill or without a cache): read between steps, never written."""
+        return self._cache
+
+    @property
     def done(self) -> bool:
         return self.trace.stop_reason is not None
 
