@@ -19,7 +19,7 @@ from inference.limits import (
     ATTENTION_MEMORY_BUDGET, LENS_MAX_POSITIONS, LENS_TOP_K, MAX_ATTENTION_TOKENS, MAX_TEXT_CHARS,
 )
 
-from .common import MODEL_CONCURRENCY, session, user_errors
+from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
 from .figures.attention import attention_heatmap, lens_heatmap, lens_table_html, overview_html, token_focus_html
 
 TITLE = "Attention"
@@ -313,7 +313,7 @@ def attention_api(text: str, layer: int = 0, head: int = 0, chat: bool = False) 
 def build(demo: gr.Blocks) -> None:
     gr.Markdown(INTRO)
     facts = session().facts  # the sliders' ranges; Run updates them when the model changes
-    state = gr.State(None)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=3):
             text = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_TEXT, max_length=MAX_TEXT_CHARS,
@@ -349,7 +349,7 @@ def build(demo: gr.Blocks) -> None:
     head_views = [heatmap, note, focus, overview]
     run_outputs = [state, layer, head, token, info, heatmap, note, focus, overview, lens_fig, lens_table]
     run_inputs = [text, chat, layer, head, mean, metric]
-    gr.on([demo.load, run.click, text.submit, chat.input], run_attention, run_inputs, run_outputs,
+    gr.on([demo.load, model_changed(demo), run.click, text.submit, chat.input], run_attention, run_inputs, run_outputs,
           api_visibility="private", concurrency_id=MODEL_CONCURRENCY, trigger_mode="always_last")
     examples.load_input_event.then(run_attention, run_inputs, run_outputs, api_visibility="private",
                                    concurrency_id=MODEL_CONCURRENCY)

@@ -19,7 +19,7 @@ from inference.limits import (
     MIN_LENGTH_PENALTY,
 )
 
-from .common import MODEL_CONCURRENCY, model_changed, session, user_errors
+from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
 from .figures.beam import hypotheses_table, step_figure
 
 TITLE = "Beam search"
@@ -228,8 +228,8 @@ def build(demo: gr.Blocks) -> None:
                          elem_id="beam-seed")
     compare = gr.Dataframe(interactive=False, wrap=True, elem_id="beam-compare")
 
-    request = gr.State(None)
-    playing = gr.State(False)
+    request = gr.State(None, time_to_live=STATE_TTL_S)
+    playing = gr.State(False, time_to_live=STATE_TTL_S)
     timer = gr.Timer(SPEEDS[DEFAULT_SPEED], active=False)
 
     inputs = [prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping]

@@ -7,6 +7,7 @@ import html
 import logging
 
 import gradio as gr
+import torch
 
 from inference.errors import InputError, ModelLoadError
 from inference.session import current_session
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 # Every event that runs the model joins this group, so model calls queue one after another instead of
 # fighting over the 2 CPU cores (see README: concurrency).
 MODEL_CONCURRENCY = "model"
+# A visitor's small per-tab state (ids, step, parameters) is dropped an hour after its last change, so a
+# class of thirty leaves nothing behind.
+STATE_TTL_S = 3600
 
 
 def session():
@@ -40,6 +44,12 @@ def user_errors(fn):
             raise
         except (InputError, ModelLoadError) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        except torch.OutOfMemoryError:
+            log.exception("%s ran out of memory", fn.__name__)
+            raise gr.Error(
+                "The model ran out of memory on this request; try a shorter prompt or fewer tokens. "
+                "The app is still running.", print_exception=False,
+            ) from None
         except Exception as exc:  # a bug or an unexpected failure: log it, tell the user plainly
             log.exception("%s failed", fn.__name__)
             raise gr.Error(

@@ -21,7 +21,7 @@ from inference.limits import (
     COMPARE_TOP_K, FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS, MAX_TEXT_CHARS, SURPRISAL_TOP,
 )
 
-from .common import MODEL_CONCURRENCY, model_changed, session, user_errors
+from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
 from .figures.forward import (
     compare_figure, cosine_heatmap, diagram_html, embedding_strip, explain_html, find_box, lens_figure,
     norms_heatmap, position_figure, surprisal_html, surprisal_legend_html, surprising_table_html, updates_figure,
@@ -383,7 +383,7 @@ def surprisal_api(text: str, chat: bool = False) -> dict:
 
 def build(demo: gr.Blocks) -> None:
     gr.Markdown(INTRO)
-    state = gr.State(None)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=3):
             text = gr.Textbox(label=f"Text (at most {MAX_FORWARD_TOKENS:,} tokens)", lines=2, value=DEFAULT_TEXT,

@@ -42,7 +42,7 @@ from inference.limits import (
 )
 from inference.sampling import SamplingParams
 
-from .common import MODEL_CONCURRENCY, model_changed, session, user_errors
+from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
 from .figures.sampling import CSS, draw_figure, generated_html, stage_table_html, waterfall_figure
 
 TITLE = "Sampling"
@@ -506,8 +506,8 @@ def build(demo: gr.Blocks) -> None:
         play_btn = gr.Button("▶ Play", elem_id="smp-play")
         gen_btn = gr.Button("Generate to end ⏭", elem_id="smp-generate")
         reset_btn = gr.Button("Reset ↺", elem_id="smp-reset")
-    state = gr.State(None)
-    playing = gr.State(False)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
+    playing = gr.State(False, time_to_live=STATE_TTL_S)
     timer = gr.Timer(TICK_S, active=False)
 
     text = gr.HTML(elem_id="smp-text", css_template=CSS, js_on_load=(
