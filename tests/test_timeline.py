@@ -137,9 +137,18 @@ def test_cache_off_is_capped(session):
 # Context-length sweep
 
 
+def _hook_ids(session) -> list[set]:
+    """Hook ids on every layer's attention and MLP (transformers installs its own capture hooks on
+    self_attn once attentions are requested, so compare before and after instead of expecting none)."""
+    return [set(layer.self_attn._forward_hooks) | set(layer.self_attn._forward_pre_hooks)
+            | set(layer.mlp._forward_hooks) | set(layer.mlp._forward_pre_hooks)
+            for layer in PassProfiler(session.model, session.device).layers()]
+
+
 def test_small_sweep_measures_each_length_and_is_cached(session):
     lengths = (16, 32, 48)
     calls = []
+    hooks_before = _hook_ids(session)
     sweep = context_sweep(session, lengths=lengths, decode_steps=2, fresh=True,
                           progress=lambda i, total, n: calls.append((i, total, n)))
     assert [p.prompt_tokens for p in sweep.points] == list(lengths)
@@ -159,8 +168,7 @@ def test_small_sweep_measures_each_length_and_is_cached(session):
         again = context_sweep(session, lengths=lengths, decode_steps=2)
     assert again.cached and [p.prefill_s for p in again.points] == [p.prefill_s for p in sweep.points]
     # The profiler's hooks are gone after the sweep.
-    for layer in PassProfiler(session.model, session.device).layers():
-        assert not layer.self_attn._forward_hooks and not layer.mlp._forward_pre_hooks
+    assert _hook_ids(session) == hooks_before
 
 
 def test_flops_and_prompt_lengths(session):
