@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .deadline import Deadline
 from .errors import InputError
 from .limits import (
     MAX_BEAM_NEW_TOKENS,
@@ -103,6 +104,7 @@ class BeamTree:
     stop_reason: str
     forward_rows: int  # token rows run through the model after the prefill: num_beams per decode step
     seconds: float
+    timed_out: bool = False  # stopped by the request's time limit (not kept in the analysis cache)
     _by_step: dict[int, list[BeamNode]] = field(default_factory=dict, repr=False)
 
     def step_nodes(self, step: int) -> list[BeamNode]:
@@ -187,13 +189,14 @@ def beam_search(
 
 
 def run_beam_search(session, prompt: str, num_beams: int, max_new_tokens: int, length_penalty: float = 1.0,
-                    early_stopping: bool | str = False, chat: bool = False) -> BeamTree:
+                    early_stopping: bool | str = False, chat: bool = False,
+                    deadline: Deadline | None = None) -> BeamTree:
     """beam_search without the analysis cache: always runs the model (benchmarks time this)."""
     prompt = clean_text(prompt, "prompt")
     num_beams, max_new_tokens, length_penalty, early_stopping = check_request(
         num_beams, max_new_tokens, length_penalty, early_stopping
     )
-    return _search(session, prompt, bool(chat), num_beams, max_new_tokens, length_penalty, early_stopping)
+    return _search(session, prompt, bool(chat), num_beams, max_new_tokens, length_penalty, early_stopping, deadline)
 
 
 def _pieces(tokenizer, token_ids: list[int], special_ids: set[int]) -> list[str]:
@@ -204,7 +207,9 @@ def _pieces(tokenizer, token_ids: list[int], special_ids: set[int]) -> list[str]
     ]
 
 
-def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping) -> BeamTree:
+def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping,
+            deadline: Deadline | None = None) -> BeamTree:
+    deadline = deadline or Deadline()
     view = tokenize(session, prompt, chat)
     if view.num_tokens > MAX_PROMPT_TOKENS:
         raise InputError(
@@ -226,6 +231,7 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
     stop_reason = ""
     forward_rows = 0
     step = 0
+    timed_out = False
 
     with session.lock, torch.inference_mode():
         device = session.device
@@ -254,8 +260,11 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
             top_token = top_index % vocab  # [K]
             top_logprob = log_probs.reshape(-1)[top_index]  # [K] the step's own log-prob
             hits_stop = torch.isin(top_token, eos_tensor)  # [K] candidates that end on EOS
-            if gen_len >= max_new_tokens:
-                hits_stop = torch.ones_like(hits_stop)  # the length limit stops every candidate
+            timed_out = gen_len < max_new_tokens and deadline.expired
+            if gen_len >= max_new_tokens or timed_out:
+                # The length limit stops every candidate; so does the request's time limit, which ends the
+                # search here as if max_new_tokens had been this step.
+                hits_stop = torch.ones_like(hits_stop)
             # Live beams for the next step: the best k that did not stop.
             masked = top_totals + hits_stop.float() * NEG_INF_SCORE  # [K]
             next_rank = torch.topk(masked, k).indices  # [k] ranks into the K candidates, best first
@@ -277,7 +286,8 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
                 )
                 if stop_l[r] and r < k:
                     node.status = FINISHED
-                    node.reason = "ended on EOS in the top num_beams" if eos_l[r] else "reached max new tokens"
+                    node.reason = ("ended on EOS in the top num_beams" if eos_l[r] else
+                                   "stopped by the time limit" if timed_out else "reached max new tokens")
                     new_finished.append((score_l[r], node.id))
                 elif stop_l[r]:
                     node.reason = (
@@ -306,6 +316,10 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
             worst_finished = finished[-1][0] if len(finished) == k else NEG_INF_SCORE
             heuristic_open = heuristic_open and best_possible > worst_finished
 
+            if timed_out:
+                stop_reason = (f"the server's time limit of {deadline.seconds:g} s per request: stopped after "
+                               f"{gen_len} of {max_new_tokens} tokens, the beams as they stood")
+                break
             if gen_len >= max_new_tokens:
                 stop_reason = f"reached max new tokens ({max_new_tokens})"
                 break
@@ -349,7 +363,7 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
         max_new_tokens=max_new_tokens, length_penalty=lp, early_stopping=early_stopping,
         candidates_per_step=num_candidates, eos_ids=eos_ids, nodes=nodes, finished=hypotheses,
         num_steps=step + 1, stop_reason=stop_reason, forward_rows=forward_rows,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, timed_out=timed_out,
     )
 
 
@@ -388,6 +402,7 @@ def to_dict(tree: BeamTree) -> dict:
         "candidates_per_step": tree.candidates_per_step,
         "num_steps": tree.num_steps,
         "stop_reason": tree.stop_reason,
+        "timed_out": tree.timed_out,
         "forward_rows": tree.forward_rows,
         "hypotheses": [
             {

@@ -27,8 +27,9 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .deadline import Deadline
 from .errors import InputError
-from .limits import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_SEED, MAX_STOP_CHARS, MAX_STOP_SEQUENCES
+from .limits import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_SEED, MAX_STOP_CHARS, MAX_STOP_SEQUENCES, REQUEST_SECONDS
 from .sampling import (
     Draw,
     LogitsTrace,
@@ -49,6 +50,7 @@ STOP_REASONS = {
     "stop_sequence": "a stop sequence appeared in the text",
     "max_new_tokens": "max new tokens reached",
     "context_length": "the model's context length is full",
+    "time_limit": f"the server's time limit of {REQUEST_SECONDS} s per request was reached",
 }
 
 
@@ -420,12 +422,13 @@ class Generation:
         run.trace  # GenerationTrace
 
     `prefix_ids`: tokens already generated (a what-if branch or a run continued from the UI); they are
-    prefilled together with the prompt and count towards max/min new tokens.
+    prefilled together with the prompt and count towards max/min new tokens. `deadline` (default: the
+    server's REQUEST_SECONDS from now) ends the run with stop reason "time_limit" between two steps.
     """
 
     def __init__(self, session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True,
                  stop=(), use_cache: bool = True, *, min_new_tokens: int = 0, prefix_ids: Sequence[int] = (),
-                 keep_logits: bool = False, top_n: int = TOP_N):
+                 keep_logits: bool = False, top_n: int = TOP_N, deadline: Deadline | None = None):
         if not isinstance(params, SamplingParams):
             raise TypeError("params must be a SamplingParams")
         self.session = session
@@ -440,6 +443,7 @@ class Generation:
                              f"model's context length of {context:,} tokens.")
         self.keep_logits = keep_logits
         self.top_n = top_n
+        self.deadline = deadline or Deadline()
         self.trace = GenerationTrace(
             prompt=prompt, chat=bool(chat), prompt_ids=self.prompt_ids, params=params, seed=pick_seed(params),
             max_new_tokens=max_new, min_new_tokens=min_new, stop=check_stop(stop), use_cache=bool(use_cache),
@@ -507,6 +511,8 @@ class Generation:
         trace = self.trace
         trace.stop_reason, trace.stop_sequence = stop_reason(self.session, self.prompt_ids, self.generated,
                                                              trace.stop, trace.max_new_tokens)
+        if trace.stop_reason is None and self.deadline.expired:
+            trace.stop_reason = "time_limit"
         record.stop_reason = trace.stop_reason
         trace.text = self.session.tokenizer.decode(self.generated, skip_special_tokens=True)  # ~0.1 ms
 

@@ -93,6 +93,10 @@ COMPARE_TOP_K = 8
 # Model calls run one at a time (see README: concurrency); requests beyond this many waiting are told at
 # once that the queue is full instead of waiting without end.
 QUEUE_SIZE = 64
+# Model time one request may use. Generation, beam search and the context sweep check it between forward
+# passes and stop there with what they computed ("time limit" as the stop reason); every other request is
+# bounded by the caps above (measured worst case under load: 8 beams x 64 tokens took 20-75 s on 2 cores).
+REQUEST_SECONDS = 90
 
 
 def describe() -> list[tuple[str, str]]:
@@ -111,4 +115,5 @@ def describe() -> list[tuple[str, str]]:
         ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
         ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
         ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
+        ("Model time per request", f"{REQUEST_SECONDS} s; a longer run stops there and shows what it computed"),
     ]

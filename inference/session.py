@@ -143,6 +143,8 @@ class AnalysisCache:
                     self._in_flight.pop(full_key, None)
             with self._lock:
                 self.misses += 1
+                if getattr(value, "timed_out", False):  # cut short by a request's time limit: not the answer
+                    return value
                 self._items[full_key] = (value, _retained_bytes(value))
                 self._items.move_to_end(full_key)
                 while len(self._items) > 1 and (

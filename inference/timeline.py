@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .deadline import Deadline
 from .errors import InputError
 from .generation import Generation, new_cache, pick_seed, prompt_ids
 from .limits import (
@@ -371,14 +372,15 @@ def metrics_of(trace) -> Metrics:
 
 
 def timeline(session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True, stop=(),
-             use_cache: bool = True, *, min_new_tokens: int = 0) -> Timeline:
+             use_cache: bool = True, *, min_new_tokens: int = 0, deadline: Deadline | None = None) -> Timeline:
     """Run one generation (`generation.Generation`, the Sampling tab's run) and time every pass.
 
     Between steps the run's DynamicCache is read (`Generation.cache`): the bytes its key/value tensors hold,
     per layer. The session lock is held for the whole run so no other request's pass lands between two of
     ours and disturbs the timings.
     """
-    run = Generation(session, prompt, params, max_new_tokens, chat, stop, use_cache, min_new_tokens=min_new_tokens)
+    run = Generation(session, prompt, params, max_new_tokens, chat, stop, use_cache, min_new_tokens=min_new_tokens,
+                     deadline=deadline)
     if not use_cache:
         check_recompute(len(run.prompt_ids), run.trace.max_new_tokens)
     steps: list[StepTiming] = []
@@ -424,14 +426,19 @@ class CacheComparison:
 def compare_cache(session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True,
                   stop=(), *, min_new_tokens: int = 0) -> CacheComparison:
     """The same generation twice, with and without the KV cache, with the same seed (so the same uniform
-    numbers). The cached logits equal the recomputed ones within float error, so the tokens agree."""
+    numbers). The cached logits equal the recomputed ones within float error, so the tokens agree. Both runs
+    share one time limit; a run it cut short is compared on the tokens both produced."""
     run_ids = prompt_ids(session, prompt, chat)
     check_recompute(len(run_ids), int(max_new_tokens))
     params = replace(params, seed=pick_seed(params))
-    on = timeline(session, prompt, params, max_new_tokens, chat, stop, True, min_new_tokens=min_new_tokens)
-    off = timeline(session, prompt, params, max_new_tokens, chat, stop, False, min_new_tokens=min_new_tokens)
+    deadline = Deadline()
+    on = timeline(session, prompt, params, max_new_tokens, chat, stop, True, min_new_tokens=min_new_tokens,
+                  deadline=deadline)
+    off = timeline(session, prompt, params, max_new_tokens, chat, stop, False, min_new_tokens=min_new_tokens,
+                   deadline=deadline)
     first = next((i for i, (a, b) in enumerate(zip(on.token_ids, off.token_ids)) if a != b), None)
-    if first is None and len(on.token_ids) != len(off.token_ids):
+    cut = "time_limit" in (on.stop_reason, off.stop_reason)
+    if first is None and len(on.token_ids) != len(off.token_ids) and not cut:
         first = min(len(on.token_ids), len(off.token_ids))
     last = min(len(on.steps), len(off.steps)) - 1
     return CacheComparison(
@@ -569,9 +576,10 @@ class Sweep:
     quadratic: Fit | None
     seconds: float
     cached: bool = False
+    timed_out: bool = False  # the request's time limit ended it before the longest lengths
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "device": self.device, "lengths": self.lengths,
+        return {"model": self.model, "device": self.device, "lengths": self.lengths, "timed_out": self.timed_out,
                 "points": [asdict(p) for p in self.points], "kv": self.kv.to_dict(),
                 "linear": asdict(self.linear) if self.linear else None,
                 "quadratic": asdict(self.quadratic) if self.quadratic else None,
@@ -695,19 +703,25 @@ def _point_store(session) -> dict:
 
 def context_sweep(session, max_tokens: int | None = None, *, lengths: Sequence[int] | None = None,
                   decode_steps: int = SWEEP_DECODE_STEPS, fresh: bool = False,
-                  progress: Callable[[int, int, int], None] | None = None) -> Sweep:
+                  progress: Callable[[int, int, int], None] | None = None, deadline: Deadline | None = None) -> Sweep:
     """Measure each prompt length (cached per model and length: a longer sweep reuses the shorter points;
-    fresh=True measures again). progress(i, total, n) is called before each length is measured."""
+    fresh=True measures again). progress(i, total, n) is called before each length is measured. When the
+    request's time limit is reached the lengths measured so far are returned (timed_out=True); they stay
+    cached, so running the sweep again goes on from there."""
     decode_steps = int(decode_steps)
     if not 1 <= decode_steps <= 32:
         raise InputError("decode_steps must be between 1 and 32.")
     lengths = sweep_lengths(session, max_tokens, lengths, decode_steps)
     store = _point_store(session)
     started = time.perf_counter()
-    points, all_cached = [], True
+    points, all_cached, timed_out = [], True, False
+    deadline = deadline or Deadline()
     for i, n in enumerate(lengths):
         key = (n, decode_steps)
         if fresh or key not in store:
+            if deadline.expired:
+                timed_out = True
+                break
             all_cached = False
             if progress:
                 progress(i, len(lengths), n)
@@ -719,9 +733,10 @@ def context_sweep(session, max_tokens: int | None = None, *, lengths: Sequence[i
     ts = [p.prefill_s for p in points]
     enough = len(points) >= 4
     return Sweep(
-        model=session.model_id, device=str(session.device), lengths=lengths, points=points, kv=kv_shape(session),
+        model=session.model_id, device=str(session.device), lengths=lengths[: len(points)], points=points,
+        kv=kv_shape(session),
         linear=fit_growth(ns, ts, 1) if enough else None, quadratic=fit_growth(ns, ts, 2) if enough else None,
-        seconds=time.perf_counter() - started, cached=all_cached,
+        seconds=time.perf_counter() - started, cached=all_cached, timed_out=timed_out,
     )
 
 
