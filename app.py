@@ -16,21 +16,48 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+import yaml
 
 from components import attention_tab, beam_tab, forward_tab, header, prefill_tab, sampling_tab, tokenizer_tab
 from components.header import model_facts_html
+from components.share import tab_from_query
 from inference import limits
 from inference.session import current_session, switch_model
 
 ASSETS = Path(__file__).parent / "assets"
 # Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
 TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
+TAB_NAMES = [tab.__name__.rsplit(".", 1)[-1].removesuffix("_tab") for tab in TABS]
+TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf-8"))["steps"]
+
+# Presenter mode is a class on <body> (see assets/style.css): larger type, high contrast, advanced controls
+# hidden. It stays on the page (no server round trip) and `?presenter=1` turns it on from a link.
+PRESENTER_JS = """(on) => {
+  on = (on === undefined) ? !document.body.classList.contains('lie-presenter') : on;
+  document.body.classList.toggle('lie-presenter', on);
+  return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
+}"""
+PRESENTER_FROM_URL_JS = """() => {
+  const on = new URLSearchParams(window.location.search).get('presenter') === '1';
+  document.body.classList.toggle('lie-presenter', on);
+  return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
+}"""
 
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="LLM Inference Explorer") as demo:
         facts = header.build()
         demo.model_facts = facts  # tabs listen to its change event: see components.common.model_changed
+        with gr.Row(elem_id="lie-toolbar"):
+            tour_start = gr.Button("▶ Start here: guided tour", variant="primary", size="sm", elem_id="lie-tour-start",
+                                   scale=0, min_width=230)
+            presenter = gr.Button("📽 Presenter mode", size="sm", elem_id="lie-presenter-toggle", scale=0, min_width=200)
+        with gr.Group(visible=False, elem_id="lie-tour") as tour_panel:
+            tour_text = gr.Markdown(elem_id="lie-tour-text")
+            with gr.Row():
+                tour_back = gr.Button("◀ Back", size="sm", elem_id="lie-tour-back")
+                tour_next = gr.Button("Next ▶", size="sm", variant="primary", elem_id="lie-tour-next")
+                tour_end = gr.Button("End tour", size="sm", elem_id="lie-tour-end")
         with gr.Tabs(elem_id="lie-tabs") as tabs:
             demo.tabs = tabs  # a tab can switch to another by returning gr.Tabs(selected=<tab module name>)
             for tab in TABS:
@@ -40,8 +67,38 @@ def build_demo() -> gr.Blocks:
             gr.HTML(limits_html())
         # A visitor sees the model loaded now, even if someone switched it after the page was built.
         demo.load(lambda: model_facts_html(current_session()), None, facts, api_visibility="private", queue=False)
+        # A shared link opens its tab (each tab applies its own values: components.share).
+        demo.load(open_linked_tab, None, tabs, api_visibility="private", queue=False)
+        demo.load(None, None, presenter, js=PRESENTER_FROM_URL_JS)
+        presenter.click(None, None, presenter, js="() => (" + PRESENTER_JS + ")()")
+
+        tour_step = gr.State(0)
+        tour_outputs = [tour_step, tour_panel, tour_text, tabs, tour_back, tour_next]
+        tour_start.click(lambda: tour_view(0), None, tour_outputs, api_visibility="private", queue=False)
+        tour_next.click(lambda i: tour_view(i + 1), tour_step, tour_outputs, api_visibility="private", queue=False)
+        tour_back.click(lambda i: tour_view(i - 1), tour_step, tour_outputs, api_visibility="private", queue=False)
+        tour_end.click(lambda: (0, gr.Group(visible=False)), None, [tour_step, tour_panel], api_visibility="private",
+                       queue=False)
     demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=1)
     return demo
+
+
+def open_linked_tab(request: gr.Request):
+    return tab_from_query(dict(request.query_params), TAB_NAMES) if request else gr.skip()
+
+
+def tour_view(step: int):
+    """The tour at `step` (clamped; past the last step it closes): its text, its tab, and the buttons."""
+    if step >= len(TOUR):
+        return 0, gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    step = max(0, step)
+    stop = TOUR[step]
+    title = TABS[TAB_NAMES.index(stop["tab"])].TITLE
+    text = (f"**Guided tour · step {step + 1} of {len(TOUR)} · {title} tab**\n\n"
+            f"### {stop['title']}\n\n{stop['text']}")
+    last = step == len(TOUR) - 1
+    return (step, gr.Group(visible=True), text, gr.Tabs(selected=f"{stop['tab']}_tab"),
+            gr.Button(interactive=step > 0), gr.Button(value="Finish ✓" if last else "Next ▶"))
 
 
 def limits_html() -> str:

@@ -13,19 +13,18 @@ from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline
 from inference.tokens import to_dict, tokenize, tokenize_with
 
 from .common import model_changed, session, user_errors
-from .figures.tokens import counts_html, language_counts_figure, token_chips_html, token_table
+from .export import csv_file
+from .figures.tokens import counts_html, language_counts_figure, language_counts_summary, token_chips_html, token_table
+from .share import share_link
+from .teaching import LessonPanel
 
 TITLE = "Tokenizer"
 EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "tokenizer.json").read_text())
 ALL_EXAMPLES = {**EXAMPLES["parallel"], **EXAMPLES["other"]}
 
-INTRO = f"""
-A language model never sees letters. The tokenizer cuts text into **tokens** (pieces from a fixed
-vocabulary) and the model sees only their **ids**. Hover a token for its id and bytes. `·` marks a space,
-`↵` a newline; a dashed underline marks a token holding only part of a character's UTF-8 bytes.
-Turn on **as chat** to see the full text a chat model really receives: its chat template wraps your
-message in role markers and special tokens. Limits: {MAX_TEXT_CHARS:,} characters, {MAX_TOKENIZE_TOKENS:,} tokens.
-"""
+INTRO = (f"Hover a token for its id and bytes. `·` marks a space, `↵` a newline; a dashed underline marks a token "
+         f"holding only part of a character's UTF-8 bytes. Limits: {MAX_TEXT_CHARS:,} characters, "
+         f"{MAX_TOKENIZE_TOKENS:,} tokens.")
 
 
 def _chat_note(s, view, chat_requested: bool) -> str:
@@ -68,25 +67,27 @@ def language_counts(s):
     for name, text in EXAMPLES["parallel"].items():
         view = tokenize(s, text)
         counts[name] = (view.num_tokens, view.num_chars)
-    return language_counts_figure(counts, s.label)
+    return language_counts_figure(counts, s.label), language_counts_summary(counts, s.label)
 
 
 @user_errors
 def run_tokenizer(text: str, chat: bool):
     s = session()
     view = tokenize(s, text, chat and s.has_chat_template)
+    table = token_table(view)
     return (
         counts_html(view),
         token_chips_html(view),
         _chat_note(s, view, chat),
-        token_table(view),
+        table,
+        gr.DownloadButton(value=csv_file("tokens", list(table.columns), table.itertuples(index=False))),
     )
 
 
 def live_tokenizer(text: str, chat: bool):
     """While typing, an emptied box is not an error: keep the last view until there is text again."""
     if not (text or "").strip():
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return run_tokenizer(text, chat)
 
 
@@ -111,6 +112,7 @@ def tokenize_api(text: str, chat: bool = False) -> dict:
 
 
 def build(demo: gr.Blocks) -> None:
+    lesson = LessonPanel(demo, "tokenizer")
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
@@ -125,21 +127,29 @@ def build(demo: gr.Blocks) -> None:
         examples=[[t] for t in ALL_EXAMPLES.values()], example_labels=list(ALL_EXAMPLES), inputs=[text],
         label="Examples in several languages and scripts",
     )
+    fields = {"text": text, "chat": chat}
+    loaded = share_link(demo, "tokenizer", fields)
     counts = gr.HTML(elem_id="tok-counts")
     chips = gr.HTML(elem_id="tok-chips")
     chat_note = gr.Markdown(elem_id="tok-chat-note")
     with gr.Accordion("Token table", open=False):
         table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="tok-table")
+        download = gr.DownloadButton("⬇ Tokens as CSV", size="sm", elem_id="tok-download")
     languages = gr.Plot(label="Tokens per language", elem_id="tok-languages")
+    languages_summary = gr.Markdown(elem_id="tok-languages-summary", elem_classes=["lie-alt"])
     with gr.Accordion("Compare the two offline tokenizers", open=False):
         compare_btn = gr.Button("Compare", size="sm", elem_id="tok-compare-run")
         compare = gr.HTML(elem_id="tok-compare")
 
-    outputs = [counts, chips, chat_note, table]
+    outputs = [counts, chips, chat_note, table, download]
     # Tokenizing needs no model pass, so these events skip the model queue (no concurrency_id).
     gr.on([run.click, text.submit], run_tokenizer, [text, chat], outputs, api_visibility="private")
-    gr.on([demo.load, model_changed(demo), chat.change, text.change], live_tokenizer, [text, chat], outputs,
-          api_visibility="private", trigger_mode="always_last", show_progress="minimal")
-    gr.on([demo.load, model_changed(demo), run.click], run_language_counts, None, languages, api_visibility="private")
+    live = dict(fn=live_tokenizer, inputs=[text, chat], outputs=outputs, api_visibility="private",
+                trigger_mode="always_last", show_progress="minimal")
+    loaded.then(**live)  # the first view, with a shared link's values if there are any
+    lesson.connect(fields)  # setting the text fires text.change: the view follows
+    gr.on([model_changed(demo), chat.change, text.change], **live)
+    gr.on([demo.load, model_changed(demo), run.click], run_language_counts, None, [languages, languages_summary],
+          api_visibility="private")
     compare_btn.click(run_comparison, [text, chat], compare, api_visibility="private")
     gr.api(tokenize_api, api_name="tokenize")

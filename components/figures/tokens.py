@@ -94,3 +94,14 @@ def language_counts_figure(counts: dict[str, tuple[int, int]], model_label: str)
         template="plotly_white", font=dict(size=14),
     )
     return fig
+
+
+def language_counts_summary(counts: dict[str, tuple[int, int]], model_label: str) -> str:
+    """The chart in one sentence (its text alternative)."""
+    if not counts:
+        return ""
+    fewest = min(counts, key=lambda n: counts[n][0])
+    most = max(counts, key=lambda n: counts[n][0])
+    ratio = counts[most][0] / max(counts[fewest][0], 1)
+    return (f"The same sentence takes {counts[fewest][0]} tokens in {fewest} and {counts[most][0]} in {most} "
+            f"({ratio:.1f}× as many) with {model_label}'s tokenizer.")

@@ -1,0 +1,55 @@
+"""Downloads of the traces a tab shows (CSV for tables, JSON for nested data).
+
+Files are written under the system temp folder (which Gradio may serve) in a fresh folder per download,
+with a fixed name chosen by code: no user text ever becomes part of a path. Folders older than an hour
+are removed on the next write, so a class leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+EXPORT_DIR = Path(tempfile.gettempdir()) / "lie-exports"
+KEEP_S = 3600
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
+
+
+def _new_path(name: str, suffix: str) -> Path:
+    if not NAME.fullmatch(name):
+        raise ValueError(f"export name {name!r}: lowercase letters, digits, - and _ only")
+    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - KEEP_S
+    for old in EXPORT_DIR.iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # removed meanwhile by another request
+            pass
+    folder = EXPORT_DIR / uuid.uuid4().hex
+    folder.mkdir()
+    return folder / f"{name}.{suffix}"
+
+
+def csv_file(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Write rows to <name>.csv (UTF-8, comma-separated, header first); return the path for gr.DownloadButton."""
+    path = _new_path(name, "csv")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def json_file(name: str, data: Any) -> str:
+    """Write JSON-ready data to <name>.json; return the path."""
+    path = _new_path(name, "json")
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    return str(path)
