@@ -35,11 +35,15 @@ TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf
 PRESENTER_JS = """(on) => {
   on = (on === undefined) ? !document.body.classList.contains('lie-presenter') : on;
   document.body.classList.toggle('lie-presenter', on);
+  // Plotly sizes a figure to its container only on a window resize: tell it the layout changed.
+  setTimeout(() => window.dispatchEvent(new Event('resize')), 50);
   return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
 }"""
 PRESENTER_FROM_URL_JS = """() => {
   const on = new URLSearchParams(window.location.search).get('presenter') === '1';
   document.body.classList.toggle('lie-presenter', on);
+  // Plotly sizes a figure to its container only on a window resize: tell it the layout changed.
+  setTimeout(() => window.dispatchEvent(new Event('resize')), 50);
   return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
 }"""
 

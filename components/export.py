@@ -20,6 +20,16 @@ from typing import Any, Iterable, Sequence
 EXPORT_DIR = Path(tempfile.gettempdir()) / "lie-exports"
 KEEP_S = 3600
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (a typed prompt or a token like "=cmd|...") gets a
+    leading apostrophe, OWASP's advice against CSV injection; numbers and other text are left as they are."""
+    if isinstance(cell, str) and len(cell) > 1 and cell.startswith(FORMULA_START) and not NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _new_path(name: str, suffix: str) -> Path:
@@ -43,8 +53,8 @@ def csv_file(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) ->
     path = _new_path(name, "csv")
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow([spreadsheet_safe(c) for c in header])
+        writer.writerows([spreadsheet_safe(c) for c in row] for row in rows)
     return str(path)
 
 

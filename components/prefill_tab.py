@@ -2,7 +2,9 @@
 
 Every number comes from `inference.timeline`, measured on the passes the Sampling tab's generation runs;
 figures come from `figures.prefill` (plain dicts in, plotly out). No per-user state: each button runs and
-draws; the context sweep is cached per model in the session.
+draws; the context sweep is cached per model in the session. The lesson (assets/lessons/prefill.md) sits on top
+with its "try this" buttons; a link carries the run's parameters (the seed it used included) and the sweep's
+longest length; every trace downloads as CSV and every figure has a one-line text alternative under it.
 """
 
 from __future__ import annotations
@@ -29,20 +31,32 @@ from inference.sampling import SamplingParams
 from inference.timeline import batch_throughput, compare_cache, context_sweep, kv_shape, timeline
 
 from .common import MODEL_CONCURRENCY, model_changed, note, session, user_errors
+from .export import csv_file
 from .figures.prefill import (
     CSS,
     batch_figure,
     batch_html,
+    batch_summary,
+    batch_table,
     compare_figure,
     compare_html,
+    compare_summary,
+    compare_table,
     headline_html,
     kv_figure,
     kv_html,
+    kv_summary,
     nbytes,
     sweep_figure,
     sweep_html,
+    sweep_summary,
+    sweep_table,
     timeline_figure,
+    timeline_summary,
+    timeline_table,
 )
+from .share import share_link
+from .teaching import LessonPanel
 
 TITLE = "Prefill & decode"
 _DATA = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "prefill.json").read_text())
@@ -51,43 +65,11 @@ BATCH_PROMPTS = _DATA["batch_prompts"]
 DEFAULT = EXAMPLES[0]
 DEFAULT_SWEEP = 512
 
-INTRO = f"""
-A model writes in two phases. **Prefill** runs the whole prompt through the model in *one* forward pass: it fills the
-**KV cache** (every layer's keys and values for every prompt token) and gives the first token, so it sets the
-**time to first token (TTFT)**. **Decode** then runs *one token per pass*: the new token's keys and values are
-added to the cache and its query reads all the cached ones, so it sets the **time per output token (TPOT)**.
-Press **Run** and watch both, measured on the real passes of the loaded model; switch the KV cache off to see why
-it exists; grow the prompt in the sweep to see what context length costs.
-Limits: prompt {MAX_PROMPT_TOKENS:,} tokens, {MAX_NEW_TOKENS} new tokens; without the cache at most
-{MAX_RECOMPUTE_TOKENS:,} tokens processed over all passes.
-"""
-
-LESSON = """
-**TTFT (time to first token)** is how long a user stares at an empty reply: the prefill of the whole prompt plus
-the first draw. It grows with the prompt: a long document or chat history means a long prefill.
-
-**TPOT (time per output token)** is the pace of the reply once it streams: one decode pass each. It is the mean
-over the tokens after the first; p50/p90 tell whether some tokens were much slower (another program on the CPU,
-a garbage collection). Reading speed is ~5 tokens/s, so a TPOT under ~200 ms feels fluent.
-
-**How they add up.** The run's total is TTFT + TPOT × (N − 1) for N new tokens, by the definition of the mean;
-the check under the numbers shows it on this run. Decode speed is 1 / TPOT; the overall rate N / total is lower
-because it includes the prefill.
-
-**Throughput** is what a server cares about: tokens per second over *all* users. Batching runs several users'
-tokens in the same pass: each pass reads every weight once however many rows it has, so a batch of 4 costs far
-less than 4 passes, and throughput rises while each user's TPOT gets slightly worse.
-
-**Memory (VRAM on a GPU).** The weights are fixed; the **KV cache** grows by
-2 × layers × KV heads × head dim × bytes per element for every token of every sequence, so long contexts and big
-batches are what fill a GPU. Grouped-query attention (several query heads sharing one key/value head) shrinks it.
-On a GPU this tab reports `torch.cuda.max_memory_allocated` (tensor memory); on a CPU the process's resident
-memory (RSS), which also counts Python, the tokenizer and everything else loaded.
-
-**Why prefill is fast per token and decode is not.** A prefill pass pushes n tokens through each weight matrix at
-once (matrix × matrix: the hardware is busy computing); a decode pass pushes one token (matrix × vector: the time
-goes into reading the weights from memory). That is why 30 prompt tokens take little longer than one decode step.
-"""
+# How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/prefill.md).
+INTRO = (f"Press **Run** to generate and time every forward pass of the loaded model; untick **KV cache on** to see "
+         f"why the cache exists; grow the prompt in the sweep to see what context costs. Limits: prompt "
+         f"{MAX_PROMPT_TOKENS:,} tokens, {MAX_NEW_TOKENS} new tokens; without the cache at most "
+         f"{MAX_RECOMPUTE_TOKENS:,} tokens processed over all passes.")
 
 SWEEP_NOTE = (f"Lengths {', '.join(f'{n:,}' for n in SWEEP_LENGTHS)} up to the one you pick; each is one greedy "
               f"generation ({SWEEP_DECODE_STEPS} decode steps after the prefill). Cap: {MAX_SWEEP_TOKENS:,} tokens, the "
@@ -131,45 +113,94 @@ def sweep_choices() -> list[int]:
 # Events (each wrapped by user_errors: bad input becomes one clear message)
 
 
+def _csv(name: str, table: tuple[list[str], list[list]]) -> gr.DownloadButton:
+    header, rows = table
+    return gr.DownloadButton(value=csv_file(name, header, rows), interactive=True)
+
+
+EMPTY_CSV = dict(value=None, interactive=False)
+
+
 @user_errors
 def on_run(prompt, chat, max_new, temperature, seed, use_cache):
-    """One generation, measured: headline numbers, the timeline, the KV-cache panel."""
+    """One generation, measured: headline numbers, the timeline, the KV-cache panel, each figure's text
+    alternative, the timeline as CSV, and the seed the run used (written back so a link reproduces it)."""
     tl = timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat), use_cache=bool(use_cache)).to_dict()
-    return headline_html(tl), timeline_figure(tl), kv_html(tl), kv_figure(tl)
+    return (headline_html(tl), timeline_figure(tl), timeline_summary(tl), kv_html(tl), kv_figure(tl), kv_summary(tl),
+            _csv("prefill-decode-timeline", timeline_table(tl)), tl["seed"])
 
 
 @user_errors
 def on_compare(prompt, chat, max_new, temperature, seed):
-    """The same generation with the KV cache on and off."""
+    """The same generation with the KV cache on and off (one seed for both, written back)."""
     cmp = compare_cache(session(), prompt, _params(temperature, seed), max_new, _chat(chat)).to_dict()
-    return compare_html(cmp), compare_figure(cmp)
+    return (compare_html(cmp), compare_figure(cmp), compare_summary(cmp), _csv("kv-cache-on-off", compare_table(cmp)),
+            cmp["on"]["seed"])
 
 
 @user_errors
 def on_sweep(max_tokens, fresh, progress=gr.Progress()):
-    """Context-length sweep up to max_tokens, with a progress bar."""
+    """Context-length sweep up to max_tokens, with a progress bar; the last output is the link's max_tokens."""
     def report(i, total, n):
         progress((i, total), desc=f"prefill of {n:,} tokens ({i + 1} of {total})" if i < total else "done",
                  unit="lengths")
 
     sw = context_sweep(session(), max_tokens, fresh=bool(fresh), progress=report).to_dict()
-    return sweep_figure(sw), sweep_html(sw)
+    return (sweep_figure(sw), sweep_summary(sw), sweep_html(sw), _csv("context-sweep", sweep_table(sw)),
+            int(max_tokens))
+
+
+@user_errors
+def sweep_to(max_tokens, progress=gr.Progress()):
+    """A sweep asked for by a link or a "try this" (max_tokens from the link's field): the menu shows it too."""
+    return (int(max_tokens), *on_sweep(max_tokens, False, progress=progress))
 
 
 @user_errors
 def on_batch(prompts_text, new_tokens, chat):
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
     b = batch_throughput(session(), prompts, new_tokens, _chat(chat)).to_dict()
-    return batch_figure(b), batch_html(b)
+    return batch_figure(b), batch_summary(b), batch_html(b), _csv("batch-throughput", batch_table(b))
+
+
+def _for_this_tab(request: gr.Request | None) -> bool:
+    """Whether the page was opened with a link to this tab (then its view is run on load)."""
+    return bool(request) and request.query_params.get("tab") == "prefill"
+
+
+def linked_run(prompt, chat, max_new, temperature, seed, use_cache, request: gr.Request):
+    """On page load, only for a link to this tab: run its generation (a plain visit runs nothing, so thirty
+    students opening the app do not queue thirty generations)."""
+    if not _for_this_tab(request):
+        return (gr.skip(),) * 8
+    return on_run(prompt, chat, max_new, temperature, seed, use_cache)
+
+
+def linked_sweep(max_tokens, request: gr.Request, progress=gr.Progress()):
+    """On page load, for a link that carries a sweep (max_tokens): run it (cached per model after the first)."""
+    if not _for_this_tab(request) or max_tokens is None:
+        return (gr.skip(),) * 6
+    return sweep_to(max_tokens, progress=progress)
+
+
+def on_page(chat):
+    """After a link's values are applied: the formula note, the sweep lengths for this model, and the chat box
+    (off on a model without a chat template)."""
+    choices = sweep_choices()
+    value = DEFAULT_SWEEP if DEFAULT_SWEEP in choices else choices[-1]
+    return model_note(), gr.Dropdown(choices=choices, value=value), bool(chat) and session().has_chat_template
 
 
 def on_model():
-    """A new model (or a new visitor): the formula note and the sweep lengths for it; old results go."""
+    """A new model: the formula note and the sweep lengths for it; old results and downloads go."""
     s = session()
     choices = sweep_choices()
     value = DEFAULT_SWEEP if DEFAULT_SWEEP in choices else choices[-1]
-    return (model_note(), gr.Dropdown(choices=choices, value=value), gr.Checkbox(value=s.has_chat_template),
-            "", None, "", None, "", None, "", None, "", None)
+    return (model_note(), gr.Dropdown(choices=choices, value=value), gr.Checkbox(value=s.has_chat_template), None,
+            "", None, "", "", None, "", gr.DownloadButton(**EMPTY_CSV),  # run
+            "", None, "", gr.DownloadButton(**EMPTY_CSV),  # compare
+            None, "", "", gr.DownloadButton(**EMPTY_CSV),  # sweep
+            None, "", "", gr.DownloadButton(**EMPTY_CSV))  # batch
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,6 +234,7 @@ def context_sweep_api(max_tokens: int = 256, fresh: bool = False) -> dict:
 
 
 def build(demo: gr.Blocks) -> None:
+    lesson = LessonPanel(demo, "prefill")
     gr.Markdown(INTRO)
     facts = gr.HTML(elem_id="pfd-model-note")
     with gr.Row():
@@ -215,8 +247,8 @@ def build(demo: gr.Blocks) -> None:
             with gr.Row():
                 max_new = gr.Number(label=f"max new tokens (≤ {MAX_NEW_TOKENS})", value=DEFAULT["max_new_tokens"],
                                     precision=0, minimum=1, maximum=MAX_NEW_TOKENS, elem_id="pfd-max-new")
-                seed = gr.Number(label="seed (empty = random)", value=42, precision=0, minimum=0, maximum=MAX_SEED,
-                                 elem_id="pfd-seed")
+                seed = gr.Number(label="seed (empty = random; a run writes the one it used)", value=42, precision=0,
+                                 minimum=0, maximum=MAX_SEED, elem_id="pfd-seed", elem_classes=["lie-advanced"])
             temperature = gr.Slider(0, 2, value=DEFAULT["temperature"], step=0.05, label="temperature (0 = greedy)",
                                     elem_id="pfd-temperature")
     gr.Examples(examples=[[e["prompt"], e["chat"], e["max_new_tokens"], e["temperature"]] for e in EXAMPLES],
@@ -225,24 +257,43 @@ def build(demo: gr.Blocks) -> None:
     with gr.Row():
         run_btn = gr.Button("Run ▸", variant="primary", elem_id="pfd-run")
         compare_btn = gr.Button("Run with the KV cache on and off", elem_id="pfd-compare")
+    # The longest sweep length of the view, for the shareable link: empty until a sweep has run.
+    sweep_link = gr.Number(value=None, precision=0, minimum=8, maximum=MAX_SWEEP_TOKENS, visible=False,
+                           elem_id="pfd-sweep-link")
+    fields = {"prompt": prompt, "chat": chat, "max_new_tokens": max_new, "temperature": temperature, "seed": seed,
+              "use_cache": use_cache, "max_tokens": sweep_link}
+    loaded = share_link(demo, "prefill", fields)
     headline = gr.HTML(elem_id="pfd-headline", css_template=CSS)
     timeline_plot = gr.Plot(label="Timeline: prefill, then one decode pass per token", elem_id="pfd-timeline")
+    timeline_alt = gr.Markdown(elem_id="pfd-timeline-summary", elem_classes=["lie-alt"])
+    with gr.Row(elem_classes=["lie-advanced"]):
+        timeline_csv = gr.DownloadButton("⬇ Timeline as CSV (one row per pass)", size="sm",
+                                         elem_id="pfd-timeline-csv", interactive=False)
     gr.Markdown("### KV cache")
     kv_text = gr.HTML(elem_id="pfd-kv-html", css_template=CSS)
     kv_plot = gr.Plot(label="KV cache: measured from the tensors vs the formula", elem_id="pfd-kv-plot")
+    kv_alt = gr.Markdown(elem_id="pfd-kv-summary", elem_classes=["lie-alt"])
     gr.Markdown("### KV cache on vs off")
     compare_text = gr.HTML(elem_id="pfd-compare-html", css_template=CSS)
     compare_plot = gr.Plot(label="The same generation with and without the cache", elem_id="pfd-compare-plot")
+    compare_alt = gr.Markdown(elem_id="pfd-compare-summary-alt", elem_classes=["lie-alt"])
+    with gr.Row(elem_classes=["lie-advanced"]):
+        compare_csv = gr.DownloadButton("⬇ Both runs as CSV", size="sm", elem_id="pfd-compare-csv", interactive=False)
 
     gr.Markdown("### What context length costs")
     gr.Markdown(SWEEP_NOTE)
     with gr.Row():
         sweep_max = gr.Dropdown(choices=list(SWEEP_LENGTHS), value=DEFAULT_SWEEP, allow_custom_value=True,
                                 label=f"longest prompt (tokens, ≤ {MAX_SWEEP_TOKENS:,})", elem_id="pfd-sweep-max")
-        fresh = gr.Checkbox(label="measure again (ignore cached results)", value=False, elem_id="pfd-sweep-fresh")
+        fresh = gr.Checkbox(label="measure again (ignore cached results)", value=False, elem_id="pfd-sweep-fresh",
+                            elem_classes=["lie-advanced"])
         sweep_btn = gr.Button("Run the sweep", elem_id="pfd-sweep-run")
     sweep_plot = gr.Plot(label="Context-length sweep", elem_id="pfd-sweep-plot")
+    sweep_alt = gr.Markdown(elem_id="pfd-sweep-summary", elem_classes=["lie-alt"])
     sweep_text = gr.HTML(elem_id="pfd-sweep-html", css_template=CSS)
+    with gr.Row(elem_classes=["lie-advanced"]):
+        sweep_csv = gr.DownloadButton("⬇ Sweep as CSV (one row per length)", size="sm", elem_id="pfd-sweep-csv",
+                                      interactive=False)
 
     gr.Markdown("### Throughput: a batch vs one prompt at a time")
     gr.Markdown(f"Greedy decoding of up to {MAX_BATCH_PROMPTS} prompts (≤ {MAX_BATCH_PROMPT_TOKENS} tokens each), "
@@ -256,20 +307,41 @@ def build(demo: gr.Blocks) -> None:
                                   elem_id="pfd-batch-new")
             batch_btn = gr.Button("Measure throughput", elem_id="pfd-batch-run")
     batch_plot = gr.Plot(label="Throughput", elem_id="pfd-batch-plot")
+    batch_alt = gr.Markdown(elem_id="pfd-batch-summary-alt", elem_classes=["lie-alt"])
     batch_text = gr.HTML(elem_id="pfd-batch-html", css_template=CSS)
-    with gr.Accordion("What the numbers mean: TTFT, TPOT, throughput, memory", open=True):
-        gr.Markdown(LESSON)
+    with gr.Row(elem_classes=["lie-advanced"]):
+        batch_csv = gr.DownloadButton("⬇ Throughput as CSV", size="sm", elem_id="pfd-batch-csv", interactive=False)
 
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     controls = [prompt, chat, max_new, temperature, seed]
-    gr.on([demo.load, model_changed(demo)], on_model, None,
-          [facts, sweep_max, chat, headline, timeline_plot, kv_text, kv_plot, compare_text, compare_plot,
-           sweep_text, sweep_plot, batch_text, batch_plot], api_visibility="private", queue=False)
-    gr.on([run_btn.click, prompt.submit], on_run, [*controls, use_cache], [headline, timeline_plot, kv_text, kv_plot],
-          **model_event)
-    compare_btn.click(on_compare, controls, [compare_text, compare_plot], **model_event)
-    sweep_btn.click(on_sweep, [sweep_max, fresh], [sweep_plot, sweep_text], **model_event)
-    batch_btn.click(on_batch, [batch_prompts, batch_new, chat], [batch_plot, batch_text], **model_event)
+    run_outputs = [headline, timeline_plot, timeline_alt, kv_text, kv_plot, kv_alt, timeline_csv, seed]
+    compare_outputs = [compare_text, compare_plot, compare_alt, compare_csv, seed]
+    sweep_outputs = [sweep_plot, sweep_alt, sweep_text, sweep_csv, sweep_link]
+    batch_outputs = [batch_plot, batch_alt, batch_text, batch_csv]
+    run = dict(fn=on_run, inputs=[*controls, use_cache], outputs=run_outputs, **model_event)
+    compare = dict(fn=on_compare, inputs=controls, outputs=compare_outputs, **model_event)
+    sweep_from_field = dict(fn=sweep_to, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs], **model_event)
+
+    # Page load: the link's values are applied first; then the note for this model, then (for a link to this
+    # tab only) its run and its sweep.
+    loaded.then(on_page, chat, [facts, sweep_max, chat], api_visibility="private", queue=False).then(
+        linked_run, [*controls, use_cache], run_outputs, **model_event).then(
+        linked_sweep, sweep_link, [sweep_max, *sweep_outputs], **model_event)
+    model_changed(demo)(on_model, None, [facts, sweep_max, chat, sweep_link, *run_outputs[:-1], *compare_outputs[:-1],
+                                         *sweep_outputs[:-1], *batch_outputs], api_visibility="private", queue=False)
+    # "Try this": a button sets its fields, then runs what it is about (a run; a run and the cache comparison
+    # when it turns the cache off; the sweep when it names a longest length).
+    for t, event in zip(lesson.lesson.tries, lesson.connect(fields)):
+        if "max_tokens" in t.values:
+            event.then(**sweep_from_field)
+        elif t.values.get("use_cache") is False:
+            event.then(**run).then(**compare)
+        else:
+            event.then(**run)
+    gr.on([run_btn.click, prompt.submit], **run)
+    compare_btn.click(**compare)
+    sweep_btn.click(on_sweep, [sweep_max, fresh], sweep_outputs, **model_event)
+    batch_btn.click(on_batch, [batch_prompts, batch_new, chat], batch_outputs, **model_event)
 
     gr.api(timeline_api, api_name="timeline", concurrency_id=MODEL_CONCURRENCY)
     gr.api(context_sweep_api, api_name="context_sweep", concurrency_id=MODEL_CONCURRENCY)

@@ -32,7 +32,7 @@ from inference.timeline import kv_shape
 from .common import model_changed, session
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "assets" / "lessons"
-PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 
 
 @dataclass(frozen=True)

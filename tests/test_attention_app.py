@@ -1,17 +1,23 @@
 """The Attention tab through the running app: the `attention` JSON endpoint (gradio_client), the event
-functions, and the tab in headless Chromium."""
+functions, the teaching layer (lesson tries, shared links, CSV downloads, text alternatives, presenter mode),
+and the tab in headless Chromium."""
 
 from __future__ import annotations
 
+import csv
 import time
+from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
+from components.figures.attention import attention_summary, attention_table, lens_summary, overview_summary
+from components.teaching import load_lesson
 from inference.attention import capture_attention
 
 TEXT = "The capital of France is"
+REPEATED = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
 
 
 def test_attention_endpoint_returns_the_captured_weights(client, session):
@@ -135,3 +141,138 @@ def test_attention_tab_bad_input_in_the_browser(page, screenshot):
     page.locator("#att-text textarea").fill("   ")
     page.locator("#att-run").click()
     page.get_by_text("is empty").first.wait_for()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Teaching layer: text alternatives and downloads (pure functions), then the browser
+
+
+def test_text_alternatives_state_the_data(session):
+    maps = capture_attention(session, REPEATED)
+    pieces = maps.tokens.pieces
+    weights, decode = maps.pattern(17, 4), maps.decode.row(17, 4)
+    text = attention_summary(weights, pieces, "Layer 17, head 4", decode, maps.decode.piece)
+    # The induction head of the lesson's first try: the second copy looks one token past the first copy.
+    q, k = 17, 8  # #17 ·lazy looks at #8 ·dog, the token that followed ·lazy the first time
+    assert f"#{q} ·lazy → #{k} ·dog ({weights[q, k]:.2f})" in text and weights[q, k] > 0.5
+    assert f"{weights[2:, 0].mean():.0%} of its weight on the first token" in text
+    label, unit = "attention to the previous token", "weight"
+    values = maps.summaries["previous"]
+    grid = overview_summary(values, label, unit)
+    assert f"highest in layer {values.max(1).argmax()}" in grid and f"({values.max():.2f})" in grid
+    lens = capture_attention(session, TEXT).lens
+    col = lens.column(4)
+    line = lens_summary(lens.layer_names, [layer[col] for layer in lens.top_pieces], lens.answer_pieces[col],
+                        lens.answer_probs[:, col], "#4 ·is")
+    assert line.startswith("Logit lens after #4 ·is: the model's answer ·Paris") and "from layer 29 on" in line
+
+
+def test_attention_table_rows_sum_to_one(session):
+    maps = capture_attention(session, TEXT)
+    header, rows = attention_table(maps.pattern(3, 4), maps.tokens.pieces, maps.decode.row(3, 4), maps.decode.piece)
+    n = maps.n
+    assert header[0] == "query \\ key" and header[1:] == [f"#{i} {p}" for i, p in enumerate(maps.tokens.pieces)] + [
+        f"#{n} ·Paris (decode step)"]
+    matrix = np.array([[float(x) for x in row[1:]] for row in rows])  # [n+1, n+1]
+    np.testing.assert_allclose(matrix.sum(1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(matrix[:n, :n], maps.pattern(3, 4), atol=1e-6)
+    assert np.all(np.triu(matrix, 1) == 0)  # the causal mask; the decode row sees every key
+
+
+def _no_error(page) -> None:
+    assert page.locator(".toast-body.error").count() == 0
+    assert "Something went wrong" not in page.locator("body").inner_text()
+
+
+@pytest.mark.browser
+def test_lesson_tries_and_presenter_mode(page, screenshot):
+    page.get_by_role("tab", name="Attention").click()
+    page.wait_for_selector("#lesson-attention .lie-lesson-body")
+    _wait_title(page, "Layer 0, head 0")
+    tries = load_lesson("attention").tries
+    expected = ["Layer 17, head 4", "Layer 16, head 0", "Layer 20, mean over heads"]
+    for i, (t, title) in enumerate(zip(tries, expected)):
+        page.locator(f"#try-attention-{i}").click()
+        _wait_title(page, title)
+        page.wait_for_function("t => document.querySelector('#att-text textarea').value === t", arg=t.values["text"])
+        page.wait_for_function("t => document.querySelector('#att-heatmap-summary').innerText.startsWith(t)", arg=title)
+        _no_error(page)
+        if i == 0:
+            assert "#17 ·lazy → #8 ·dog" in page.locator("#att-heatmap-summary").inner_text()
+            screenshot(page, "attention-try-induction")
+    # Every figure can be saved as a PNG from plotly's own toolbar (shown on hover).
+    page.locator("#att-heatmap .js-plotly-plot").hover()
+    assert page.locator("#att-heatmap [data-title='Download plot as a PNG']").count() == 1
+    # The lens of the last try: Paris appears only in the last layers.
+    assert "·Paris" in page.locator("#att-lens-summary").inner_text()
+    assert page.locator("#att-mean input").is_checked()
+
+    # Presenter mode hides the advanced panels (downloads, the lens table) and keeps the lesson and the map.
+    assert page.locator("#att-map-csv-row").is_visible()
+    page.locator("#lie-presenter-toggle").click()
+    page.wait_for_function("document.body.classList.contains('lie-presenter')")
+    assert not page.locator("#att-map-csv-row").is_visible()
+    assert not page.locator("#att-lens-table-box").is_visible()
+    assert page.locator("#att-heatmap").is_visible() and page.locator("#lesson-attention").is_visible()
+    screenshot(page, "attention-presenter")
+
+
+@pytest.mark.browser
+def test_shared_link_reproduces_the_view_and_downloads_match_the_api(page, app_url, client, screenshot):
+    query = (f"?tab=attention&text={quote(REPEATED)}&chat=0&layer=17&head=5&mean=0&metric=entropy&token=12")
+    page.goto(app_url + "/" + query)
+    _wait_title(page, "Layer 17, head 5")
+    assert page.locator("#att-text textarea").input_value() == REPEATED
+    assert page.locator("#att-layer input[type=number]").input_value() == "17"
+    assert page.locator("#att-head input[type=number]").input_value() == "5"
+    assert page.locator("#att-metric input[value=entropy]").is_checked()
+    assert page.locator("#att-overview td.selected").get_attribute("data-layer") == "17"
+    page.wait_for_function("document.querySelector('#att-focus').innerText.includes('Token #12 ·brown')")
+    assert "#12 ·brown" in page.locator("#att-token input").input_value()
+    assert "after #12 ·brown" in page.locator("#att-lens-summary").inner_text()
+    _no_error(page)
+    screenshot(page, "attention-shared-link")
+
+    # Copy link gives back the same query.
+    page.locator("#share-attention").click()
+    page.wait_for_function("() => (document.querySelector('#share-attention-url textarea, #share-attention-url input')"
+                           " || {}).value?.startsWith('http')")
+    link = page.locator("#share-attention-url textarea, #share-attention-url input").first.input_value()
+    shared = dict(parse_qsl(link.split("?", 1)[1]))
+    assert shared == {"tab": "attention", "text": REPEATED, "chat": "0", "layer": "17", "head": "5", "mean": "0",
+                      "metric": "entropy", "token": "12"}
+
+    # The map of the shown head as CSV: rows sum to 1 and equal the endpoint's weights.
+    api = client.predict(text=REPEATED, layer=17, head=5, chat=False, api_name="/attention")
+    assert page.locator("#att-map-csv").is_disabled()
+    page.locator("#att-map-csv-prepare").click()
+    page.wait_for_function("!document.querySelector('#att-map-csv').disabled")
+    with page.expect_download() as download:
+        page.locator("#att-map-csv").click()
+    assert download.value.suggested_filename == "attention-layer17-head5.csv"
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    n = len(api["tokens"])
+    assert [r[0] for r in rows[1:]] == [f"#{i} {p}" for i, p in enumerate(api["tokens"])] + [
+        f"#{n} {api['decode']['token']} (decode step)"]
+    matrix = np.array([[float(x) for x in r[1:]] for r in rows[1:]])  # [n+1, n+1]
+    np.testing.assert_allclose(matrix.sum(1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(matrix[:n, :n], np.array(api["weights"]), atol=1e-5)
+    np.testing.assert_allclose(matrix[n], np.array(api["decode"]["row"]), atol=1e-5)
+
+    # A head switch empties the download, so a file always holds the map on screen.
+    page.locator("#att-overview td[data-layer='3'][data-head='1']").click()
+    _wait_title(page, "Layer 3, head 1")
+    page.wait_for_function("document.querySelector('#att-map-csv').disabled")
+
+    # The logit lens as CSV: the last position's rows equal the endpoint's lens.
+    with page.expect_download() as download:
+        page.locator("#att-lens-csv").click()
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        lens_rows = list(csv.DictReader(f))
+    last = [r for r in lens_rows if int(r["position"]) == n - 1]
+    for layer in api["logit_lens"]["layers"]:
+        mine = [r for r in last if r["layer"] == layer["layer"]]
+        assert [r["guess"] for r in mine] == [t["token"] for t in layer["top"]]
+        np.testing.assert_allclose([float(r["prob"]) for r in mine], [t["prob"] for t in layer["top"]], atol=1e-5)
+        assert float(mine[0]["p_final_answer"]) == pytest.approx(layer["final_token_prob"], abs=1e-5)

@@ -1,9 +1,12 @@
 """The Prefill & decode tab through the app: its event functions and figures, the `timeline` JSON API
-(gradio_client), and a real browser run (run, cache off, a small sweep, a refused sweep)."""
+(gradio_client), a real browser run (run, cache off, a small sweep, a refused sweep), and the teaching layer
+(lesson tries, a shared link, CSV downloads checked against the API, text alternatives, presenter mode)."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import asdict
+from urllib.parse import parse_qsl, quote
 
 import gradio as gr
 import pytest
@@ -11,6 +14,7 @@ from gradio_client.exceptions import AppError
 
 from components import prefill_tab as tab
 from components.figures import prefill as fig
+from components.teaching import load_lesson
 from inference.generation import prompt_ids
 from inference.limits import MAX_SWEEP_TOKENS
 from inference.timeline import fit_growth
@@ -23,7 +27,14 @@ PROMPT = "What is the capital of France?"
 
 
 def test_run_draws_headline_timeline_and_kv(session):
-    headline, timeline, kv_text, kv_plot = tab.on_run(PROMPT, True, 6, 0.0, 3, True)
+    headline, timeline, timeline_alt, kv_text, kv_plot, kv_alt, download, seed = tab.on_run(PROMPT, True, 6, 0.0, 3,
+                                                                                            True)
+    assert seed == 3 and timeline_alt.startswith("6 passes: one prefill of ")
+    assert "46,080 bytes per token" in kv_alt and "equal to the formula at every pass" in kv_alt
+    with open(download.value["path"], encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["phase"] for r in rows] == ["prefill"] + ["decode"] * 5
+    assert [int(r["kv_bytes"]) for r in rows] == [46_080 * int(r["cache_len"]) for r in rows]
     assert "TTFT" in headline and "TPOT" in headline and "Check: TTFT" in headline and "KV cache on" in headline
     phases = {trace.name for trace in timeline.data if trace.name}
     assert {"prefill pass", "decode pass", "sampling + bookkeeping"} <= phases
@@ -31,22 +42,33 @@ def test_run_draws_headline_timeline_and_kv(session):
     assert len(kv_plot.data) == 5  # measured, formula, MHA; per layer bars and formula
     assert len(timeline.to_json()) < 200_000  # small payload
 
-    headline, timeline, kv_text, kv_plot = tab.on_run(PROMPT, True, 4, 0.0, 3, False)
+    headline, timeline, timeline_alt, kv_text, kv_plot, kv_alt, download, seed = tab.on_run(PROMPT, True, 4, 0.0, 3,
+                                                                                            False)
+    assert timeline_alt.startswith("KV cache off: 4 passes") and kv_alt.startswith("KV cache off")
     assert "KV cache OFF" in headline and "recompute pass" in {t.name for t in timeline.data}
     assert "KV cache <b>off</b>" in kv_text and not kv_plot.data
 
 
 def test_compare_and_batch_events(session):
-    text, plot = tab.on_compare(PROMPT, True, 5, 0.0, 1)
+    text, plot, alt, download, seed = tab.on_compare(PROMPT, True, 5, 0.0, 1)
+    assert seed == 1 and "identical tokens" in alt and "slower" in alt
+    with open(download.value["path"], encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["kv_cache"] for r in rows] == ["on"] * 5 + ["off"] * 5
+    assert [r["token_id"] for r in rows[:5]] == [r["token_id"] for r in rows[5:]]
     assert "✓ identical tokens" in text and "faster with the cache" in text
     assert {t.name for t in plot.data} == {"KV cache on", "KV cache off"} and len(plot.data) == 4
-    plot, text = tab.on_batch("Hi\nWhat is 2 + 2?", 3, True)
+    plot, alt, text, download = tab.on_batch("Hi\nWhat is 2 + 2?", 3, True)
     assert "batch" in text and "tokens/s" in text and len(plot.data) == 2
+    assert alt.startswith("2 prompts × 3 new tokens")
+    with open(download.value["path"], encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["batch", "prompt 1 alone", "prompt 2 alone"]
 
 
 def test_model_note_and_refusals_become_messages(session):
     out = tab.on_model()
-    assert "46,080 bytes" in out[0] and len(out) == 13
+    assert "46,080 bytes" in out[0] and len(out) == 23
     with pytest.raises(gr.Error, match="context length|up to"):
         tab.on_sweep(MAX_SWEEP_TOKENS * 4, False, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="max_new_tokens"):
@@ -159,3 +181,120 @@ def test_browser_run_cache_off_and_sweep(page, screenshot):
     # The message is a toast fixed to the window: a window-sized screenshot shows it where a person sees it.
     path = screenshot(page, "prefill-sweep-refused")
     page.screenshot(path=str(path), full_page=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Teaching layer
+
+
+def test_sweep_summary_and_table_follow_the_numbers():
+    sw = _sweep_dict()
+    text = fig.sweep_summary(sw)
+    first, last = sw["points"][0], sw["points"][-1]
+    assert text.startswith(f"Prefill took {fig.ms(first['prefill_s'])} at 16 tokens and "
+                           f"{fig.ms(last['prefill_s'])} at 256")
+    assert "time limit" not in text and "time limit" in fig.sweep_summary(sw | {"timed_out": True})
+    header, rows = fig.sweep_table(sw)
+    assert [r[0] for r in rows] == [16, 32, 64, 128, 256] and len(header) == len(rows[0])
+    share = [float(r[header.index("attention_scores_share")]) for r in rows]
+    assert share == pytest.approx([p["split"]["attention_core_s"] / p["prefill_s"] for p in sw["points"]], abs=1e-4)
+
+
+def test_lesson_tries_name_the_tabs_fields():
+    tries = load_lesson("prefill").tries
+    assert [t.values.get("use_cache") for t in tries[:2]] == [True, False]
+    assert tries[2].values == {"max_tokens": 512}
+
+
+def _no_error(page) -> None:
+    assert page.locator(".toast-body.error").count() == 0
+    assert "Something went wrong" not in page.locator("body").inner_text()
+
+
+@pytest.mark.browser
+def test_lesson_tries_and_presenter_mode(page, screenshot):
+    page.get_by_role("tab", name="Prefill & decode").click()
+    page.wait_for_selector("#lesson-prefill .lie-lesson-body")
+    assert "46,080 bytes per token" in page.locator("#lesson-prefill").inner_text()
+    page.locator("#try-prefill-0").click()
+    page.wait_for_selector("#pfd-headline:has-text('KV cache on')")
+    assert page.locator("#pfd-max-new input").input_value() == "24"
+    page.wait_for_function("/^\\d+ passes: one prefill of \\d+ prompt tokens/.test("
+                           "document.querySelector('#pfd-timeline-summary').innerText)")
+    _no_error(page)
+    page.locator("#pfd-timeline .js-plotly-plot").hover()  # plotly's own PNG button shows on hover
+    assert page.locator("#pfd-timeline [data-title='Download plot as a PNG']").count() == 1
+
+    page.locator("#try-prefill-1").click()
+    page.wait_for_selector("#pfd-headline:has-text('KV cache OFF')")
+    assert not page.locator("#pfd-cache input").is_checked()
+    page.wait_for_selector("#pfd-compare-summary-alt:has-text('identical tokens')")
+    assert "without it" in page.locator("#pfd-compare-summary-alt").inner_text()
+    _no_error(page)
+    screenshot(page, "prefill-try-cache-off")
+
+    # The sweep try: 16 to 512 tokens (the lengths an earlier sweep measured are reused).
+    page.locator("#try-prefill-2").click()
+    page.wait_for_function("document.querySelectorAll('#pfd-sweep-table tbody tr').length === 6", timeout=240_000)
+    assert page.locator("#pfd-sweep-max input").input_value() == "512"
+    assert "at 512" in page.locator("#pfd-sweep-summary").inner_text()
+    _no_error(page)
+    screenshot(page, "prefill-try-sweep")
+
+    # Presenter mode keeps the lesson, the controls the lesson uses and the figures; hides seed and downloads.
+    page.locator("#lie-presenter-toggle").click()
+    page.wait_for_function("document.body.classList.contains('lie-presenter')")
+    assert not page.locator("#pfd-seed").is_visible() and not page.locator("#pfd-timeline-csv").is_visible()
+    assert page.locator("#pfd-cache").is_visible() and page.locator("#pfd-timeline").is_visible()
+    screenshot(page, "prefill-presenter")
+
+
+@pytest.mark.browser
+def test_shared_link_reproduces_the_run_and_the_csv_matches_the_api(page, app_url, client, screenshot):
+    prompt = "Once upon a time"
+    page.goto(f"{app_url}/?tab=prefill&prompt={quote(prompt)}&chat=0&max_new_tokens=6&temperature=0.8&seed=11"
+              "&use_cache=1&max_tokens=32")
+    page.wait_for_selector("#pfd-ttft")
+    assert page.locator("#pfd-prompt textarea").input_value() == prompt
+    assert not page.locator("#pfd-chat input").is_checked() and page.locator("#pfd-cache input").is_checked()
+    assert page.locator("#pfd-seed input").input_value() == "11"
+    assert page.locator("#pfd-temperature input[type=number]").input_value() == "0.8"
+    # The link's sweep runs too (16 and 32 tokens).
+    page.wait_for_function("document.querySelectorAll('#pfd-sweep-table tbody tr').length === 2", timeout=120_000)
+    assert page.locator("#pfd-sweep-max input").input_value() == "32"
+    _no_error(page)
+    screenshot(page, "prefill-shared-link")
+
+    # The timeline CSV: its passes are the endpoint's passes for the same parameters (times differ, run to run).
+    api = client.predict(prompt=prompt, temperature=0.8, seed=11, max_new_tokens=6, chat=False, use_cache=True,
+                         api_name="/timeline")
+    with page.expect_download() as download:
+        page.locator("#pfd-timeline-csv").click()
+    assert download.value.suggested_filename == "prefill-decode-timeline.csv"
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(api["steps"])
+    for row, step in zip(rows, api["steps"]):
+        assert (int(row["pass"]), row["phase"], int(row["tokens_in_pass"]), int(row["cache_len"]), int(row["token_id"]),
+                row["token"], int(row["kv_bytes"])) == (step["index"], step["phase"], step["tokens_in_pass"],
+                                                       step["cache_len"], step["token_id"], step["piece"],
+                                                       step["cache_bytes"])
+        assert 0 < float(row["forward_ms"]) <= float(row["time_ms"])
+    assert api["text"] in page.locator("#pfd-headline .pfd-text").inner_text()
+
+    # Copy link gives back the same view.
+    page.locator("#share-prefill").click()
+    page.wait_for_function("() => (document.querySelector('#share-prefill-url textarea, #share-prefill-url input')"
+                           " || {}).value?.startsWith('http')")
+    link = page.locator("#share-prefill-url textarea, #share-prefill-url input").first.input_value()
+    assert dict(parse_qsl(link.split("?", 1)[1])) == {
+        "tab": "prefill", "prompt": prompt, "chat": "0", "max_new_tokens": "6", "temperature": "0.8", "seed": "11",
+        "use_cache": "1", "max_tokens": "32"}
+
+    # The sweep as CSV: one row per length.
+    with page.expect_download() as download:
+        page.locator("#pfd-sweep-csv").click()
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        sweep = list(csv.DictReader(f))
+    assert [int(r["prompt_tokens"]) for r in sweep] == [16, 32]
+    assert [int(r["kv_bytes"]) for r in sweep] == [46_080 * 16, 46_080 * 32]

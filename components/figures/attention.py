@@ -1,9 +1,13 @@
-"""Attention views as pure functions: arrays and token pieces in, a plotly Figure or an HTML string out.
+"""Attention views as pure functions: arrays and token pieces in, a plotly Figure, an HTML string, a one-line
+text alternative (`*_summary`) or the rows of a CSV download out.
 
 Colours: attention weights use one white -> dark blue scale everywhere (heatmap, overview, token focus),
 with more of the colour range spent on small weights, because most weights are small and a linear scale
-would show only the attention sink. Masked (future) cells are left empty on a grey background, so "not
-allowed to look" never looks like "looked with weight 0".
+would show only the attention sink. The scale is sequential with falling lightness, so it reads the same in
+greyscale and to colour-blind eyes. Masked (future) cells are left empty and hatched on a grey background,
+so "not allowed to look" never looks like "looked with weight 0" (the hatch keeps them apart in greyscale
+too, where the grey alone would match a light blue). The one accent colour (selection outlines) is
+Okabe-Ito vermillion, always paired with a shape cue (a thick outline, bold text).
 """
 
 from __future__ import annotations
@@ -62,6 +66,23 @@ def _tick_labels(pieces: list[str], max_labels: int = 64) -> tuple[list[int], li
     return positions, [f"{i}:{_short(pieces[i], 8)}" for i in positions]
 
 
+def _mask_hatch(n: int, keys: int) -> go.Scatter:
+    """A hatched polygon over the masked cells (key j > query i) of an n x keys map: the causal mask's
+    staircase. Hovering it says what it is."""
+    xs, ys = [keys - 0.5, 0.5], [-0.5, -0.5]
+    for i in range(n):  # row i is masked from column i+1 on: down one row, right one column
+        xs += [i + 0.5, i + 1.5]
+        ys += [i + 0.5, i + 0.5]
+    xs[-1], ys[-1] = keys - 0.5, n - 0.5  # the last row: masked only in the decode column (if any)
+    xs[-2], ys[-2] = n - 0.5, n - 0.5
+    return go.Scatter(
+        x=xs, y=ys, fill="toself", mode="lines", line=dict(width=0), fillcolor=MASK_GREY,
+        fillpattern=dict(shape="/", fgcolor="#8a8a8a", bgcolor=MASK_GREY, size=8, solidity=0.15),
+        hoveron="fills", hoverinfo="text", text="masked: a later token (the causal mask), weight exactly 0",
+        showlegend=False,
+    )
+
+
 def attention_heatmap(
     weights: np.ndarray,
     pieces: list[str],
@@ -87,13 +108,14 @@ def attention_heatmap(
         hoverongaps=False, hovertemplate=hover, xgap=1 if n <= 64 else 0, ygap=1 if n <= 64 else 0,
         colorbar=dict(title=dict(text="weight", side="right"), len=0.6, y=0.65, thickness=14),
     )
-    data = [heat]
+    data = [heat, _mask_hatch(n, keys)]
     layout = dict(
         title=dict(text=title, font=dict(size=16), x=0.02, xanchor="left"),
         template="none", font=FONT, plot_bgcolor=MASK_GREY, paper_bgcolor="white",
         xaxis=dict(AXIS, tickvals=x_ticks, ticktext=x_text, tickangle=-60, tickfont=dict(size=font_size),
                    title=dict(text="key (the token looked at)"), range=[-0.5, keys - 0.5]),
-        yaxis=dict(AXIS, tickvals=y_ticks, ticktext=y_text, autorange="reversed", tickfont=dict(size=font_size),
+        # A fixed reversed range (row 0 on top): autorange would pad it for the hatch polygon (a scatter trace).
+        yaxis=dict(AXIS, tickvals=y_ticks, ticktext=y_text, range=[n - 0.5, -0.5], tickfont=dict(size=font_size),
                    title=dict(text="query (the token looking)")),
         margin=dict(l=10, r=10, t=60, b=10),
         height=int(np.clip(22 * n + 260, 440, 940)),
@@ -163,11 +185,11 @@ def overview_html(
     for layer in range(layers):
         cells = "".join(cell(float(values[layer, h]), layer, h) for h in range(heads))
         cells += cell(float(values[layer].mean()), layer, None)
-        body.append(f"<tr><th>layer {layer}</th>{cells}</tr>")
+        body.append(f"<tr><th>{layer}</th>{cells}</tr>")
     return (
         f'<div class="lie-att-overview"><div class="lie-att-caption">{html.escape(label)} ({html.escape(unit)}); '
         f"darker = higher{'' if unit == 'weight' else ' (within this grid)'}. Click a cell to open that head.</div>"
-        f'<table><thead><tr><th></th>{groups}<th></th></tr><tr><th></th>{head_row}<th>mean</th></tr></thead>'
+        f'<table><thead><tr><th></th>{groups}<th></th></tr><tr><th>layer</th>{head_row}<th>mean</th></tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -278,3 +300,127 @@ def lens_table_html(
         f"highlighted.</div><table><thead><tr><th>layer</th><th>P({html.escape(answer_piece)})</th><th>top guesses</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text alternatives: each figure in one sentence, with the numbers of the data it shows
+
+
+def _tok(i: int, pieces: list[str]) -> str:
+    return f"#{i} {pieces[i]}"
+
+
+def attention_summary(
+    weights: np.ndarray,
+    pieces: list[str],
+    what: str,
+    decode_row: np.ndarray | None = None,
+    decode_piece: str | None = None,
+) -> str:
+    """The attention map in one sentence. weights [n, n] (rows = queries), decode_row [n+1] or None.
+
+    Cheap at 512 tokens (a few vectorised passes over the map): it runs on every layer/head switch."""
+    n = len(pieces)
+    if n < 2:
+        return f"{what}: one token, which can only look at itself (weight 1)."
+    # Queries 2..n-1: query 0 has no choice, and query 1's previous token is the first token.
+    start = 2 if n > 2 else 1
+    first = float(weights[start:, 0].mean())
+    previous = float(np.diagonal(weights, offset=-1)[start - 1:].mean())
+    # The strongest link that is neither the first token nor the token itself nor the one before it.
+    other = np.tril(weights, k=-2)  # [n, n]: keys at least two back
+    other[:, 0] = 0.0
+    sentence = (f"{what}, {n} tokens: from token #{start} on, a query puts on average {first:.0%} of its weight "
+                f"on the first token and {previous:.0%} on the previous one")
+    if n > 2 and other.max() >= 0.1:
+        q, k = np.unravel_index(int(other.argmax()), other.shape)
+        sentence += (f"; the strongest link further back is {_tok(q, pieces)} → {_tok(k, pieces)} "
+                     f"({other[q, k]:.2f})")
+    if decode_row is not None and decode_piece is not None:
+        j = int(np.argmax(decode_row))
+        target = f"itself ({decode_piece})" if j == n else _tok(j, pieces)
+        sentence += f"; the decode step's new token {decode_piece} looks most at {target} ({decode_row[j]:.2f})"
+    return sentence + "."
+
+
+def overview_summary(values: np.ndarray, label: str, unit: str) -> str:
+    """The layer x head overview in one sentence. values [layers, heads]."""
+    layers, heads = values.shape
+    hi = np.unravel_index(int(np.argmax(values)), values.shape)
+    lo = np.unravel_index(int(np.argmin(values)), values.shape)
+    means = values.mean(1)  # [layers]
+    fmt = f".{2 if unit == 'weight' else 1}f"
+    return (f"Overview of {label} ({unit}) for {layers} layers × {heads} heads: highest in layer {hi[0]}, "
+            f"head {hi[1]} ({values[hi]:{fmt}}), lowest in layer {lo[0]}, head {lo[1]} ({values[lo]:{fmt}}); the mean "
+            f"over heads is {means[0]:{fmt}} in layer 0 and {means[-1]:{fmt}} in layer {layers - 1}, "
+            f"highest in layer {int(np.argmax(means))} ({means.max():{fmt}}).")
+
+
+def lens_summary(
+    layer_names: list[str],
+    top_pieces: list[list[str]],
+    answer_piece: str,
+    answer_probs: np.ndarray,
+    position_label: str,
+) -> str:
+    """The logit lens at one position in one sentence. top_pieces [L+1][k] (best first), answer_probs [L+1];
+    the last row is the model's real output."""
+    rows = len(layer_names)
+    is_top = [top_pieces[r][0] == answer_piece for r in range(rows)]
+    settled = rows - 1  # the first row from which the answer stays the top guess to the end
+    while settled > 0 and is_top[settled - 1]:
+        settled -= 1
+    before = settled - 1
+    name = lambda r: "the embeddings" if layer_names[r] == "embeddings" else layer_names[r]  # noqa: E731
+    sentence = (f"Logit lens after {position_label}: the model's answer {answer_piece} (probability "
+                f"{answer_probs[-1]:.2f} at the output) is the top guess from {name(settled)} on")
+    if before >= 0:
+        sentence += (f"; one row earlier ({name(before)}) it has probability {answer_probs[before]:.3f} and the top "
+                     f"guess is {top_pieces[before][0]}")
+    return sentence + "."
+
+
+# ---------------------------------------------------------------------------------------------------
+# Downloads: the rows of the CSV files (plain lists; components.export writes them)
+
+
+def attention_table(
+    weights: np.ndarray,
+    pieces: list[str],
+    decode_row: np.ndarray | None = None,
+    decode_piece: str | None = None,
+) -> tuple[list[str], list[list]]:
+    """The attention map as a table: header = keys, one row per query (first cell = the query token), the
+    masked cells 0. With the decode step, one more key column (its own key) and its row last, so every row
+    sums to 1. Labels are '#i piece' (unique, and never start like a spreadsheet formula)."""
+    n = len(pieces)
+    labels = [f"#{i} {p}" for i, p in enumerate(pieces)]
+    matrix = np.asarray(weights, dtype=np.float32)
+    if decode_row is not None:
+        labels.append(f"#{n} {decode_piece} (decode step)")
+        matrix = np.vstack([np.pad(matrix, ((0, 0), (0, 1))), np.asarray(decode_row, np.float32)[None, :]])
+    cells = np.char.mod("%.6f", matrix)  # [rows, keys] strings: formatting in numpy, not cell by cell
+    return ["query \\ key", *labels], [[label, *row] for label, row in zip(labels, cells.tolist())]
+
+
+def lens_table(
+    layer_names: list[str],
+    positions: list[int],
+    position_pieces: list[str],
+    top_pieces: list[list[list[str]]],
+    top_ids: np.ndarray,
+    top_probs: np.ndarray,
+    answer_pieces: list[str],
+    answer_probs: np.ndarray,
+) -> tuple[list[str], list[list]]:
+    """The logit lens, one row per (layer, position, rank): top_pieces [L+1][P][k], top_ids/top_probs
+    [L+1, P, k], answer_probs [L+1, P]."""
+    header = ["layer", "position", "token", "final_answer", "p_final_answer", "rank", "guess", "guess_id", "prob"]
+    rows = []
+    for r, name in enumerate(layer_names):
+        for c, position in enumerate(positions):
+            for rank in range(top_probs.shape[2]):
+                rows.append([name, position, position_pieces[c], answer_pieces[c], f"{answer_probs[r, c]:.6f}",
+                             rank + 1, top_pieces[r][c][rank], int(top_ids[r, c, rank]),
+                             f"{top_probs[r, c, rank]:.6f}"])
+    return header, rows

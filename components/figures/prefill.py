@@ -7,6 +7,12 @@
     sweep_figure       context-length sweep: prefill time with fits, per-token split, decode time, memory
     sweep_html         the sweep's numbers, and `sweep_verdict`: what they do (and do not) show
     batch_html/_figure throughput of a batch vs one prompt at a time
+    *_summary          each figure in one sentence with its numbers (the text alternative under it)
+    *_table            the rows of each trace's CSV download (header, rows)
+
+Colours are Okabe-Ito (colour-blind safe); where two of them sit side by side with a similar lightness
+(prefill orange and recompute pink, the attention-score part of a prefill next to the projections), a hatch
+pattern tells them apart in greyscale too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ SPLIT = {  # parts of a prefill pass
     "other_s": ("embeddings, norms, LM head, mask", "#BBBBBB"),
 }
 PHASE_COLOUR = {"prefill": PREFILL, "decode": DECODE, "recompute": RECOMPUTE}
+# Recompute passes are hatched: the pink and the prefill orange look alike in greyscale.
+PHASE_PATTERN = {"prefill": "", "decode": "", "recompute": "/"}
+SPLIT_PATTERN = {"attention_core_s": "/"}  # the n² part of a prefill stands out without colour
+HATCH = dict(fgcolor="#ffffff", solidity=0.25)  # light stripes: the bar's colour and any text on it stay readable
 FONT = dict(size=13)
 MAX_TICK_LABELS = 32  # beyond this many steps the x axis shows step numbers, not tokens
 
@@ -149,6 +159,7 @@ def timeline_figure(tl: dict) -> go.Figure:
     # Row 1 is a single trace: bars of one trace never stack, so each keeps its own base (start time).
     fig.add_bar(y=["passes"] * len(steps), x=[s["step_s"] * 1e3 for s in steps], base=[s["start_s"] * 1e3 for s in steps],
                 orientation="h", marker_color=[PHASE_COLOUR[s["phase"]] for s in steps],
+                marker_pattern=dict(shape=[PHASE_PATTERN[s["phase"]] for s in steps], **HATCH),
                 marker_line=dict(color="white", width=1), text=[s["piece"] for s in steps] if few else None,
                 textposition="inside",
                 insidetextanchor="middle", textangle=0, hovertext=hover, hoverinfo="text", showlegend=False,
@@ -159,9 +170,10 @@ def timeline_figure(tl: dict) -> go.Figure:
             continue
         colour = PHASE_COLOUR[phase]
         fig.add_bar(x=[labels[i] for i in idx], y=[steps[i]["forward_s"] * 1e3 for i in idx], marker_color=colour,
-                    name=f"{phase} pass", hovertext=[hover[i] for i in idx], hoverinfo="text",
-                    legendgroup=phase, row=2, col=1)
+                    marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH), name=f"{phase} pass",
+                    hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, row=2, col=1)
         fig.add_bar(x=[labels[i] for i in idx], y=[steps[i]["tokens_in_pass"] for i in idx], marker_color=colour,
+                    marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH),
                     text=[steps[i]["tokens_in_pass"] for i in idx] if few else None, textposition="outside",
                     hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, showlegend=False,
                     cliponaxis=False, row=3, col=1)
@@ -257,7 +269,8 @@ def kv_figure(tl: dict) -> go.Figure:
                             row=1, col=1)
     layers = list(range(len(tl["kv"]["layer_bytes"])))
     fig.add_bar(x=layers, y=[b / 1e3 for b in kv["layer_bytes"]], name="per layer, measured",
-                marker_color=[DECODE if not w else PREFILL for w in kv["layer_windows"][: len(layers)]], row=1, col=2,
+                marker_color=[DECODE if not w else PREFILL for w in kv["layer_windows"][: len(layers)]],
+                marker_pattern_shape=["" if not w else "/" for w in kv["layer_windows"][: len(layers)]], row=1, col=2,
                 hovertemplate="layer %{x}: %{y:,.1f} KB<extra></extra>", showlegend=False)
     fig.add_scatter(x=layers, y=[b / 1e3 for b in kv["layer_formula_bytes"]], mode="markers", name="per layer, formula",
                     marker=dict(symbol="line-ew", size=14, line=dict(width=2, color=FORMULA)), row=1, col=2,
@@ -265,10 +278,11 @@ def kv_figure(tl: dict) -> go.Figure:
     fig.update_xaxes(title_text="tokens in the cache", tickformat=",d", row=1, col=1)
     if tokens and max(tokens) - min(tokens) < 10:
         fig.update_xaxes(dtick=1, row=1, col=1)  # whole tokens only
-    fig.update_xaxes(title_text="layer" + (" (orange: sliding window)" if any(kv["layer_windows"]) else ""),
+    fig.update_xaxes(title_text="layer" + (" (orange, hatched: sliding window)" if any(kv["layer_windows"]) else ""),
                      row=1, col=2)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    return _layout(fig, 380)
+    return _layout(fig, 420, f"KV cache: {kv['bytes_per_token']:,} bytes per token ({kv['dtype']}), "
+                              f"{kv['tokens']:,} tokens held after the last pass")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,18 +308,18 @@ def compare_figure(cmp: dict) -> go.Figure:
     on, off = cmp["on"]["steps"], cmp["off"]["steps"]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["Forward pass of each step (ms)", "Time since the run started (s)"])
-    for steps, name, colour in ((on, "KV cache on", DECODE), (off, "KV cache off", RECOMPUTE)):
+    for steps, name, colour, dash in ((on, "KV cache on", DECODE, "solid"), (off, "KV cache off", RECOMPUTE, "dash")):
         x = [s["index"] for s in steps]
         fig.add_scatter(x=x, y=[s["forward_s"] * 1e3 for s in steps], mode="lines+markers", name=name,
-                        line=dict(color=colour), row=1, col=1, legendgroup=name,
+                        line=dict(color=colour, dash=dash), row=1, col=1, legendgroup=name,
                         customdata=[s["tokens_in_pass"] for s in steps],
                         hovertemplate="step %{x}: %{y:.1f} ms, %{customdata} tokens in<extra>" + name + "</extra>")
         fig.add_scatter(x=x, y=[(s["start_s"] + s["step_s"]) for s in steps], mode="lines", name=name,
-                        line=dict(color=colour, width=3), row=1, col=2, legendgroup=name, showlegend=False,
+                        line=dict(color=colour, width=3, dash=dash), row=1, col=2, legendgroup=name, showlegend=False,
                         hovertemplate="after step %{x}: %{y:.2f} s<extra>" + name + "</extra>")
     fig.update_xaxes(title_text="step (0 = prefill)")
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, 360)
+    return _layout(fig, 400, f"The same {len(on)} tokens with the KV cache on and off")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -331,7 +345,8 @@ def sweep_figure(sw: dict) -> go.Figure:
                             line=dict(color=FORMULA if fit["degree"] == 1 else "#D55E00", dash=dash), row=1, col=1)
     for key, (label, colour) in SPLIT.items():
         fig.add_bar(x=cats, y=[p["split"][key] / p["prompt_tokens"] * 1e3 for p in points], name=label,
-                    marker_color=colour, row=1, col=2, legendgroup="split",
+                    marker_color=colour, marker_pattern_shape=SPLIT_PATTERN.get(key, ""), row=1, col=2,
+                    legendgroup="split",
                     hovertemplate="%{x} tokens: %{y:.3f} ms per token<extra>" + label + "</extra>")
     fig.add_scatter(x=ns, y=[p["decode_s"] * 1e3 for p in points], mode="lines+markers", name="decode pass, median",
                     line=dict(color=DECODE), row=2, col=1, hovertemplate="%{x} tokens cached: %{y:.1f} ms<extra></extra>")
@@ -350,7 +365,8 @@ def sweep_figure(sw: dict) -> go.Figure:
     fig.update_xaxes(title_text="tokens in the cache", row=2, col=1)
     fig.update_xaxes(title_text="prompt tokens", type="category", row=2, col=2)
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, 800, legend_rows=4)
+    title = f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw['device'])}"
+    return _layout(fig, 840, title, legend_rows=4)
 
 
 def _share(part: float, whole: float) -> str:
@@ -484,7 +500,9 @@ def sweep_html(sw: dict) -> str:
     note = (f"{'Cached result (measured earlier for this model); tick “measure again” to re-run. ' if sw['cached'] else ''}"
             f"Each length: the fastest of up to 3 prefills (fewer for long prompts), then "
             f"{sw['points'][0]['decode_steps']} decode passes (median). Memory: {mem_kind}. "
-            "Timings on a shared CPU are noisy.")
+            "Timings on a shared CPU are noisy."
+            + (" The request's time limit stopped this sweep before its longest lengths; the lengths measured are "
+               "kept, so running it again goes on from there." if sw.get("timed_out") else ""))
     verdict = "".join(f"<li>{_esc(s)}</li>" for s in sweep_verdict(sw))
     return (f'<div class="pfd-sweep" id="pfd-sweep-table"><table><thead><tr><th>prompt tokens</th><th>prefill</th>'
             "<th>per token</th><th>attention scores, measured</th><th>attention scores, FLOPs</th>"
@@ -515,7 +533,8 @@ def batch_figure(b: dict) -> go.Figure:
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(range=[0, 1.25 * max(b["single_tokens_per_s"], b["batched"]["tokens_per_s"])], row=1, col=1)
     fig.update_yaxes(range=[0, 1.25e3 * max(mean(single_pass), mean(batch_pass), 1e-6)], row=1, col=2)
-    return _layout(fig, 340)
+    return _layout(fig, 380, f"Throughput: {size} prompts × {b['new_tokens']} new tokens, as one batch vs one at a "
+                             "time")
 
 
 def batch_html(b: dict) -> str:
@@ -529,6 +548,134 @@ def batch_html(b: dict) -> str:
             f"the throughput</b>. {same}. A decode pass reads every weight once whatever the batch size, so extra rows "
             "are cheap until the matrix work itself fills the hardware; each user's own TPOT gets a little worse "
             "while the server serves more users per second.</div>")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text alternatives: each figure in one sentence, with this run's numbers
+
+
+def timeline_summary(tl: dict) -> str:
+    steps, m = tl["steps"], tl["metrics"]
+    first, rest = steps[0], steps[1:]
+    if not tl["use_cache"]:
+        last = steps[-1]
+        return (f"KV cache off: {len(steps)} passes, each re-running the whole sequence: the first processed "
+                f"{first['tokens_in_pass']} tokens in {ms(first['forward_s'])}, the last {last['tokens_in_pass']} "
+                f"tokens in {ms(last['forward_s'])}; first token after {ms(m['ttft_s'])}, total {ms(m['total_s'])}.")
+    text = (f"{len(steps)} passes: one prefill of {first['tokens_in_pass']} prompt tokens took "
+            f"{ms(first['forward_s'])} (first token after {ms(m['ttft_s'])})")
+    if rest:
+        passes = "1 decode pass" if len(rest) == 1 else f"{len(rest)} decode passes"
+        text += (f", then {passes} of one token each took {ms(m['tpot_mean_s'])} on average "
+                 f"(p90 {ms(m['tpot_p90_s'])})")
+    return text + f"; total {ms(m['total_s'])} for {_plural(m['new_tokens'], 'new token')}."
+
+
+def kv_summary(tl: dict) -> str:
+    kv, steps = tl["kv"], tl["steps"]
+    if not tl["use_cache"]:
+        return "KV cache off: nothing is kept between passes, so the cache holds 0 bytes."
+    first, last = steps[0], steps[-1]
+    verdict = "equal to the formula at every pass" if kv["matches"] else "differing from the formula"
+    text = (f"The KV cache grew by {kv['bytes_per_token']:,} bytes per token: {nbytes(first['cache_bytes'])} after the "
+            f"prefill ({first['cache_len']:,} tokens), {nbytes(last['cache_bytes'])} after the last pass "
+            f"({last['cache_len']:,} tokens), {verdict}")
+    if kv["num_kv_heads"] < kv["num_heads"]:
+        text += f"; full multi-head attention would hold {kv['gqa_factor']:g}× as much"
+    return text + "."
+
+
+def compare_summary(cmp: dict) -> str:
+    on, off = cmp["on"], cmp["off"]
+    same = "identical tokens" if cmp["identical"] else f"tokens that part at step {cmp['first_difference']}"
+    last_on, last_off = on["steps"][-1], off["steps"][-1]
+    return (f"{len(on['steps'])} tokens with the KV cache took {ms(on['metrics']['total_s'])}, without it "
+            f"{ms(off['metrics']['total_s'])} ({cmp['speedup_total']:.1f}× slower); the last pass processed "
+            f"{last_on['tokens_in_pass']} token(s) with the cache and {last_off['tokens_in_pass']} without; {same}.")
+
+
+def sweep_summary(sw: dict) -> str:
+    points = sw["points"]
+    if not points:
+        return "No length was measured."
+    a, b = points[0], points[-1]
+    core = lambda p: p["split"]["attention_core_s"] / p["prefill_s"] if p["prefill_s"] else 0.0  # noqa: E731
+    text = (f"Prefill took {ms(a['prefill_s'])} at {a['prompt_tokens']:,} tokens and {ms(b['prefill_s'])} at "
+            f"{b['prompt_tokens']:,} (attention scores {core(a):.0%} → {core(b):.0%} of it, measured); a decode pass "
+            f"took {ms(a['decode_s'])} → {ms(b['decode_s'])}; the KV cache grew to {nbytes(b['kv_bytes'])}")
+    if sw.get("timed_out"):
+        text += "; the request's time limit stopped the sweep before its longest lengths (run it again to go on)"
+    return text + "."
+
+
+def batch_summary(b: dict) -> str:
+    size = len(b["prompts"])
+    single_pass = [s for r in b["single"] for s in r["decode_s"]]
+    batch_pass = b["batched"]["decode_s"]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return (f"{size} prompts × {b['new_tokens']} new tokens: one at a time {b['single_tokens_per_s']:.1f} tokens/s, "
+            f"as one batch {b['batched']['tokens_per_s']:.1f} tokens/s ({b['speedup']:.1f}× the throughput); a decode "
+            "pass "
+            f"took {ms(mean(single_pass))} for 1 row and {ms(mean(batch_pass))} for {size} rows.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Downloads: the rows of each trace's CSV (components.export writes them)
+
+TIMELINE_HEADER = ["pass", "phase", "tokens_in_pass", "cache_len", "start_ms", "forward_ms", "sampling_ms", "time_ms",
+                   "token_id", "token", "kv_bytes"]
+
+
+def _ms3(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def timeline_table(tl: dict) -> tuple[list[str], list[list]]:
+    """One row per forward pass: phase, tokens in the pass, cache length after it, times (ms), the token, KV
+    bytes measured from the cache tensors after it."""
+    rows = [[s["index"], s["phase"], s["tokens_in_pass"], s["cache_len"], _ms3(s["start_s"]), _ms3(s["forward_s"]),
+             _ms3(s["sampling_s"]), _ms3(s["step_s"]), s["token_id"], s["piece"], s["cache_bytes"]]
+            for s in tl["steps"]]
+    return TIMELINE_HEADER, rows
+
+
+def compare_table(cmp: dict) -> tuple[list[str], list[list]]:
+    """Both runs' passes, the cache-on run first (column `kv_cache`: on / off)."""
+    rows = []
+    for which in ("on", "off"):
+        rows += [[which, *row] for row in timeline_table(cmp[which])[1]]
+    return ["kv_cache", *TIMELINE_HEADER], rows
+
+
+def sweep_table(sw: dict) -> tuple[list[str], list[list]]:
+    header = ["prompt_tokens", "prefill_ms", "prefill_ms_per_token", "attention_scores_ms", "projections_ms", "mlp_ms",
+              "other_ms", "attention_scores_share", "attention_flops", "linear_flops", "decode_ms", "decode_steps",
+              "kv_bytes", "kv_formula_bytes", "peak_memory_bytes", "memory_increase_bytes", "working_estimate_bytes",
+              "prefill_runs"]
+    rows = []
+    for p in sw["points"]:
+        split, mem = p["split"], p["memory"]
+        share = f"{split['attention_core_s'] / p['prefill_s']:.4f}" if p["prefill_s"] else ""
+        rows.append([p["prompt_tokens"], _ms3(p["prefill_s"]), _ms3(p["prefill_s"] / p["prompt_tokens"]),
+                     _ms3(split["attention_core_s"]), _ms3(split["projections_s"]), _ms3(split["mlp_s"]),
+                     _ms3(split["other_s"]), share, p["flops"]["attention"], p["flops"]["linear"], _ms3(p["decode_s"]),
+                     p["decode_steps"], p["kv_bytes"], p["kv_formula_bytes"], mem.get("peak_bytes"),
+                     mem.get("increase_bytes"), p["working_estimate_bytes"], p["runs"]])
+    return header, rows
+
+
+def batch_table(b: dict) -> tuple[list[str], list[list]]:
+    """One row for the batch, then one per prompt run alone."""
+    header = ["run", "prompts", "prompt_tokens", "new_tokens_each", "prefill_ms", "decode_pass_ms_mean", "total_ms",
+              "tokens_per_s"]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    batch = b["batched"]
+    rows = [["batch", len(b["prompts"]), sum(b["prompt_tokens"]), b["new_tokens"], _ms3(batch["prefill_s"]),
+             _ms3(mean(batch["decode_s"])), _ms3(batch["total_s"]), f"{batch['tokens_per_s']:.3f}"]]
+    for i, (run, tokens) in enumerate(zip(b["single"], b["prompt_tokens"])):
+        rows.append([f"prompt {i + 1} alone", 1, tokens, b["new_tokens"], _ms3(run["prefill_s"]),
+                     _ms3(mean(run["decode_s"])), _ms3(run["total_s"]), f"{run['tokens_per_s']:.3f}"])
+    return header, rows
 
 
 CSS = """
