@@ -1,9 +1,15 @@
 """Forward-pass views as pure functions: plain data in (dicts, arrays, token pieces), HTML or a plotly Figure out.
 
 The data-flow diagram is HTML (boxes a click can pick); the explanation of a picked box is written here
-from the box's real numbers. Colours: one tint per kind of step (Okabe-Ito, colour-blind safe); values that
-have a sign (embeddings, cosine similarity) use a blue-white-red scale centred on 0; surprisal uses a
-white -> yellow -> red scale (more red = more surprising).
+from the box's real numbers. Every plot has a `*_summary` function beside it: one sentence with the plotted
+numbers, shown under the plot as its text alternative.
+
+Colours (checked for colour-blind readers): lines and bars use Okabe-Ito colours, and the MLP bars also carry a
+hatch so the two bar series differ by more than hue; values that have a sign (embeddings, cosine similarity)
+use ColorBrewer's blue-white-red (RdBu, readable with every common colour-vision deficiency) centred on 0; the
+norms use a single-hue blue ramp and surprisal a white -> yellow -> dark red ramp whose lightness falls
+monotonically, so both read as "more" in greyscale too. The diagram's tints only back up the boxes' written
+titles, never carry meaning alone.
 """
 
 from __future__ import annotations
@@ -379,6 +385,7 @@ def updates_figure(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndar
         fig.add_trace(go.Bar(x=layer_names, y=np.round(attn[:, cols].mean(-1), 2), name="attention update", marker_color=ATTN_COLOUR,
                              hovertemplate="%{x}<br>attention adds |Δ| = %{y:.2f}<extra></extra>"))
         fig.add_trace(go.Bar(x=layer_names, y=np.round(mlp[:, cols].mean(-1), 2), name="MLP update", marker_color=MLP_COLOUR,
+                             marker_pattern=dict(shape="/", fillmode="overlay", fgcolor="white", size=7, solidity=0.3),  # not hue alone
                              hovertemplate="%{x}<br>MLP adds |Δ| = %{y:.2f}<extra></extra>"))
     else:
         fig.add_trace(go.Bar(x=layer_names, y=np.round(layer_update[:, cols].mean(-1), 2), name="layer update",
@@ -455,6 +462,15 @@ def surprisal_colour(bits: float) -> str:
     return "rgb(165,0,38)"
 
 
+def surprisal_text_colour(bits: float) -> str:
+    """Black or white text on a surprisal colour: whichever contrasts more (WCAG relative luminance), so every
+    token stays readable (black holds up to about 12 bits, where the background turns dark red)."""
+    r, g, b = (float(c) / 255 for c in surprisal_colour(bits)[4:-1].split(","))
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    lum = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
+
+
 def surprisal_html(pieces: list[str], bits: list[float | None], probs: list[float | None], expected: list[str | None],
                    title: str, perplexity: float | None, mean_bits: float | None) -> str:
     """The text as tokens, each coloured by its surprisal; hover for p and the model's top guess there."""
@@ -466,7 +482,7 @@ def surprisal_html(pieces: list[str], bits: list[float | None], probs: list[floa
         else:
             b = bits[i]
             tip = f"token #{i} {piece}\nsurprisal {b:.2f} bits (p = {probs[i]:.4g})\nmodel's top guess here: {expected[i]}"
-            fg = "#fff" if b > 0.62 * MAX_SURPRISAL_COLOUR else "#111"
+            fg = surprisal_text_colour(b)
             spans.append(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{fg}" '
                          f'title="{html.escape(tip)}">{html.escape(piece)}</span>')
         if piece.endswith("↵"):
@@ -482,7 +498,7 @@ def surprisal_html(pieces: list[str], bits: list[float | None], probs: list[floa
 
 def surprisal_legend_html() -> str:
     stops = [0, 2, 4, 8, 12, 16]
-    cells = "".join(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{"#fff" if b > 10 else "#111"}">'
+    cells = "".join(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{surprisal_text_colour(b)}">'
                     f"{b}{'+' if b == 16 else ''} bits</span>" for b in stops)
     return (f'<div class="fw-legend">surprisal = −log₂ p(token | the tokens before it): {cells} '
             '<span class="fw-tok first">first token: not predicted</span></div>')
@@ -525,3 +541,107 @@ def compare_figure(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, 
         margin=dict(l=10, r=30, t=50, b=10), height=int(np.clip(46 * len(labels) + 170, 340, 900)),
     )
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text alternatives: each plot in one sentence, with the numbers it shows (Markdown, for a gr.Markdown below it)
+
+
+def _q(piece: str) -> str:
+    """A token piece quoted for Markdown: every ASCII punctuation mark backslash-escaped, so `<|im_start|>`,
+    `*` or `_` show as typed instead of being read as markup."""
+    return "“" + "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~" else c for c in piece) + "”"
+
+
+def embedding_strip_summary(pieces: list[str], embeddings: np.ndarray, total_tokens: int) -> str:
+    k, d = embeddings.shape
+    norms = np.linalg.norm(embeddings, axis=-1)  # [k]
+    big, small = int(np.argmax(norms)), int(np.argmin(norms))
+    more = f" (the first {k} of {total_tokens} tokens)" if total_tokens > k else ""
+    return (f"The embedding vectors of {k} token{'s' if k != 1 else ''}{more}, {d} numbers each, ranging from "
+            f"{embeddings.min():.3f} to {embeddings.max():.3f}; the longest vector belongs to {_q(pieces[big])} "
+            f"(length {norms[big]:.2f}), the shortest to {_q(pieces[small])} ({norms[small]:.2f}).")
+
+
+def cosine_summary(pieces: list[str], embeddings: np.ndarray) -> str:
+    k = len(embeddings)
+    if k < 2:
+        return "Only one token: there is no pair to compare."
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+    sim = unit @ unit.T  # [k, k]
+    upper = np.triu_indices(k, 1)
+    values = sim[upper]
+    mean = f"the mean over all {len(values)} pairs is {values.mean():.2f}"
+    # A token that occurs twice has the same vector (cosine 1): name the most alike pair of different tokens.
+    distinct = np.flatnonzero([pieces[i] != pieces[j] for i, j in zip(*upper)])
+    if not len(distinct):
+        return f"Cosine similarity of the {k} token embeddings: every token is the same one; {mean}."
+    hi = int(distinct[np.argmax(values[distinct])])
+    lo = int(distinct[np.argmin(values[distinct])])
+    pair = lambda j: f"{_q(pieces[upper[0][j]])} and {_q(pieces[upper[1][j]])}"  # noqa: E731
+    return (f"Cosine similarity of the {k} token embeddings, pair by pair: of two different tokens the most alike are "
+            f"{pair(hi)} ({values[hi]:.2f}), the least alike {pair(lo)} ({values[lo]:.2f}); {mean}.")
+
+
+def position_summary(kind: str, distances: np.ndarray, curves: dict[str, np.ndarray]) -> str:
+    if not curves:
+        return ""
+    parts = []
+    mid = min(int(np.searchsorted(distances, 100)), len(distances) - 1)  # the first distance >= 100
+    for name, (mean, low, high) in curves.items():
+        far = int(distances[-1])
+        if kind == "rope":
+            parts.append(f"with {name} it is 1 at distance 0, {mean[mid]:.2f} at distance {int(distances[mid]):,} and "
+                         f"{mean[-1]:.2f} at {far:,}, where the ripples span {low[-1]:.2f} to {high[-1]:.2f}")
+        else:
+            parts.append(f"{name}: {mean[1]:.2f} one position apart, {mean[-1]:.2f} at {far:,} apart")
+    what = ("How RoPE changes the same query·key score (relative to distance 0) as two tokens move apart"
+            if kind == "rope" else "How alike the learned position vectors are, against their distance")
+    return f"{what}: " + "; ".join(parts) + "."
+
+
+def updates_summary(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndarray | None,
+                    layer_update: np.ndarray, skip_first: bool) -> str:
+    cols = slice(1, None) if skip_first else slice(None)
+    which = "tokens after the first" if skip_first else "all tokens"
+    if attn is None or mlp is None:
+        per_layer = layer_update[:, cols].mean(-1)  # [L]
+        top = int(np.argmax(per_layer))
+        return (f"Mean size of each layer's update to the residual stream over {which}: largest in {layer_names[top]} "
+                f"(|Δ| = {per_layer[top]:,.1f}), smallest {per_layer.min():,.1f}.")
+    a, m = attn[:, cols].mean(-1), mlp[:, cols].mean(-1)  # [L] each
+    ta, tm = int(np.argmax(a)), int(np.argmax(m))
+    bigger = int((m > a).sum())
+    return (f"Mean size of the attention and MLP updates to the residual stream over {which}, per layer: attention "
+            f"adds the most in {layer_names[ta]} (|Δ| = {a[ta]:,.1f}), the MLP in {layer_names[tm]} ({m[tm]:,.1f}); the "
+            f"MLP update is the larger one in {bigger} of {len(layer_names)} layers.")
+
+
+def norms_summary(row_names: list[str], norms: np.ndarray, pieces: list[str]) -> str:
+    rows, n = norms.shape
+    r, c = np.unravel_index(int(np.argmax(norms)), norms.shape)
+    last = norms[:, -1]
+    return (f"Size of the residual stream of each of {n} token{'s' if n != 1 else ''} after the {row_names[0]} and after "
+            f"each of {rows - 1} layers: at the last token {_q(pieces[-1])} it goes from {last[0]:,.1f} to "
+            f"{last[-1]:,.1f}; the largest value, {norms[r, c]:,.1f}, is token {c} {_q(pieces[c])} after "
+            f"{row_names[r]}.")
+
+
+def lens_summary(row_names: list[str], answer_probs: np.ndarray, top_pieces: list[str], answer: str) -> str:
+    final = float(answer_probs[-1])
+    above = np.flatnonzero(answer_probs >= 0.1)
+    start = (f"first reaches 10% after {row_names[above[0]]}" if len(above) else "never reaches 10%")
+    same = [i for i, p in enumerate(top_pieces) if p == answer]
+    tops = (f"it is the lens's top guess from {row_names[same[0]]} on" if same and same == list(range(same[0], len(top_pieces)))
+            else f"it is the lens's top guess at {len(same)} of {len(top_pieces)} stages")
+    return (f"Logit lens at the last token, after the {row_names[0]} and after each of {len(row_names) - 1} layers: "
+            f"the probability of the model's answer {_q(answer)} {start} and ends at {final:.1%}; {tops}.")
+
+
+def compare_summary(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray) -> str:
+    ta, tb = int(np.argmax(probs_a)), int(np.argmax(probs_b))
+    diff = np.abs(probs_a - probs_b)
+    d = int(np.argmax(diff))
+    return (f"Next-token probabilities for {len(labels)} tokens after two prompts: after A the top token is "
+            f"{_q(labels[ta])} ({probs_a[ta]:.1%}), after B {_q(labels[tb])} ({probs_b[tb]:.1%}); they differ most "
+            f"on {_q(labels[d])} ({probs_a[d]:.1%} vs {probs_b[d]:.1%}).")
