@@ -19,6 +19,8 @@ from typing import Any, Iterable, Sequence
 
 EXPORT_DIR = Path(tempfile.gettempdir()) / "lie-exports"
 KEEP_S = 3600
+SWEEP_EVERY_S = 60  # a class dragging sliders writes a file per move: look for old folders at most this often
+_last_sweep = 0.0
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -36,16 +38,24 @@ def _new_path(name: str, suffix: str) -> Path:
     if not NAME.fullmatch(name):
         raise ValueError(f"export name {name!r}: lowercase letters, digits, - and _ only")
     EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - KEEP_S
-    for old in EXPORT_DIR.iterdir():
-        try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # removed meanwhile by another request
-            pass
+    _remove_old_exports()
     folder = EXPORT_DIR / uuid.uuid4().hex
     folder.mkdir()
     return folder / f"{name}.{suffix}"
+
+
+def _remove_old_exports() -> None:
+    global _last_sweep
+    now = time.time()
+    if now - _last_sweep < SWEEP_EVERY_S:
+        return
+    _last_sweep = now
+    for old in EXPORT_DIR.iterdir():
+        try:
+            if old.stat().st_mtime < now - KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # removed meanwhile by another request
+            pass
 
 
 def csv_file(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

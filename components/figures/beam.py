@@ -201,9 +201,13 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
                                          pos[n.id][1] < k):  # dense old stars: hover only
                 rank = f"#{n.final_rank + 1} " if (final and n.final_rank is not None) else ""
                 piece = "EOS" if n.eos else _short(n.piece)
-                # Below the lanes, two short lines keep neighbouring columns' labels apart.
-                gap = "<br>" if (not current and pos[n.id][1] >= k) else " "
-                labels.append(f"{rank}{piece}{gap}{n.score:.2f}")
+                if not current and pos[n.id][1] >= k:
+                    # An older star below the lanes (it ended on EOS): rank and score on one short line to its
+                    # right, so stars finished at the same step, one row apart, keep their labels apart; when
+                    # the columns are narrow, the rank only (the score is in the hover and the table).
+                    labels.append(f"{rank}{n.score:.2f}" if steps <= 24 else rank.strip())
+                else:
+                    labels.append(f"{rank}{piece} {n.score:.2f}")
             elif current or (label_history and status == KEPT):
                 labels.append(_short(n.piece))
             else:
@@ -211,7 +215,8 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
             if status == ROOT:
                 positions.append("middle left")
             elif status == FINISHED and not current and pos[n.id][1] >= k:
-                positions.append("bottom center")  # history stars below the lanes: keep labels off the edges
+                # history stars below the lanes: a label beside them (wide columns) or above (a rank only)
+                positions.append("middle right" if steps <= 24 else "top center")
             elif current:
                 positions.append("middle right")  # nothing drawn to the right of the newest column yet
             else:
@@ -316,3 +321,49 @@ def hypotheses_table(tree: BeamTree) -> pd.DataFrame:
             f"score = sum / len^{tree.length_penalty:g}": round(hyp.score, 4),
         })
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text alternative
+
+
+def _one_line(text: str) -> str:
+    """A text on one line (newlines and runs of spaces become one space), for a sentence about it."""
+    return " ".join(text.split())
+
+
+def _path_text(tree: BeamTree, node_id: int) -> str:
+    """The readable pieces from the prompt to a node (· is a space, ↵ a newline)."""
+    pieces = []
+    node = tree.nodes[node_id]
+    while node.status != ROOT:
+        pieces.append(node.piece)
+        node = tree.nodes[node.parent]
+    return _one_line("".join(reversed(pieces)).replace("·", " ").replace("↵", " "))
+
+
+def step_figure_summary(tree: BeamTree, frame: int) -> str:
+    """One sentence: what the tree shows at `frame` (0..tree.num_steps), with its real numbers."""
+    frame = max(0, min(int(frame), tree.num_steps))
+    k, per_step = tree.num_beams, tree.candidates_per_step
+    if frame == 0:
+        return (f"The prompt ({len(tree.prompt_ids)} tokens) before any new token: each step the {k} live beams "
+                f"propose {per_step} candidates, of which {k} go on.")
+    nodes = tree.step_nodes(frame - 1)
+    finished_so_far = sum(n.status == FINISHED for s in range(frame) for n in tree.step_nodes(s))
+    pruned = sum(n.status == PRUNED for n in nodes)
+    if frame < tree.num_steps:
+        kept = [n for n in nodes if n.status == KEPT]
+        best = kept[0] if kept else nodes[0]
+        return (f"Step {frame} of {tree.num_steps}: {len(nodes)} candidates, {len(kept)} kept as live beams and "
+                f"{pruned} pruned; {finished_so_far} hypotheses finished so far; the best live beam reads "
+                f"“{_path_text(tree, best.id)}” (cumulative log-prob {best.cum_logprob:.2f}).")
+    if not tree.finished:
+        return f"Done after {tree.num_steps} steps ({tree.stop_reason}): no finished hypothesis."
+    best = tree.finished[0]
+    by_raw = max(tree.finished, key=lambda h: h.sum_logprob)
+    reorder = "" if by_raw is best else (f" Without the length penalty “{_one_line(by_raw.text)}” (sum "
+                                          f"{by_raw.sum_logprob:.2f}) would rank first.")
+    return (f"Done after {tree.num_steps} steps ({tree.stop_reason}): {len(tree.finished)} finished hypotheses; "
+            f"the best, “{_one_line(best.text)}”, scores {best.score:.3f} = {best.sum_logprob:.2f} / "
+            f"{best.length}^{tree.length_penalty:g}.{reorder}")

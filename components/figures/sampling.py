@@ -4,6 +4,7 @@
     draw_figure        the CDF with the uniform number, and a histogram of 100 draws
     stage_table_html   survivors, entropy and the rule of each stage
     generated_html     the generated text, each token coloured by the model's probability, clickable
+    *_summary          one sentence per figure with its real numbers (the text alternative shown under it)
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import plotly.graph_objects as go
 
 from inference.generation import StepRecord
 
-# Okabe-Ito colours (colour-blind safe) that read on a projector.
+# Okabe-Ito colours (colour-blind safe) that read on a projector. Colour is never the only cue: the drawn
+# token's bar also has a black outline, the run's token a hatch, a removed token the word "removed".
 KEPT = "#0072B2"  # a surviving candidate
 CHOSEN = "#E69F00"  # the token the draw picks
 RUN = "#CC79A7"  # the token the run actually took there, when it differs (earlier settings or a what-if)
 REMOVED = "#d0d0d0"  # a removed candidate: a ghost of its last probability
+OUTLINE = "#000000"
 FONT = dict(size=13)
 MAX_COLUMNS = 4
 
@@ -91,20 +94,24 @@ def waterfall_figure(record: StepRecord, run_token: int | None = None) -> go.Fig
     last_prob = list(stages[0].probs)
     data, layout_axes, titles = [], {}, []
     for k, stage in enumerate(stages):
-        colours, values, texts = [], [], []
+        colours, values, texts, widths, patterns = [], [], [], [], []
         for j, cand in enumerate(record.candidates):
+            drawn, taken = cand == record.token_id, cand == run_token and cand != record.token_id
+            widths.append(2 if drawn else 0)
+            patterns.append("/" if taken else "")
             if stage.kept[j]:
                 last_prob[j] = stage.probs[j]
                 values.append(stage.probs[j])
                 texts.append(_percent(stage.probs[j]))
-                colours.append(CHOSEN if cand == record.token_id else RUN if cand == run_token else KEPT)
+                colours.append(CHOSEN if drawn else RUN if taken else KEPT)
             else:  # removed here or earlier: ghost of the probability it had before
                 values.append(last_prob[j])
                 texts.append("removed")
                 colours.append(REMOVED)
         suffix = "" if k == 0 else str(k + 1)
         data.append(dict(
-            type="bar", x=values, y=labels, orientation="h", marker=dict(color=colours), text=texts,
+            type="bar", x=values, y=labels, orientation="h", text=texts,
+            marker=dict(color=colours, line=dict(color=OUTLINE, width=widths), pattern=dict(shape=patterns)),
             textposition="outside", cliponaxis=False, showlegend=False, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
             customdata=[[r if r is not None else "removed"] for r in stage.ranks],
             hovertemplate="%{y}<br>p = %{x:.4f}<br>rank %{customdata[0]}<extra>" + stage.label + "</extra>",
@@ -123,6 +130,9 @@ def waterfall_figure(record: StepRecord, run_token: int | None = None) -> go.Fig
         ))
     layout = dict(
         **layout_axes, annotations=titles, height=height, margin=dict(l=10, r=10, t=70, b=30), font=FONT,
+        # Top right: the app's plot label covers the top left corner; the title makes a downloaded PNG readable.
+        title=dict(text=f"Step {record.index + 1}: the top candidates at each stage", x=0.99, xanchor="right",
+                   y=0.995, yanchor="top", font=dict(size=12, color="#555")),
         bargap=0.25, plot_bgcolor="white", uniformtext=dict(minsize=10, mode="show"),
     )
     return go.Figure(data=data, layout=layout)
@@ -143,8 +153,9 @@ def draw_figure(record: StepRecord, greedy: bool) -> go.Figure:
     tick = dict(tickangle=-45, tickfont=dict(family="monospace", size=12))
     left, right = [0.0, 0.56], [0.64, 1.0]
     data = [
-        dict(type="bar", x=pieces, y=probs, marker=dict(color=[CHOSEN if k == chosen_at else KEPT
-                                                             for k in range(len(pieces))]),
+        dict(type="bar", x=pieces, y=probs, marker=dict(
+            color=[CHOSEN if k == chosen_at else KEPT for k in range(len(pieces))],
+            line=dict(color=OUTLINE, width=[2 if k == chosen_at else 0 for k in range(len(pieces))])),
              width=0.8 if len(pieces) > 3 else 0.3, hovertemplate="%{x}<br>p = %{y:.4f}<extra></extra>"),
         dict(type="scatter", x=pieces, y=cumulative, mode="lines+markers", line=dict(shape="hv", color="#333"),
              hovertemplate="%{x}<br>cumulative %{y:.3f}<extra></extra>"),
@@ -194,6 +205,45 @@ def draw_figure(record: StepRecord, greedy: bool) -> go.Figure:
     return go.Figure(data=data, layout=layout)
 
 
+def _quoted(piece: str) -> str:
+    return f"“{piece}”"
+
+
+def waterfall_summary(record: StepRecord) -> str:
+    """One sentence: what the pipeline did to this step's distribution (the text alternative of the waterfall)."""
+    raw, final = record.stages[0], record.stages[-1]
+    top = 0  # candidates are ordered by final probability: the first is the final favourite
+    chosen = record.candidates.index(record.token_id)
+    head = (f"Step {record.index + 1}: the model's {raw.survivors:,} possible tokens (entropy {raw.entropy_bits:.2f} "
+            f"bits) ")
+    if len(record.stages) == 1:
+        body = "are used as they are, no stage is active"
+    else:
+        names = ", ".join(s.label for s in record.stages[1:])
+        body = (f"go through {names}: {final.survivors:,} left, entropy {final.entropy_bits:.2f} bits; the favourite "
+                f"{_quoted(record.pieces[top])} goes from {_percent(raw.probs[top])} to {_percent(final.probs[top])}")
+    took = "is taken" if record.draw is None else "is drawn"
+    return (f"{head}{body}; {_quoted(record.pieces[chosen])} {took} (p = {_percent(record.chosen_prob)}, "
+            f"the model alone gave it {_percent(record.raw_prob)}).")
+
+
+def draw_summary(record: StepRecord, greedy: bool) -> str:
+    """One sentence: where the uniform number landed and what 100 draws gave (the text alternative)."""
+    piece = _quoted(record.piece)
+    if greedy or record.draw is None:
+        text = f"Temperature 0: no random number is used; the top token {piece} is taken."
+    else:
+        text = (f"u = {record.draw:.3f} falls in the stretch of {piece}, from {record.cdf_low:.3f} to "
+                f"{record.cdf_high:.3f} of the running total, so it is drawn (rank {record.chosen_rank}, "
+                f"p = {_percent(record.chosen_prob)}).")
+    if record.samples:
+        total = sum(c for _, _, c, _ in record.samples)
+        _, most, count, q = record.samples[0]
+        text += (f" In {total} draws from the same distribution {_quoted(most)} came {count} times "
+                 f"(expected {total * q:.1f}); {len(record.samples)} different tokens came up.")
+    return text
+
+
 def stage_table_html(record: StepRecord, explanations: dict[str, str]) -> str:
     """One row per stage: the rule, how many tokens survive, entropy, and the top token's probability."""
     rows = []
@@ -216,12 +266,18 @@ def stage_table_html(record: StepRecord, explanations: dict[str, str]) -> str:
 
 
 def generated_html(texts: Sequence[str], probs: Sequence[float], view: int, *, forced: Sequence[bool] = (),
-                   blocked: Sequence[bool] = (), pending: bool = True, ended: str | None = None) -> str:
+                   blocked: Sequence[bool] = (), pending: bool = True, ended: str | None = None,
+                   hide_last: bool = False) -> str:
     """The generated text, token by token: background = the model's own probability of that token (before
     any sampling setting), outlined = the step on view, dashed = a what-if token. Each token carries
-    data-step, so a click shows that step. `pending`: a cursor for the next step to draw."""
+    data-step, so a click shows that step. `pending`: a cursor for the next step to draw.
+
+    `hide_last` (predict first): the newest token is a "?" and neither its text, its probability nor why the
+    run ended is written into the page, so nothing gives the answer away before Reveal."""
+    secret = hide_last and len(texts) > 0
+    shown_n = len(texts) - 1 if secret else len(texts)
     spans = []
-    for i, (text, p) in enumerate(zip(texts, probs)):
+    for i, (text, p) in enumerate(zip(texts[:shown_n], probs[:shown_n])):
         classes = ["smp-tok"]
         if i == view:
             classes.append("on")
@@ -233,10 +289,12 @@ def generated_html(texts: Sequence[str], probs: Sequence[float], view: int, *, f
         shown = html.escape(text).replace("\n", "↵<br>") or "∅"
         spans.append(f'<span class="{" ".join(classes)}" data-step="{i}" style="background:{prob_colour(p)}" '
                      f'title="{html.escape(title)}">{shown}</span>')
-    if pending:
+    if secret:
+        spans.append(f'<span class="smp-secret" title="step {len(texts)}: hidden until Reveal">?</span>')
+    elif pending:
         on = " on" if view == len(texts) else ""
         spans.append(f'<span class="smp-tok smp-next{on}" data-step="{len(texts)}" title="the next step">▌next</span>')
-    if ended:
+    if ended and not secret:
         spans.append(f'<span class="smp-end">■ {html.escape(ended)}</span>')
     legend = "".join(f'<span class="smp-key" style="background:{c}">{html.escape(t)}</span>' for _, c, t in PROB_BUCKETS)
     empty = "" if texts else '<span class="smp-hint">No tokens yet: press Step.</span>'
@@ -256,6 +314,8 @@ CSS = """
 .smp-next { background: #fff; color: #0072B2; font-weight: 600; }
 .smp-end { margin-left: .6rem; color: #555; font-size: .95rem; font-style: italic; }
 .smp-hint { color: #666; }
+.smp-secret { display: inline-block; min-width: 1.6em; text-align: center; font-weight: 700; color: #fff;
+              background: #0072B2; border-radius: 3px; padding: 0 4px; margin-left: 2px; }
 .smp-legend { font-size: .85rem; color: var(--body-text-color-subdued); margin-top: .3rem; }
 .smp-key { padding: 1px 6px; margin: 0 2px; border-radius: 3px; color: #111; }
 .smp-stages { border-collapse: collapse; width: 100%; font-size: .95rem; }
