@@ -97,3 +97,10 @@ def screenshot():
         return path
 
     return take
+
+
+def assert_no_error(page) -> None:
+    """No error toast and no "Something went wrong" message on the page (browser tests)."""
+    errors = page.locator(".toast-body.error, [data-testid='toast-body'].error")
+    assert errors.count() == 0, errors.first.inner_text()
+    assert "Something went wrong" not in page.locator("body").inner_text()

@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from components.figures.attention import attention_summary, attention_table, lens_summary, overview_summary
 from components.teaching import load_lesson
 from inference.attention import capture_attention
+from conftest import assert_no_error
 
 TEXT = "The capital of France is"
 REPEATED = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
@@ -179,11 +180,6 @@ def test_attention_table_rows_sum_to_one(session):
     assert np.all(np.triu(matrix, 1) == 0)  # the causal mask; the decode row sees every key
 
 
-def _no_error(page) -> None:
-    assert page.locator(".toast-body.error").count() == 0
-    assert "Something went wrong" not in page.locator("body").inner_text()
-
-
 @pytest.mark.browser
 def test_lesson_tries_and_presenter_mode(page, screenshot):
     page.get_by_role("tab", name="Attention").click()
@@ -196,7 +192,7 @@ def test_lesson_tries_and_presenter_mode(page, screenshot):
         _wait_title(page, title)
         page.wait_for_function("t => document.querySelector('#att-text textarea').value === t", arg=t.values["text"])
         page.wait_for_function("t => document.querySelector('#att-heatmap-summary').innerText.startsWith(t)", arg=title)
-        _no_error(page)
+        assert_no_error(page)
         if i == 0:
             assert "#17 ·lazy → #8 ·dog" in page.locator("#att-heatmap-summary").inner_text()
             screenshot(page, "attention-try-induction")
@@ -230,7 +226,7 @@ def test_shared_link_reproduces_the_view_and_downloads_match_the_api(page, app_u
     page.wait_for_function("document.querySelector('#att-focus').innerText.includes('Token #12 ·brown')")
     assert "#12 ·brown" in page.locator("#att-token input").input_value()
     assert "after #12 ·brown" in page.locator("#att-lens-summary").inner_text()
-    _no_error(page)
+    assert_no_error(page)
     screenshot(page, "attention-shared-link")
 
     # Copy link gives back the same query.

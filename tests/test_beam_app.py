@@ -14,6 +14,7 @@ from components import beam_tab
 from components.figures.beam import step_figure_summary
 from components.teaching import load_lesson
 from inference.beam import beam_search
+from conftest import assert_no_error
 
 # The tab's default search (also what the page runs on load), so the app tests share one cached tree.
 DEFAULT = dict(prompt="What is 2+2?", num_beams=4, max_new_tokens=12, length_penalty=1.0, early_stopping=False,
@@ -153,11 +154,6 @@ def test_play_animates_the_tree(page, screenshot):
     screenshot(page, "beam_end")
 
 
-def _no_error(page) -> None:
-    errors = page.locator(".toast-body.error, [data-testid='toast-body'].error")
-    assert errors.count() == 0, errors.first.inner_text()
-
-
 def _open_tab(page) -> None:
     page.get_by_role("tab", name="Beam search").click()
     page.wait_for_selector("#beam-tree .js-plotly-plot .main-svg")
@@ -182,7 +178,7 @@ def test_the_lesson_tries_run(page, screenshot, session):
         page.wait_for_function(SEARCH_DONE, arg=" ".join(best.text.split()), timeout=120_000)
         assert page.locator("#beam-prompt textarea").input_value() == v["prompt"]
         assert f"^{v['length_penalty']:g}" in page.locator("#beam-tree-alt").inner_text()
-        _no_error(page)
+        assert_no_error(page)
         if i == 1:
             screenshot(page, "beam-try-length-penalty-2")
 

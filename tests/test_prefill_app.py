@@ -18,6 +18,7 @@ from components.teaching import load_lesson
 from inference.generation import prompt_ids
 from inference.limits import MAX_SWEEP_TOKENS
 from inference.timeline import fit_growth
+from conftest import assert_no_error
 
 PROMPT = "What is the capital of France?"
 
@@ -206,11 +207,6 @@ def test_lesson_tries_name_the_tabs_fields():
     assert tries[2].values == {"max_tokens": 512}
 
 
-def _no_error(page) -> None:
-    assert page.locator(".toast-body.error").count() == 0
-    assert "Something went wrong" not in page.locator("body").inner_text()
-
-
 @pytest.mark.browser
 def test_lesson_tries_and_presenter_mode(page, screenshot):
     page.get_by_role("tab", name="Prefill & decode").click()
@@ -221,7 +217,7 @@ def test_lesson_tries_and_presenter_mode(page, screenshot):
     assert page.locator("#pfd-max-new input").input_value() == "24"
     page.wait_for_function("/^\\d+ passes: one prefill of \\d+ prompt tokens/.test("
                            "document.querySelector('#pfd-timeline-summary').innerText)")
-    _no_error(page)
+    assert_no_error(page)
     page.locator("#pfd-timeline .js-plotly-plot").hover()  # plotly's own PNG button shows on hover
     assert page.locator("#pfd-timeline [data-title='Download plot as a PNG']").count() == 1
 
@@ -230,7 +226,7 @@ def test_lesson_tries_and_presenter_mode(page, screenshot):
     assert not page.locator("#pfd-cache input").is_checked()
     page.wait_for_selector("#pfd-compare-summary-alt:has-text('identical tokens')")
     assert "without it" in page.locator("#pfd-compare-summary-alt").inner_text()
-    _no_error(page)
+    assert_no_error(page)
     screenshot(page, "prefill-try-cache-off")
 
     # The sweep try: 16 to 512 tokens (the lengths an earlier sweep measured are reused).
@@ -238,7 +234,7 @@ def test_lesson_tries_and_presenter_mode(page, screenshot):
     page.wait_for_function("document.querySelectorAll('#pfd-sweep-table tbody tr').length === 6", timeout=240_000)
     assert page.locator("#pfd-sweep-max input").input_value() == "512"
     assert "at 512" in page.locator("#pfd-sweep-summary").inner_text()
-    _no_error(page)
+    assert_no_error(page)
     screenshot(page, "prefill-try-sweep")
 
     # Presenter mode keeps the lesson, the controls the lesson uses and the figures; hides seed and downloads.
@@ -262,7 +258,7 @@ def test_shared_link_reproduces_the_run_and_the_csv_matches_the_api(page, app_ur
     # The link's sweep runs too (16 and 32 tokens).
     page.wait_for_function("document.querySelectorAll('#pfd-sweep-table tbody tr').length === 2", timeout=120_000)
     assert page.locator("#pfd-sweep-max input").input_value() == "32"
-    _no_error(page)
+    assert_no_error(page)
     screenshot(page, "prefill-shared-link")
 
     # The timeline CSV: its passes are the endpoint's passes for the same parameters (times differ, run to run).

@@ -19,6 +19,7 @@ from components.teaching import load_lesson
 from inference import generation
 from inference.generation import prompt_ids
 from inference.limits import MAX_NEW_TOKENS
+from conftest import assert_no_error
 
 PROMPT = "What is the capital of France?"
 # temperature, top_k, top_p, min_p, repetition, presence, frequency
@@ -199,7 +200,6 @@ def _repeats(text: str) -> int:
     return len(sentences) - len(set(sentences))
 
 
-
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -287,11 +287,6 @@ def _token_count(page) -> int:
     return page.locator("#smp-text .smp-tok:not(.smp-next)").count()
 
 
-def _no_error(page) -> None:
-    errors = page.locator(".toast-body.error, [data-testid='toast-body'].error")
-    assert errors.count() == 0, errors.first.inner_text()
-
-
 def _open_tab(page) -> None:
     page.get_by_role("tab", name="Sampling").click()
     page.wait_for_selector("#smp-text .smp-next")
@@ -372,7 +367,7 @@ def test_the_lesson_tries_run(page, screenshot):
         assert page.locator("#smp-prompt textarea").input_value() == t.values["prompt"]
         assert page.locator("#smp-stop textarea").input_value() == t.values["stop"]
         assert f"seed {t.values['seed']}" in page.locator("#smp-status").inner_text()
-        _no_error(page)
+        assert_no_error(page)
         if i == 0:  # greedy with the \n\n stop sequence: it stops at the blank line
             assert "a stop sequence appeared" in page.locator("#smp-text").inner_text()
             screenshot(page, "sampling-try-greedy-stop")
@@ -482,7 +477,6 @@ def tab_default() -> dict:
     from components import sampling_tab
 
     return sampling_tab.DEFAULT
-
 
 
 # ---------------------------------------------------------------------------------------------------

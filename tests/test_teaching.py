@@ -192,3 +192,16 @@ def test_a_bad_link_value_is_refused_with_a_message(page, app_url, screenshot):
     page.wait_for_selector("text=does not fit this app")
     assert page.locator("#tok-text textarea").input_value() == "Fine"
     assert not page.locator("#tok-chat input[type=checkbox]").is_checked()
+
+
+@pytest.mark.browser
+def test_a_figure_downloads_as_png_with_plotlys_button(page):
+    page.wait_for_selector("#tok-languages .js-plotly-plot")
+    page.locator("#tok-languages .js-plotly-plot").hover()
+    with page.expect_download() as download:
+        page.locator("#tok-languages .modebar-btn[data-title='Download plot as a PNG']").click()
+    with open(download.value.path(), "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    summary = page.locator("#tok-languages-summary").inner_text()
+    assert "tokens in English" in summary  # the figure's one-line text alternative
