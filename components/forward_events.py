@@ -1,0 +1,252 @@
+"""Forward pass tab, the event handlers: Run, a click on a box, the link to another tab, the two comparisons
+and a model switch.
+
+Run records one model pass per text (cached in the session, `inference.forward.forward_pass`); every other
+view, a click on a box included, only reads that cached analysis. `run_forward` returns the views in the order
+of `RUN_OUTPUTS`, so the layout (forward_tab.build) and this handler agree on one list. The table rows and JSON
+of the downloads come from `forward_exports`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+
+import gradio as gr
+import numpy as np
+
+from inference.errors import InputError
+from inference.forward import ForwardPass, anatomy, forward_pass, pieces, positional_scheme
+from inference.limits import COMPARE_TOP_K
+
+from .common import session, user_errors
+from .export import csv_file, json_file
+from .figures.forward import (
+    compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
+    embedding_strip_summary, explain_html, find_box, lens_figure, lens_summary, norms_heatmap, norms_summary,
+    position_figure, position_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
+)
+from .forward_exports import (
+    LENS_HEADER, PAIR_HEADER, PROMPTS_HEADER, RESIDUAL_HEADER, SURPRISAL_HEADER, diagram_boxes, lens_csv_rows,
+    most_surprising, pair_csv_rows, pass_json, prompts_csv_rows, residual_csv_rows, stage_names, surprisal_csv_rows,
+    surprisal_rows,
+)
+
+# What run_forward returns, in order (build() lists the components in the same order).
+RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine", "cosine_alt", "positions", "rope",
+               "rope_alt", "updates", "updates_alt", "norms", "norms_alt", "lens", "lens_alt", "surprisal",
+               "surprising", "download_surprisal", "download_residual", "download_lens", "download_json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# From the cached pass to views (no model call once the text was run)
+
+
+def _pass(state: dict | None) -> ForwardPass:
+    """The cached analysis the views show; a model switch since Run asks for a new Run."""
+    if not state:
+        raise InputError("Press Run to analyse a text first.")
+    s = session()
+    if s.model_id != state["model"]:
+        raise InputError(f"The model is now {s.label}: press Run to analyse the text with it.")
+    return forward_pass(s, state["text"], state["chat"])
+
+
+def _boxes(forward: ForwardPass) -> list[dict]:
+    return diagram_boxes(session(), forward)
+
+
+def _facts(forward: ForwardPass, boxes: list[dict]) -> dict:
+    s = session()
+    positions = positional_scheme(s)
+    layer = find_box(boxes, "layers") or {}
+    return {
+        **dataclasses.asdict(s.facts), "n": forward.n, "tied": anatomy(s).tied,
+        "positions_kind": positions.kind, "positions_summary": positions.summary,
+        "mid_reader": forward.mid_reader,
+        "first_child": (layer.get("children") or [{}])[0].get("module", "").rsplit(".", 1)[-1],
+    }
+
+
+def _diagram_views(forward: ForwardPass, selected: str | None):
+    """Diagram HTML and the explanation HTML (with a link to the tab that opens the picked box further)."""
+    boxes = _boxes(forward)
+    box = find_box(boxes, selected) if selected else None
+    explain = explain_html(box, _facts(forward, boxes))
+    return diagram_html(boxes, box["key"] if box else None, session().facts.num_parameters), explain
+
+
+def _info(forward: ForwardPass) -> str:
+    s = session()
+    ppl = f"{forward.perplexity:,.2f}" if forward.perplexity is not None else "— (one token)"
+    cells = [
+        ("token" if forward.n == 1 else "tokens", f"{forward.n:,}"),
+        ("layers", f"{forward.num_layers}"),
+        ("parameters", f"{s.facts.num_parameters / 1e6:,.1f}M"),
+        ("perplexity", ppl),
+        ("for the pass", f"{forward.seconds:.2f} s"),
+    ]
+    inner = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in cells)
+    check = (f'<div class="lie-note">Check: the final norm and the LM head applied to the last layer\'s output give the '
+             f"model's own logits (largest difference {forward.head_check:.1e}).</div>")
+    return f'<div class="lie-counts">{inner}</div>{check}'
+
+
+def _embedding_views(forward: ForwardPass):
+    """The embedding strip and the cosine heatmap, each followed by its one-line summary."""
+    k = len(forward.embeddings)
+    view = forward.tokens
+    return (embedding_strip(view.pieces, forward.embeddings, forward.n),
+            embedding_strip_summary(view.pieces, forward.embeddings, forward.n),
+            cosine_heatmap(view.pieces[:k], forward.embeddings),
+            cosine_summary(view.pieces[:k], forward.embeddings))
+
+
+def _positions_markdown() -> str:
+    s = session()
+    scheme = positional_scheme(s)
+    if scheme.kind == "rope":
+        waves = "; ".join(
+            ("" if name == "all" else f"{name.replace('_', ' ')} layers: ")
+            + f"the fastest pair of dimensions turns once every {fast:.1f} tokens, the slowest once every {slow:,.0f}"
+            for name, (fast, slow) in scheme.wavelengths.items())
+        return (f"**Positions in {s.label}: {scheme.summary}.** Nothing is added to the embeddings; instead every "
+                f"attention layer rotates each query and key by its position (the rotary module's `inv_freq`: one speed "
+                f"per pair of dimensions, θ^(−2i/d)). {waves}. Context length {scheme.context_length:,} tokens.")
+    if scheme.kind == "learned":
+        return f"**Positions in {s.label}: {scheme.summary}**, added to the token embeddings before the first layer."
+    return f"**Positions in {s.label}:** {scheme.summary}."
+
+
+def _position_plot():
+    """The positions plot and its summary (none for a model whose positions have no curve to draw)."""
+    scheme = positional_scheme(session())
+    if not scheme.curves:
+        return None, ""
+    return (position_figure(scheme.kind, scheme.distances, scheme.curves),
+            position_summary(scheme.kind, scheme.distances, scheme.curves))
+
+
+def _residual_views(forward: ForwardPass):
+    """Updates bars, norms heatmap and logit lens, each followed by its one-line summary."""
+    s = session()
+    names = [f"layer {i}" for i in range(forward.num_layers)]
+    rows = stage_names(forward.num_layers)
+    lens_pieces = pieces(s, forward.lens_top_ids)
+    answer = pieces(s, [int(np.argmax(forward.next_logprobs))])[0]
+    updates = (names, forward.attn_update_norms, forward.mlp_update_norms, forward.layer_update_norms)
+    return (
+        updates_figure(*updates, skip_first=forward.n > 1), updates_summary(*updates, skip_first=forward.n > 1),
+        norms_heatmap(rows, forward.hidden_norms, forward.tokens.pieces),
+        norms_summary(rows, forward.hidden_norms, forward.tokens.pieces),
+        lens_figure(rows, forward.lens_answer_probs, lens_pieces, answer),
+        lens_summary(rows, forward.lens_answer_probs, lens_pieces, answer),
+    )
+
+
+def _surprisal_view(forward: ForwardPass, title: str) -> str:
+    rows = surprisal_rows(session(), forward)
+    return surprisal_html(forward.tokens.pieces, rows["bits"], rows["probs"], rows["expected"], title,
+                          forward.perplexity, forward.mean_bits)
+
+
+def _downloads(forward: ForwardPass, text: str, chat: bool) -> tuple:
+    """The run's files, as values for its download buttons (surprisal, residual norms, logit lens, whole pass).
+    File names are fixed here."""
+    s = session()
+    return (
+        gr.DownloadButton(value=csv_file("forward-surprisal", SURPRISAL_HEADER, surprisal_csv_rows(s, forward))),
+        gr.DownloadButton(value=csv_file("forward-residual-norms", RESIDUAL_HEADER, residual_csv_rows(forward))),
+        gr.DownloadButton(value=csv_file("forward-logit-lens", LENS_HEADER, lens_csv_rows(s, forward))),
+        gr.DownloadButton(value=json_file("forward-pass", pass_json(s, forward, text, chat))),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Events
+
+
+@user_errors
+def run_forward(text: str, chat: bool, state: dict | None, box: str | None = None):
+    """Run (one model pass, cached) and draw every view of the text; `box` is the picked box (from a click or a
+    shared link), kept when it exists in this model's diagram."""
+    s = session()
+    chat = bool(chat) and s.has_chat_template  # a link may ask for chat on a model without a template
+    forward = forward_pass(s, text, chat)
+    selected = box if box is not None else (state or {}).get("selected")
+    if selected and find_box(_boxes(forward), selected) is None:
+        selected = None
+    state = {"model": s.model_id, "text": text, "chat": chat, "selected": selected}
+    diagram_view, explain = _diagram_views(forward, selected)
+    table = surprising_table_html(most_surprising(forward, surprisal_rows(s, forward)))
+    return (state, _info(forward), diagram_view, explain, *_embedding_views(forward), _positions_markdown(),
+            *_position_plot(), *_residual_views(forward), _surprisal_view(forward, "Your text"),
+            table or '<div class="lie-note">No token is predicted in a one-token text.</div>',
+            *_downloads(forward, text, chat))
+
+
+@user_errors
+def pick_box(state: dict, evt: gr.EventData):
+    """A click on a box: explain it and offer its tab (no model call). The key also goes to the hidden field
+    the shareable link reads."""
+    forward = _pass(state)
+    key = str((getattr(evt, "_data", None) or {}).get("key", ""))
+    if find_box(_boxes(forward), key) is None:
+        raise InputError(f"There is no box {key!r} in this diagram.")
+    state = {**state, "selected": key}
+    return (state, *_diagram_views(forward, key), key)
+
+
+@user_errors
+def open_tab(state: dict):
+    """The picked box's tab (Attention for attention boxes, Sampling for the logits)."""
+    forward = _pass(state)
+    box = find_box(_boxes(forward), state.get("selected") or "")
+    if not box or not box.get("link"):
+        raise InputError("Pick a box that belongs to another tab first.")
+    return gr.Tabs(selected=box["link"])
+
+
+@user_errors
+def compare_texts(text_a: str, text_b: str):
+    """Two texts' surprisal side by side (plain text, one cached pass each), and both as one CSV."""
+    s = session()
+    a, b = forward_pass(s, text_a, False), forward_pass(s, text_b, False)
+    view = f'<div class="fw-pair">{_surprisal_view(a, "Text A")}{_surprisal_view(b, "Text B")}</div>'
+    return view, gr.DownloadButton(value=csv_file("forward-compare-texts", PAIR_HEADER, pair_csv_rows(s, a, b)))
+
+
+def prompt_comparison(prompt_a: str, prompt_b: str) -> dict:
+    """Two prompts' next-token probabilities over the union of each one's top COMPARE_TOP_K tokens, in the
+    chart's order (most likely after either prompt first)."""
+    s = session()
+    a, b = forward_pass(s, prompt_a, False), forward_pass(s, prompt_b, False)
+    ids = list(dict.fromkeys([*a.top_next(COMPARE_TOP_K)[0].tolist(), *b.top_next(COMPARE_TOP_K)[0].tolist()]))
+    probs_a = np.exp(a.next_logprobs[ids].astype(np.float64))
+    probs_b = np.exp(b.next_logprobs[ids].astype(np.float64))
+    order = np.argsort(-np.maximum(probs_a, probs_b), kind="stable")
+    ids = [int(ids[i]) for i in order]
+    return {"ids": ids, "labels": pieces(s, ids), "probs_a": probs_a[order], "probs_b": probs_b[order],
+            "top_a": pieces(s, [int(np.argmax(a.next_logprobs))])[0],
+            "top_b": pieces(s, [int(np.argmax(b.next_logprobs))])[0]}
+
+
+@user_errors
+def compare_prompts(prompt_a: str, prompt_b: str):
+    """Two prompts' next-token distributions on one chart (plain text, one cached pass each)."""
+    c = prompt_comparison(prompt_a, prompt_b)
+    note = (f'<div class="lie-note">Top token after A: <b>{html.escape(c["top_a"])}</b> ({c["probs_a"].max():.0%}) · '
+            f'after B: <b>{html.escape(c["top_b"])}</b> ({c["probs_b"].max():.0%}). Each bar group is one token; both '
+            f"prompts' top {COMPARE_TOP_K} are shown.</div>")
+    return (compare_figure(c["labels"], c["probs_a"], c["probs_b"], "A: " + prompt_a, "B: " + prompt_b),
+            compare_summary(c["labels"], c["probs_a"], c["probs_b"]), note,
+            gr.DownloadButton(value=csv_file("forward-compare-prompts", PROMPTS_HEADER, prompts_csv_rows(c))))
+
+
+@user_errors
+def on_model():
+    """A new model: the chat checkbox only where the model has a chat template (a choice a link made stays
+    where the model has one)."""
+    if session().has_chat_template:
+        return gr.update(interactive=True, label="as chat (apply the chat template)")
+    return gr.update(value=False, interactive=False, label="as chat (this model has no chat template)")
