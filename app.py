@@ -39,13 +39,10 @@ PRESENTER_JS = """(on) => {
   setTimeout(() => window.dispatchEvent(new Event('resize')), 50);
   return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
 }"""
-PRESENTER_FROM_URL_JS = """() => {
-  const on = new URLSearchParams(window.location.search).get('presenter') === '1';
-  document.body.classList.toggle('lie-presenter', on);
-  // Plotly sizes a figure to its container only on a window resize: tell it the layout changed.
-  setTimeout(() => window.dispatchEvent(new Event('resize')), 50);
-  return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
-}"""
+# The toggle with no argument flips the mode; on page load the link decides.
+PRESENTER_TOGGLE_JS = "() => (" + PRESENTER_JS + ")()"
+PRESENTER_FROM_URL_JS = ("() => (" + PRESENTER_JS + ")(new URLSearchParams(window.location.search).get('presenter') "
+                         "=== '1')")
 
 
 def build_demo() -> gr.Blocks:
@@ -74,7 +71,7 @@ def build_demo() -> gr.Blocks:
         # A shared link opens its tab (each tab applies its own values: components.share).
         demo.load(open_linked_tab, None, tabs, api_visibility="private", queue=False)
         demo.load(None, None, presenter, js=PRESENTER_FROM_URL_JS)
-        presenter.click(None, None, presenter, js="() => (" + PRESENTER_JS + ")()")
+        presenter.click(None, None, presenter, js=PRESENTER_TOGGLE_JS)
 
         tour_step = gr.State(0)
         tour_outputs = [tour_step, tour_panel, tour_text, tabs, tour_back, tour_next]

@@ -409,6 +409,12 @@ def on_seed(state, *values):
     return render(new_run(c), c, params, min_new)
 
 
+def ended_view(state, c, params, min_new):
+    """A Step or Generate on a run that has ended: show its last step and say so."""
+    state["view"] = len(state["ids"]) - 1
+    return render(state, c, params, min_new, ENDED)
+
+
 @user_errors
 def on_step(state, *values):
     """Draw one token with the current settings (a new run if the prompt, chat or seed changed)."""
@@ -416,8 +422,7 @@ def on_step(state, *values):
     params, max_new, min_new, stop = c.read()
     state = continue_state(state, c)
     if state["stop"]:
-        state["view"] = len(state["ids"]) - 1
-        return render(state, c, params, min_new, ENDED)
+        return ended_view(state, c, params, min_new)
     draw_next(state, c, params, max_new, min_new, stop)
     return render(state, c, params, min_new)
 
@@ -530,8 +535,7 @@ def on_generate(state, *values):
     params, max_new, min_new, stop = c.read()
     state = continue_state(state, c)
     if state["stop"]:
-        state["view"] = len(state["ids"]) - 1
-        return [render(state, c, params, min_new, ENDED)]
+        return [ended_view(state, c, params, min_new)]
     return _generate(state, c, params, max_new, min_new, stop)
 
 

@@ -12,7 +12,7 @@ a file path or a shell.
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qsl, urlencode  # noqa: F401 (parse_qsl: the reverse, for tests and callers)
+from urllib.parse import urlencode
 
 import gradio as gr
 

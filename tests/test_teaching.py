@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+from urllib.parse import parse_qsl
 
 import gradio as gr
 import pytest
@@ -54,9 +55,8 @@ def test_lessons_state_the_models_true_numbers(session):
     # The default model's facts, as the issue states them.
     assert (facts.num_layers, facts.num_heads, facts.num_kv_heads, facts.vocab_size) == (30, 9, 3, 49_152)
     assert lesson_facts(session)["kv_bytes_per_token"] == "46,080"
-    stated = {p for p in seen}
-    assert {r"(\d[\d,]*) (?:decoder |transformer )?layers", r"(\d[\d,]*) bytes per token"} <= stated, stated
-    assert any("heads" in p for p in stated), stated
+    assert {r"(\d[\d,]*) (?:decoder |transformer )?layers", r"(\d[\d,]*) bytes per token"} <= seen, seen
+    assert any("heads" in p for p in seen), seen
 
 
 def test_tour_walks_the_tabs_in_lesson_order():
@@ -94,7 +94,7 @@ def test_a_shared_query_round_trips():
     fields = {"prompt": gr.Textbox(), "temperature": gr.Slider(0, 2, step=0.05), "chat": gr.Checkbox(),
               "top_k": gr.Slider(0, 200, step=1)}
     query = share.query_for("sampling", list(fields), ["Hi & bye = ?\n", 0.7, False, 40])
-    parsed = dict(share.parse_qsl(query))
+    parsed = dict(parse_qsl(query))
     assert parsed["tab"] == "sampling"
     updates, rejected = share.values_from_query("sampling", fields, parsed)
     assert updates == ["Hi & bye = ?\n", 0.7, False, 40] and rejected == []
@@ -168,7 +168,7 @@ def test_presenter_mode_and_a_shared_link(browser, app_url, screenshot):
                              "#share-tokenizer-url input'); return e && e.value.startsWith('http'); }")
         link = url_box.input_value()
         assert link.startswith(app_url) and "tab=tokenizer" in link and "chat=1" in link
-        parsed = dict(share.parse_qsl(link.split("?", 1)[1]))
+        parsed = dict(parse_qsl(link.split("?", 1)[1]))
         assert parsed["text"] == "Hello world, tokens!"
 
         pg.get_by_text("Token table").click()
