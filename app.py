@@ -18,7 +18,13 @@ import gradio as gr
 import torch
 import yaml
 
-from components import attention_tab, beam_tab, forward_tab, header, prefill_tab, sampling_tab, tokenizer_tab
+from components import header
+from components.attention import layout as attention_tab
+from components.beam import layout as beam_tab
+from components.forward import layout as forward_tab
+from components.prefill import layout as prefill_tab
+from components.sampling import layout as sampling_tab
+from components.tokenizer import layout as tokenizer_tab
 from components.header import model_facts_html
 from components.share import tab_from_query
 from inference import limits
@@ -27,7 +33,7 @@ from inference.session import current_session, switch_model
 ASSETS = Path(__file__).parent / "assets"
 # Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
 TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
-TAB_NAMES = [tab.__name__.rsplit(".", 1)[-1].removesuffix("_tab") for tab in TABS]
+TAB_NAMES = [tab.__name__.split(".")[1] for tab in TABS]  # components.<name>.layout; the tab id is <name>_tab
 TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf-8"))["steps"]
 
 # Presenter mode is a class on <body> (see assets/style.css): larger type, high contrast, advanced controls
@@ -61,8 +67,8 @@ def build_demo() -> gr.Blocks:
                 tour_end = gr.Button("End tour", size="sm", elem_id="lie-tour-end")
         with gr.Tabs(elem_id="lie-tabs") as tabs:
             demo.tabs = tabs  # a tab can switch to another by returning gr.Tabs(selected=<tab module name>)
-            for tab in TABS:
-                with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):
+            for name, tab in zip(TAB_NAMES, TABS):
+                with gr.Tab(tab.TITLE, id=f"{name}_tab"):
                     tab.build(demo)
         with gr.Accordion("Limits on this server", open=False, elem_id="lie-limits"):
             gr.HTML(limits_html())

@@ -17,7 +17,7 @@ def _switch_seconds(state: dict, layers: list[int], metric: str = "first") -> fl
     """Median server time of a layer switch: the event function plus Gradio's postprocessing of its outputs."""
     import gradio as gr
 
-    from components.attention_tab import show_head
+    from components.attention.layout import show_head
 
     plot = gr.Plot()
     index = {"i": 0}
@@ -32,7 +32,7 @@ def _switch_seconds(state: dict, layers: list[int], metric: str = "first") -> fl
 
 
 def run() -> list[Result]:
-    from components.attention_tab import show_head
+    from components.attention.layout import show_head
     from inference.attention import capture_attention
     from inference.limits import ATTENTION_MEMORY_BUDGET, MAX_ATTENTION_TOKENS
     from inference.session import get_session

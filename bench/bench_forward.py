@@ -30,7 +30,7 @@ def _payload_kb(outputs) -> float:
 
 
 def run() -> list[Result]:
-    from components.forward_tab import pick_box, run_forward
+    from components.forward.layout import pick_box, run_forward
     from inference.forward import _run, forward_pass
     from inference.tokens import tokenize
     from inference.limits import MAX_FORWARD_TOKENS

@@ -86,7 +86,7 @@ def run() -> list[Result]:
     inspect = best_of(lambda: inspect_step(session, PROMPT, SLIDER, generated, samples=100), repeat=10)
     results.append(check("  inspect_step on a stored step (UI path, 100 draws)", inspect * 1000, "ms"))
 
-    from components.figures.sampling import draw_figure, waterfall_figure
+    from components.sampling.figures import draw_figure, waterfall_figure
 
     record, _, _ = inspect_step(session, PROMPT, SLIDER, generated, samples=100)
     figures = best_of(lambda: (waterfall_figure(record).to_json(), draw_figure(record, False).to_json()), repeat=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -13,6 +14,8 @@ from inference.errors import InputError, ModelLoadError
 from inference.session import current_session
 
 log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # Every event that runs the model joins this group, so model calls queue one after another instead of
 # fighting over the 2 CPU cores (see README: concurrency).

@@ -25,6 +25,32 @@ def session():
     return get_session()
 
 
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma 3 270M base: extra norms, tied embeddings, two RoPE thetas, no chat template."""
+    from inference.session import BUNDLED, GEMMA_MODEL, get_session
+
+    if not BUNDLED[GEMMA_MODEL].installed():
+        pytest.skip("the Gemma 3 270M package is not installed")
+    return get_session(GEMMA_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(session):
+    """A small random GPT-2 (learned positions, LayerNorm, fused qkv): the anatomy is read, not hard-coded."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from inference.session import ModelSession, read_facts
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(session.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                        attn_implementation="eager")  # as the session loads every model: attention weights come back
+    model = GPT2LMHeadModel(config).eval()
+    return ModelSession(model_id="tiny-gpt2", model=model, tokenizer=session.tokenizer, device=torch.device("cpu"),
+                        dtype=torch.float32, facts=read_facts(model), source="test", load_seconds=0.0)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
-from components.figures.attention import attention_summary, attention_table, lens_summary, overview_summary
+from components.attention.figures import attention_summary, attention_table, lens_summary, overview_summary
 from components.teaching import load_lesson
 from inference.attention import capture_attention
 from conftest import assert_no_error
@@ -57,7 +57,7 @@ def test_attention_endpoint_bad_input(client, kwargs, message):
 def test_switch_events_need_a_run_and_follow_the_model(session):
     from gradio import Error
 
-    from components.attention_tab import show_head
+    from components.attention.layout import show_head
 
     with pytest.raises(Error, match="Press Run"):
         show_head(None, 0, 0, False, None, "first")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.figures.beam import hypotheses_table, lane_layout, step_figure
+from components.beam.figures import hypotheses_table, lane_layout, step_figure
 from inference.beam import (
     FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree, Hypothesis, beam_search, compare_decoders, eos_token_ids,
     to_dict,

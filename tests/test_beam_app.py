@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 
-from components import beam_tab
-from components.figures.beam import step_figure_summary
+from components.beam import layout as beam_tab
+from components.beam.figures import step_figure_summary
 from components.teaching import load_lesson
 from inference.beam import beam_search
 from conftest import assert_no_error

@@ -15,32 +15,8 @@ from inference import forward as F
 from inference.errors import InputError
 from inference.attention import capture_attention
 from inference.limits import FORWARD_EMBED_TOKENS, MAX_ATTENTION_TOKENS, MAX_FORWARD_TOKENS
-from inference.session import GEMMA_MODEL, BUNDLED, ModelSession, read_facts
 
 TEXT = "The capital of France is Paris, and the capital of Germany is"
-
-
-@pytest.fixture(scope="module")
-def gemma():
-    """Gemma 3 270M base: extra norms, tied embeddings, two RoPE thetas, no chat template."""
-    if not BUNDLED[GEMMA_MODEL].installed():
-        pytest.skip("the Gemma 3 270M package is not installed")
-    from inference.session import get_session
-
-    return get_session(GEMMA_MODEL)
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(session):
-    """A small random GPT-2 (learned positions, LayerNorm, fused qkv): the anatomy is read, not hard-coded."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(session.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4,
-                        attn_implementation="eager")  # as the session loads every model: attention weights come back
-    model = GPT2LMHeadModel(config).eval()
-    return ModelSession(model_id="tiny-gpt2", model=model, tokenizer=session.tokenizer, device=torch.device("cpu"),
-                        dtype=torch.float32, facts=read_facts(model), source="test", load_seconds=0.0)
 
 
 def _ids(s, text):
@@ -240,7 +216,7 @@ def model_calls(s):
 
 
 def test_one_model_run_per_text(session):
-    from components import forward_tab
+    from components.forward import layout as forward_tab
 
     text = "A text nobody has analysed yet: the forward pass runs once."
     with model_calls(session) as sizes:

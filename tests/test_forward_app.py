@@ -70,14 +70,14 @@ def test_endpoints_bad_input(client, endpoint, text, message):
 
 
 def _views(views) -> dict:
-    from components.forward_events import RUN_OUTPUTS
+    from components.forward.events import RUN_OUTPUTS
 
     assert len(views) == len(RUN_OUTPUTS)
     return dict(zip(RUN_OUTPUTS, views))
 
 
 def test_one_token_text_draws_and_says_there_is_no_perplexity(session):
-    from components.forward_events import run_forward
+    from components.forward.events import run_forward
 
     views = _views(run_forward("Hello", False, None))
     assert "— (one token)" in views["info"]
@@ -117,8 +117,8 @@ def test_lesson_claims_hold_for_the_model(session):
 
 def test_summaries_state_the_plotted_numbers(session):
     """Each figure's text alternative carries the numbers of the data it was drawn from."""
-    from components.forward_events import RUN_OUTPUTS, prompt_comparison, run_forward
-    from components.figures.forward import compare_summary
+    from components.forward.events import RUN_OUTPUTS, prompt_comparison, run_forward
+    from components.forward.figures import compare_summary
 
     views = _views(run_forward(TEXT, False, None))
     forward = forward_pass(session, TEXT)
@@ -139,7 +139,7 @@ def _luminance(rgb: str) -> float:
 
 
 def test_colours_are_colour_blind_safe_and_text_stays_readable():
-    from components.figures import forward as fig
+    from components.forward import figures as fig
 
     okabe_ito = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}
     assert {fig.ATTN_COLOUR, fig.MLP_COLOUR, fig.LENS_COLOUR, *fig.PROMPT_COLOURS} <= okabe_ito
@@ -157,7 +157,7 @@ def test_colours_are_colour_blind_safe_and_text_stays_readable():
 def test_box_clicks_and_tab_links(session):
     from gradio import Error
 
-    from components.forward_events import open_tab, pick_box, run_forward
+    from components.forward.events import open_tab, pick_box, run_forward
 
     class Click:  # what the diagram's JS sends
         def __init__(self, key):
@@ -185,7 +185,7 @@ def test_box_clicks_and_tab_links(session):
 
 
 def test_every_box_is_explained_with_its_link(session):
-    from components.forward_events import _boxes, _pass, pick_box, run_forward
+    from components.forward.events import _boxes, _pass, pick_box, run_forward
 
     class Click:
         def __init__(self, key):
@@ -207,7 +207,7 @@ def test_every_box_is_explained_with_its_link(session):
 
 
 def test_prompt_comparison_puts_both_distributions_on_one_chart(session):
-    from components.forward_events import compare_prompts
+    from components.forward.events import compare_prompts
 
     a, b = "The capital of France is", "Q: What is the capital of France?\nA:"
     figure, summary, note, download = compare_prompts(a, b)

@@ -12,8 +12,8 @@ import gradio as gr
 import pytest
 from gradio_client.exceptions import AppError
 
-from components import prefill_tab as tab
-from components.figures import prefill as fig
+from components.prefill import layout as tab
+from components.prefill import figures as fig
 from components.teaching import load_lesson
 from inference.generation import prompt_ids
 from inference.limits import MAX_SWEEP_TOKENS

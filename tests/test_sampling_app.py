@@ -14,7 +14,7 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError
 
-from components import sampling_events as ev
+from components.sampling import events as ev
 from components.teaching import load_lesson
 from inference import generation
 from inference.generation import prompt_ids
@@ -474,7 +474,7 @@ def test_predict_first_then_reveal_and_presenter_mode(page, client, screenshot):
 
 
 def tab_default() -> dict:
-    from components import sampling_tab
+    from components.sampling import layout as sampling_tab
 
     return sampling_tab.DEFAULT
 
@@ -492,7 +492,7 @@ def _record(session, **params):
 
 
 def test_waterfall_has_one_panel_per_stage_and_greys_removed_tokens(session):
-    from components.figures.sampling import REMOVED, waterfall_figure
+    from components.sampling.figures import REMOVED, waterfall_figure
 
     record = _record(session, temperature=0.7, top_k=3)
     fig = waterfall_figure(record)
@@ -504,7 +504,7 @@ def test_waterfall_has_one_panel_per_stage_and_greys_removed_tokens(session):
 
 
 def test_draw_figure_marks_u_and_the_histogram_counts_100(session):
-    from components.figures.sampling import draw_figure
+    from components.sampling.figures import draw_figure
 
     record = _record(session, temperature=1.0)
     fig = draw_figure(record, greedy=False)
@@ -515,7 +515,7 @@ def test_draw_figure_marks_u_and_the_histogram_counts_100(session):
 
 
 def test_generated_text_is_escaped_clickable_and_coloured():
-    from components.figures.sampling import PROB_BUCKETS, _unique_labels, generated_html
+    from components.sampling.figures import PROB_BUCKETS, _unique_labels, generated_html
 
     out = generated_html(["<b>x</b>", " a\n"], [0.01, 0.9], 1, forced=[False, True], pending=True)
     assert "&lt;b&gt;" in out and "<b>x" not in out

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from inference import session as sessions
+from inference.model import loading
 from inference.errors import ModelLoadError
 from inference.session import DEFAULT_MODEL, current_session, get_session, switch_model
 
@@ -36,7 +37,7 @@ def test_cached_converted_weights_give_the_gguf_logits(session):
 
     bundled = sessions.BUNDLED[DEFAULT_MODEL]
     gguf = bundled.gguf_path()
-    assert (sessions._converted_dir(gguf) / "model.safetensors").exists()
+    assert (loading.converted_dir(gguf) / "model.safetensors").exists()
     reference = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32
     ).eval()

@@ -123,7 +123,7 @@ def test_exports_use_fixed_names_only():
 @pytest.mark.browser
 def test_guided_tour_end_to_end(page, screenshot):
     page.locator("#lie-tour-start").click()
-    titles = {tab.__name__.rsplit(".", 1)[-1].removesuffix("_tab"): tab.TITLE for tab in app.TABS}
+    titles = dict(zip(app.TAB_NAMES, (tab.TITLE for tab in app.TABS)))
     for i, stop in enumerate(app.TOUR):
         page.wait_for_selector(f"#lie-tour-text:has-text('step {i + 1} of {len(app.TOUR)}')")
         assert stop["title"] in page.locator("#lie-tour-text").inner_text()

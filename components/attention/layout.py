@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -22,17 +21,17 @@ from inference.limits import (
     ATTENTION_MEMORY_BUDGET, LENS_MAX_POSITIONS, LENS_TOP_K, MAX_ATTENTION_TOKENS, MAX_TEXT_CHARS,
 )
 
-from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
-from .export import csv_file
-from .figures.attention import (
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
+from ..export import csv_file
+from .figures import (
     attention_heatmap, attention_summary, attention_table, lens_heatmap, lens_summary, lens_table, lens_table_html,
     overview_html, overview_summary, token_focus_html,
 )
-from .share import share_link
-from .teaching import LessonPanel
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Attention"
-EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "attention.json").read_text())
+EXAMPLES = json.loads((ASSETS / "examples" / "attention.json").read_text())
 DEFAULT_TEXT = EXAMPLES["France (logit lens)"]
 METRICS = [(label, name) for name, (label, _unit) in SUMMARIES.items()]
 

@@ -19,14 +19,14 @@ from inference.errors import InputError
 from inference.forward import ForwardPass, anatomy, forward_pass, pieces, positional_scheme
 from inference.limits import COMPARE_TOP_K
 
-from .common import session, user_errors
-from .export import csv_file, json_file
-from .figures.forward import (
+from ..common import session, user_errors
+from ..export import csv_file, json_file
+from .figures import (
     compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
     embedding_strip_summary, explain_html, find_box, lens_figure, lens_summary, norms_heatmap, norms_summary,
     position_figure, position_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
 )
-from .forward_exports import (
+from .exports import (
     LENS_HEADER, PAIR_HEADER, PROMPTS_HEADER, RESIDUAL_HEADER, SURPRISAL_HEADER, diagram_boxes, lens_csv_rows,
     most_surprising, pair_csv_rows, pass_json, prompts_csv_rows, residual_csv_rows, stage_names, surprisal_csv_rows,
     surprisal_rows,

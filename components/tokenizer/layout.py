@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 
 import gradio as gr
 
@@ -12,14 +11,14 @@ from inference.limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline_models
 from inference.tokens import to_dict, tokenize, tokenize_with
 
-from .common import model_changed, session, user_errors
-from .export import csv_file
-from .figures.tokens import counts_html, language_counts_figure, language_counts_summary, token_chips_html, token_table
-from .share import share_link
-from .teaching import LessonPanel
+from ..common import ASSETS, model_changed, session, user_errors
+from ..export import csv_file
+from .figures import counts_html, language_counts_figure, language_counts_summary, token_chips_html, token_table
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Tokenizer"
-EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "tokenizer.json").read_text())
+EXAMPLES = json.loads((ASSETS / "examples" / "tokenizer.json").read_text())
 ALL_EXAMPLES = {**EXAMPLES["parallel"], **EXAMPLES["other"]}
 
 INTRO = (f"Hover a token for its id and bytes. `·` marks a space, `↵` a newline; a dashed underline marks a token "

@@ -11,7 +11,6 @@ chat, the picked box and the two comparisons) and every trace downloads as CSV/J
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 
@@ -19,17 +18,17 @@ from inference.errors import InputError
 from inference.forward import forward_pass
 from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS, MAX_TEXT_CHARS, SURPRISAL_TOP
 
-from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
-from .figures.forward import surprisal_legend_html
-from .forward_events import (
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
+from .figures import surprisal_legend_html
+from .events import (
     RUN_OUTPUTS, compare_prompts, compare_texts, on_model, open_tab, pick_box, run_forward,
 )
-from .forward_exports import forward_data, surprisal_data
-from .share import share_link
-from .teaching import LessonPanel
+from .exports import forward_data, surprisal_data
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Forward pass"
-EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "forward.json").read_text())
+EXAMPLES = json.loads((ASSETS / "examples" / "forward.json").read_text())
 DEFAULT_TEXT = EXAMPLES["texts"]["France"]
 DEFAULT_PAIR = EXAMPLES["surprisal_pairs"]["Normal vs shuffled"]
 DEFAULT_PROMPTS = EXAMPLES["prompt_pairs"]["Statement vs Q&A"]

@@ -36,9 +36,9 @@ from inference.generation import (
 )
 from inference.sampling import LogitsTrace, SamplingParams
 
-from .common import session, user_errors
-from .export import csv_file
-from .figures.sampling import (
+from ..common import session, user_errors
+from ..export import csv_file
+from .figures import (
     draw_figure,
     draw_summary,
     generated_html,

@@ -7,7 +7,6 @@ lesson (assets/lessons/sampling.md) explains the pipeline; the line in code says
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 
@@ -25,14 +24,14 @@ from inference.limits import (
 )
 from inference.sampling import SamplingParams
 
-from . import sampling_events as ev
-from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
-from .figures.sampling import CSS
-from .share import share_link
-from .teaching import LessonPanel
+from . import events as ev
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
+from .figures import CSS
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Sampling"
-EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "sampling.json").read_text())["examples"]
+EXAMPLES = json.loads((ASSETS / "examples" / "sampling.json").read_text())["examples"]
 PARAMS = ev.PARAMS
 DEFAULT = EXAMPLES[0]
 TICK_S = 0.8  # Play: one step per tick

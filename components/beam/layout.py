@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -23,14 +22,14 @@ from inference.limits import (
     MIN_LENGTH_PENALTY,
 )
 
-from .common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
-from .export import csv_file, json_file
-from .figures.beam import hypotheses_table, step_figure, step_figure_summary
-from .share import share_link
-from .teaching import LessonPanel
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
+from ..export import csv_file, json_file
+from .figures import hypotheses_table, step_figure, step_figure_summary
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Beam search"
-EXAMPLES = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "beam.json").read_text())
+EXAMPLES = json.loads((ASSETS / "examples" / "beam.json").read_text())
 DEFAULT = EXAMPLES["default"]
 SPEEDS = {"1 step/s": 1.0, "2 steps/s": 0.5, "4 steps/s": 0.25}  # label -> timer interval (s)
 DEFAULT_SPEED = "2 steps/s"

@@ -10,7 +10,6 @@ longest length; every trace downloads as CSV and every figure has a one-line tex
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 
@@ -30,9 +29,9 @@ from inference.limits import (
 from inference.sampling import SamplingParams
 from inference.timeline import batch_throughput, compare_cache, context_sweep, kv_shape, timeline
 
-from .common import MODEL_CONCURRENCY, model_changed, note, session, user_errors
-from .export import csv_file
-from .figures.prefill import (
+from ..common import ASSETS, MODEL_CONCURRENCY, model_changed, note, session, user_errors
+from ..export import csv_file
+from .figures import (
     CSS,
     batch_figure,
     batch_html,
@@ -55,11 +54,11 @@ from .figures.prefill import (
     timeline_summary,
     timeline_table,
 )
-from .share import share_link
-from .teaching import LessonPanel
+from ..share import share_link
+from ..teaching import LessonPanel
 
 TITLE = "Prefill & decode"
-_DATA = json.loads((Path(__file__).parent.parent / "assets" / "examples" / "prefill.json").read_text())
+_DATA = json.loads((ASSETS / "examples" / "prefill.json").read_text())
 EXAMPLES = _DATA["examples"]
 BATCH_PROMPTS = _DATA["batch_prompts"]
 DEFAULT = EXAMPLES[0]

@@ -1,0 +1,1 @@
+"""The attention tab: layout and endpoints (layout), event handlers (events), pure figure builders (figures)."""

@@ -1,0 +1,1 @@
+"""The forward tab: layout and endpoints (layout), event handlers (events), pure figure builders (figures)."""
