@@ -1,7 +1,9 @@
 """LLM Inference Explorer: a visual teaching app that opens up a real language model while it works.
 
-    python app.py [--model HUB_ID_OR_DIR] [--port 7860]
+    python app.py [--model ID] [--models ID,ID] [--allow-any-model] [--max-model-params N] [--max-model-gb G]
+                  [--lock] [--teacher-key KEY] [--lesson QUERY] [--lock-settings] [--port 7860]
 
+Every flag has an environment variable (LIE_MODEL, LIE_MODELS, ...: see `host_policy`), for a Space's settings.
 The server address comes from Gradio's own settings (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT), so a
 Hugging Face Space and a laptop both work unchanged.
 """
@@ -14,9 +16,12 @@ import logging
 import os
 from pathlib import Path
 
-import gradio as gr
-import torch
-import yaml
+# Nothing leaves the machine: Gradio's usage analytics would contact its analytics host at start.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from components import header
 from components.attention import layout as attention_tab
@@ -25,10 +30,10 @@ from components.forward import layout as forward_tab
 from components.prefill import layout as prefill_tab
 from components.sampling import layout as sampling_tab
 from components.tokenizer import layout as tokenizer_tab
-from components.header import model_facts_html
-from components.share import tab_from_query
+from components.share import page_query, tab_from_query
 from inference import limits
-from inference.session import current_session, switch_model
+from inference.model import policy
+from inference.session import current_session, offline_models, switch_model
 
 ASSETS = Path(__file__).parent / "assets"
 # Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
@@ -52,8 +57,8 @@ PRESENTER_FROM_URL_JS = ("() => (" + PRESENTER_JS + ")(new URLSearchParams(windo
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="LLM Inference Explorer") as demo:
-        facts = header.build()
+    with gr.Blocks(title="LLM Inference Explorer", analytics_enabled=False) as demo:
+        facts, wire_header = header.build()
         demo.model_facts = facts  # tabs listen to its change event: see components.common.model_changed
         with gr.Row(elem_id="lie-toolbar"):
             tour_start = gr.Button("▶ Start here: guided tour", variant="primary", size="sm", elem_id="lie-tour-start",
@@ -72,8 +77,7 @@ def build_demo() -> gr.Blocks:
                     tab.build(demo)
         with gr.Accordion("Limits on this server", open=False, elem_id="lie-limits"):
             gr.HTML(limits_html())
-        # A visitor sees the model loaded now, even if someone switched it after the page was built.
-        demo.load(lambda: model_facts_html(current_session()), None, facts, api_visibility="private", queue=False)
+        wire_header(demo)  # each visitor sees their own model: the class model until they pick another
         # A shared link opens its tab (each tab applies its own values: components.share).
         demo.load(open_linked_tab, None, tabs, api_visibility="private", queue=False)
         demo.load(None, None, presenter, js=PRESENTER_FROM_URL_JS)
@@ -91,7 +95,7 @@ def build_demo() -> gr.Blocks:
 
 
 def open_linked_tab(request: gr.Request):
-    return tab_from_query(dict(request.query_params), TAB_NAMES) if request else gr.skip()
+    return tab_from_query(page_query(request)[0], TAB_NAMES) if request else gr.skip()
 
 
 def tour_view(step: int):
@@ -109,7 +113,8 @@ def tour_view(step: int):
 
 
 def limits_html() -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in limits.describe())
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                   for k, v in [*limits.describe(), *policy.current().describe()])
     note = ("Model calls run one at a time, each using every CPU core; a request that arrives meanwhile waits "
             "in the queue and says so.")
     return f"<table class='lie-limits'>{rows}</table><p class='lie-note'>{html.escape(note)}</p>"
@@ -131,16 +136,61 @@ def launch_kwargs() -> dict:
     )
 
 
-def main() -> None:
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def host_policy(args) -> policy.HostPolicy:
+    """The host's rules from flags, else environment variables (a Space sets those), else safe defaults:
+    the bundled models only, no typed ids, 1B parameters at most, no lock."""
+    installed = tuple(offline_models()) or tuple(policy.BUNDLED)
+    models = args.models or os.environ.get("LIE_MODELS", "")
+    allowed = tuple(m.strip() for m in models.split(",") if m.strip()) or installed
+    class_model = args.model or os.environ.get("LIE_MODEL") or allowed[0]
+    gb = args.max_model_gb or float(os.environ.get("LIE_MAX_MODEL_GB", 0) or 0)
+    return policy.HostPolicy(
+        class_model=class_model,
+        allowed=tuple(dict.fromkeys([class_model, *allowed])),
+        allow_any=args.allow_any_model or _env_flag("LIE_ALLOW_ANY_MODEL"),
+        max_params=args.max_model_params or int(os.environ.get("LIE_MAX_MODEL_PARAMS", 0) or limits.MAX_MODEL_PARAMS),
+        max_bytes=int(gb * 2**30) if gb else limits.MAX_MODEL_BYTES,
+        locked=args.lock or _env_flag("LIE_LOCK"),
+        teacher_key=args.teacher_key or os.environ.get("LIE_TEACHER_KEY") or None,
+        lesson_query=(args.lesson or os.environ.get("LIE_LESSON", "")).lstrip("?"),
+        lock_settings=args.lock_settings or _env_flag("LIE_LOCK_SETTINGS"),
+    )
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="hub id or local folder (default: the bundled SmolLM2)")
+    parser.add_argument("--model", default=None, help="the model every visitor starts on: a bundled id, an allowed hub "
+                        "id or a local folder (env LIE_MODEL; default: the bundled SmolLM2)")
+    parser.add_argument("--models", default=None, help="comma-separated allow-list of models visitors may pick "
+                        "(env LIE_MODELS; default: the bundled offline models)")
+    parser.add_argument("--allow-any-model", action="store_true", help="let visitors type any hub id, size-checked "
+                        "before download (env LIE_ALLOW_ANY_MODEL=1; off by default)")
+    parser.add_argument("--max-model-params", type=int, default=None, help="largest model visitors may load, in "
+                        f"parameters (env LIE_MAX_MODEL_PARAMS; default {limits.MAX_MODEL_PARAMS:,})")
+    parser.add_argument("--max-model-gb", type=float, default=None, help="largest download, GB of weights "
+                        f"(env LIE_MAX_MODEL_GB; default {limits.MAX_MODEL_BYTES / 2**30:g})")
+    parser.add_argument("--lock", action="store_true", help="the teacher's lock: every visitor uses --model "
+                        "(env LIE_LOCK=1)")
+    parser.add_argument("--teacher-key", default=None, help="a key the teacher enters in the page to set the model "
+                        "for the whole class (prefer env LIE_TEACHER_KEY: a flag shows in the process list)")
+    parser.add_argument("--lesson", default=None, help="a shared-link query every page opens with, e.g. "
+                        "'tab=sampling&temperature=0.7' (env LIE_LESSON)")
+    parser.add_argument("--lock-settings", action="store_true", help="students cannot change the --lesson values "
+                        "(env LIE_LOCK_SETTINGS=1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_threads()
-    if args.model:
-        switch_model(args.model)
-    session = current_session()  # load before serving: the first visitor should not wait for it
+    host = policy.configure(host_policy(args))
+    session = switch_model(host.class_model)  # load before serving: the first visitor should not wait for it
     logging.info("model %s on %s, loaded in %.1f s (%s)", session.model_id, session.device, session.load_seconds, session.source)
     build_demo().launch(server_port=args.port, **launch_kwargs())
 

@@ -1,17 +1,20 @@
-"""What every tab shares: the current model session, error handling, the model-call concurrency group."""
+"""What every tab shares: each visitor's model session, error handling, the model-call concurrency group."""
 
 from __future__ import annotations
 
 import functools
 import html
 import logging
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
 import torch
 
 from inference.errors import InputError, ModelLoadError
-from inference.session import current_session
+from inference.model import policy
+from inference.model.session import ModelSession, get_session, is_loaded
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +28,55 @@ MODEL_CONCURRENCY = "model"
 STATE_TTL_S = 3600
 
 
-def session():
-    """The shared session of the model currently loaded (switching model swaps it for every tab)."""
-    return current_session()
+# Each visitor's own model choice: the model id (never the model) per browser session, kept server-side and
+# dropped after STATE_TTL_S without use. Gradio sets the request of the running event in a context variable;
+# every handler reads its visitor's model through `session()` without wiring a state input into every event.
+_visitor_models: dict[str, tuple[str, float]] = {}
+_visitor_lock = threading.Lock()
+
+
+def _visitor() -> str | None:
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def visitor_model() -> str:
+    """The model this visitor chose (the class model until they choose, and always under the teacher's lock)."""
+    key = _visitor()
+    now = time.monotonic()
+    with _visitor_lock:
+        for stale in [k for k, (_, seen) in _visitor_models.items() if now - seen > STATE_TTL_S]:
+            del _visitor_models[stale]
+        chosen = _visitor_models.get(key)
+        if chosen is not None:
+            _visitor_models[key] = (chosen[0], now)
+    current = policy.current()
+    if chosen is None or (current.locked and chosen[0] != current.class_model):
+        return current.class_model
+    return chosen[0]
+
+
+def set_visitor_model(model_id: str) -> None:
+    key = _visitor()
+    if key is not None:
+        with _visitor_lock:
+            _visitor_models[key] = (model_id, time.monotonic())
+
+
+def session(model: str | None = None) -> ModelSession:
+    """This visitor's model session, or `model` when an API call names one (checked against the host's
+    policy). A model the server unloaded to make room is loaded again, and the visitor is told why it waits."""
+    model_id = policy.admit(model) if model else visitor_model()
+    if not is_loaded(model_id) and _visitor() is not None:
+        gr.Info(f"Loading {model_id} again: the server unloaded it to make room for other visitors' models.")
+    return get_session(model_id)
 
 
 def model_changed(demo):
-    """The event that fires when the shared model is swapped (or a visitor's page learns of a swap):
-    tabs add it to their triggers to redraw for the new model."""
+    """The event that fires when this visitor's model changes (their own pick, or the teacher's): tabs add it to
+    their triggers to redraw for the new model. It fires in that visitor's page only."""
     return demo.model_facts.change
 
 
@@ -46,7 +90,8 @@ def user_errors(fn):
         except gr.Error:
             raise
         except (InputError, ModelLoadError) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            # Toasts render HTML: a message may quote what the user typed.
+            raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
         except torch.OutOfMemoryError:
             log.exception("%s ran out of memory", fn.__name__)
             raise gr.Error(

@@ -12,11 +12,12 @@ a file path or a shell.
 from __future__ import annotations
 
 import math
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import gradio as gr
 
 from inference.limits import MAX_TEXT_CHARS
+from inference.model import policy
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
@@ -130,13 +131,27 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
                api_visibility="private").then(None, link, link, js=COPY_JS, queue=False)
 
     def apply(request: gr.Request):
-        updates, rejected = values_from_query(tab, fields, dict(request.query_params) if request else {})
+        query, locked = page_query(request)
+        updates, rejected = values_from_query(tab, fields, query)
+        if locked:  # the teacher's lesson settings: shown, not changeable
+            updates = [u if isinstance(u, dict) else gr.update(value=u, interactive=False) for u in updates]  # dict: gr.skip()
         if rejected:
             gr.Warning(f"The link's value for {', '.join(rejected)} does not fit this app; the default is used.")
         return updates if len(updates) > 1 else updates[0]
 
     # Queued (not queue=False) so that gr.Warning reaches the page; it touches no model and is instant.
     return demo.load(apply, None, components, api_visibility="private", show_progress="hidden")
+
+
+def page_query(request: gr.Request | None) -> tuple[dict[str, str], bool]:
+    """The query a page opens with, and whether its values are locked: the visitor's own link, or the
+    teacher's lesson settings (policy.lesson_query) when the link names no tab or the teacher locked them."""
+    own = dict(request.query_params) if request else {}
+    host = policy.current()
+    lesson = dict(parse_qsl(host.lesson_query))
+    if host.lesson_query and (host.lock_settings or "tab" not in own):
+        return {**own, **lesson}, host.lock_settings
+    return own, False
 
 
 def tab_from_query(query: dict[str, str], tabs: list[str]):

@@ -13,6 +13,14 @@ MAX_PROMPT_TOKENS = 2_048
 ANALYSIS_CACHE_BYTES = 512 * 2**20
 # Hub ids: `owner/name`, 96 characters each part at most, an optional `@revision`.
 MAX_MODEL_ID_CHARS = 200
+# Memory all loaded models may hold together (weights and cached analyses). Each visitor picks a model; beyond
+# this the least recently used model nobody is running is unloaded (and loaded again when asked for).
+# SmolLM2-135M in fp32 holds 0.54 GB, Gemma 3 270M 1.07 GB: both fit with room for their analyses.
+MODEL_MEMORY_BUDGET = 3 * 2**30
+# The host's default caps on a model a visitor may load from the hub (flags --max-model-params / -bytes):
+# checked from the repository's metadata before anything is downloaded. 1B parameters in fp32 is 4 GB.
+MAX_MODEL_PARAMS = 1_000_000_000
+MAX_MODEL_BYTES = 4 * 2**30
 
 
 # --- Beam search tab (issue 5) -------------------------------------------------------------------
@@ -114,6 +122,7 @@ def describe() -> list[tuple[str, str]]:
         ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
         ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
         ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
+        ("Models held in memory", f"{MODEL_MEMORY_BUDGET / 2**30:g} GB in all; the least recently used is unloaded beyond"),
         ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
         ("Model time per request", f"{REQUEST_SECONDS} s; a longer run stops there and shows what it computed"),
     ]

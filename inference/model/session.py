@@ -6,18 +6,21 @@ calls, and the analysis cache: analyses of the same (model, text) are computed o
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
 from ..errors import ModelLoadError
-from ..limits import ANALYSIS_CACHE_BYTES
+from ..limits import ANALYSIS_CACHE_BYTES, MODEL_MEMORY_BUDGET
 from .anatomy import ModelFacts, read_facts
-from .loading import BUNDLED, DEFAULT_MODEL, converted_dir, load_model, validate_model_id
+from . import policy
+from .loading import BUNDLED, DEFAULT_MODEL, converted_dir, hub_online, load_model, validate_model_id
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class ModelSession:
     load_seconds: float
     lock: threading.RLock = field(default_factory=threading.RLock)
     cache: AnalysisCache = field(default_factory=AnalysisCache)
+    _weight_bytes: int | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -111,13 +115,39 @@ class ModelSession:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    def weight_bytes(self) -> int:
+        """Bytes of the model's parameters and buffers (tied weights counted once)."""
+        seen, total = set(), 0
+        for t in [*self.model.parameters(), *self.model.buffers()]:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+        return total
+
+    def memory_bytes(self) -> int:
+        """What holding this session costs: its weights and its cached analyses."""
+        if self._weight_bytes is None:
+            self._weight_bytes = self.weight_bytes()
+        return self._weight_bytes + self.cache.retained_bytes()
+
+    def busy(self) -> bool:
+        """A request is running on this model now (another thread holds its lock)."""
+        if self.lock.acquire(blocking=False):
+            self.lock.release()
+            return False
+        return True
+
     def analysis(self, kind: str, key: tuple, compute: Callable[[], Any]) -> Any:
         return self.cache.get_or_compute(kind, key, compute)
 
 
 
 def load_session(model_id: str) -> ModelSession:
-    """Load a model into a new session (not cached; use get_session)."""
+    """Load a model into a new session (not cached; use get_session). A repository that is not bundled is
+    size-checked against the host's caps before anything is downloaded (policy.check_repository)."""
+    bundled = BUNDLED.get(model_id)
+    if not (bundled and bundled.installed()):
+        policy.check_repository(model_id, online=os.path.isdir(model_id) or hub_online())
     model, tokenizer, device, dtype, source, seconds = load_model(model_id)
     return ModelSession(model_id=model_id, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
                         facts=read_facts(model), source=source, load_seconds=seconds)
@@ -126,48 +156,100 @@ def load_session(model_id: str) -> ModelSession:
 # ---------------------------------------------------------------------------------------------------
 # The shared sessions
 
-MAX_SESSIONS = 2  # models held in memory at once: the current one and the one asked for
-_sessions: OrderedDict[str, ModelSession] = OrderedDict()
-_sessions_lock = threading.Lock()  # guards the dict only; never held while a model loads
-_loading_locks: dict[str, threading.Lock] = {}  # one per model: two users asking for it load it once
-_current_id = DEFAULT_MODEL
+class SessionPool:
+    """Loaded sessions, least recently used first, within a memory budget (weights + cached analyses).
+
+    Beyond the budget the least recently used session that nobody is running is dropped (the one just asked
+    for and any mid-request are kept: a visitor never loses the model under a running request); asking for
+    it again loads it again. Two visitors asking for the same new model load it once."""
+
+    def __init__(self, budget_bytes: int = MODEL_MEMORY_BUDGET):
+        self.budget_bytes = budget_bytes
+        self._sessions: OrderedDict[str, ModelSession] = OrderedDict()
+        self._lock = threading.Lock()  # guards the dict only; never held while a model loads
+        self._loading: dict[str, threading.Lock] = {}
+
+    def __contains__(self, model_id: str) -> bool:
+        with self._lock:
+            return model_id in self._sessions
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def peek(self, model_id: str) -> ModelSession | None:
+        with self._lock:
+            return self._sessions.get(model_id)
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return sum(s.memory_bytes() for s in self._sessions.values())
+
+    def get(self, model_id: str) -> ModelSession:
+        with self._lock:
+            if model_id in self._sessions:
+                self._sessions.move_to_end(model_id)
+                return self._sessions[model_id]
+            loading = self._loading.setdefault(model_id, threading.Lock())
+        with loading:
+            with self._lock:
+                if model_id in self._sessions:
+                    return self._sessions[model_id]
+            session = load_session(model_id)
+            with self._lock:
+                self._sessions[model_id] = session
+            self.evict(keep=model_id)
+            return session
+
+    def evict(self, keep: str) -> list[str]:
+        """Drop idle sessions, least recently used first, while all of them hold more than the budget."""
+        dropped = []
+        with self._lock:
+            while sum(s.memory_bytes() for s in self._sessions.values()) > self.budget_bytes:
+                idle = [mid for mid, s in self._sessions.items() if mid != keep and not s.busy()]
+                if not idle:
+                    break
+                del self._sessions[idle[0]]
+                dropped.append(idle[0])
+        for mid in dropped:
+            log.info("unloaded %s to stay within the models' memory budget (%d MB)", mid, self.budget_bytes >> 20)
+        if dropped:
+            gc.collect()
+        return dropped
+
+
+_pool = SessionPool()
+
+
+def is_loaded(model_id: str) -> bool:
+    return model_id in _pool
+
+
+def loaded_models() -> list[str]:
+    """Model ids held in memory now, least recently used first."""
+    return _pool.loaded()
 
 
 def get_session(model: str | None = None) -> ModelSession:
-    """The session for `model` (default: the embedded default model), loaded once and then cached."""
-    model_id = (model or DEFAULT_MODEL).strip()
-    with _sessions_lock:
-        if model_id in _sessions:
-            _sessions.move_to_end(model_id)
-            return _sessions[model_id]
-        loading = _loading_locks.setdefault(model_id, threading.Lock())
-    with loading:
-        with _sessions_lock:
-            if model_id in _sessions:
-                return _sessions[model_id]
-        session = load_session(model_id)
-        with _sessions_lock:
-            _sessions[model_id] = session
-            for old in [k for k in _sessions if k not in (model_id, _current_id)]:
-                if len(_sessions) <= MAX_SESSIONS:
-                    break
-                del _sessions[old]
-        return session
+    """The session for `model` (default: the host's default model), loaded once and then cached; models
+    beyond the memory budget are unloaded least recently used first (SessionPool). Visitors' choices pass
+    `policy.admit` first (components do that)."""
+    return _pool.get((model or policy.current().class_model).strip())
 
 
 def current_session() -> ModelSession:
-    """The session every tab uses now (the default until a user switches model)."""
-    return get_session(_current_id)
+    """The session of the host's default model (the class model), which new visitors get."""
+    return get_session(policy.current().class_model)
 
 
 def switch_model(model_id: str) -> ModelSession:
-    """Load `model_id` and make it the shared current model. On failure the current model stays."""
-    global _current_id
+    """Load `model_id` and make it the host's default for new visitors (app start, `--model`). Visitors never
+    call this: their choice is their own (components.common). On failure the default stays."""
     model_id = (model_id or "").strip() or DEFAULT_MODEL
-    if model_id not in BUNDLED:
+    if model_id not in BUNDLED and not os.path.isdir(model_id):
         model_id = validate_model_id(model_id)
     session = get_session(model_id)
-    _current_id = model_id
+    policy.configure(replace(policy.current(), class_model=model_id))
     return session
 
 
@@ -177,6 +259,7 @@ def offline_models() -> dict[str, str]:
 
 
 _tokenizers: dict[str, Any] = {}
+_tokenizers_lock = threading.Lock()
 
 
 def get_tokenizer(model_id: str):
@@ -187,9 +270,10 @@ def get_tokenizer(model_id: str):
     """
     from transformers import AutoTokenizer
 
-    with _sessions_lock:
-        if model_id in _sessions:
-            return _sessions[model_id].tokenizer
+    loaded = _pool.peek(model_id)
+    if loaded is not None:
+        return loaded.tokenizer
+    with _tokenizers_lock:
         if model_id in _tokenizers:
             return _tokenizers[model_id]
     bundled = BUNDLED.get(model_id)
@@ -206,6 +290,6 @@ def get_tokenizer(model_id: str):
             tokenizer.save_pretrained(tokenizer_dir)
         except OSError as exc:
             log.warning("could not cache tokenizer in %s: %s", tokenizer_dir, exc)
-    with _sessions_lock:
+    with _tokenizers_lock:
         _tokenizers[model_id] = tokenizer
     return tokenizer
