@@ -91,7 +91,35 @@ def build_demo() -> gr.Blocks:
         tour_end.click(lambda: (0, gr.Group(visible=False)), None, [tour_step, tour_panel], api_visibility="private",
                        queue=False)
     demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=1)
+    explain_full_queue(demo._queue)
     return demo
+
+
+def queue_full_message(waiting: int, mean_s: float) -> str:
+    wait = f"about {max(1, round(waiting * mean_s / 60))} min" if mean_s else "a minute"
+    return (f"The server is busy: {waiting} requests are already waiting, the most it keeps. Nothing was run; "
+            f"try again in {wait}.")
+
+
+def explain_full_queue(queue) -> None:
+    """Say how long the queue is and when to retry when it is full (from the queue's own mean time per request).
+
+    Gradio answers a full queue with HTTP 503, and both its page and its Python client then show a fixed line
+    ("This application is currently busy"), whatever the server said. Its validation answer (422) is the one
+    whose message reaches the page (shown above the event's first input) and the client, so a full queue answers
+    with that. Wraps the queue's `push`, the one place Gradio decides it."""
+    push = queue.push
+
+    async def push_or_explain(body, request, username):
+        ok, detail, state = await push(body, request, username)
+        if state == "queue_full":
+            times = [t.avg_time for t in queue.process_time_per_fn.values() if t.count]
+            message = queue_full_message(len(queue), sum(times) / len(times) if times else 0.0)
+            return ok, [{"__type__": "validate", "is_valid": False, "message": message,
+                         "parameter_name": "queue"}], "validator_error"
+        return ok, detail, state
+
+    queue.push = push_or_explain
 
 
 def open_linked_tab(request: gr.Request):

@@ -100,3 +100,36 @@ def test_soak_memory_stays_bounded(client):
     growth_mb = (process.memory_info().rss - before) / 2**20
     print(f"\nsoak: 200 requests in {time.perf_counter() - started:.1f} s, RSS growth {growth_mb:.1f} MB")
     assert growth_mb < 100
+
+
+def test_a_full_queue_says_how_long_it_is_and_when_to_retry():
+    """The app's wrapper on Gradio's queue, on a real Gradio server whose queue holds one request."""
+    import threading
+
+    import gradio as gr
+
+    import app
+    from conftest import _free_port
+
+    release = threading.Event()
+    with gr.Blocks(analytics_enabled=False) as demo:
+        box = gr.Textbox()
+        box.submit(lambda x: release.wait(30) and x, box, box, api_name="slow")
+    demo.queue(max_size=1, default_concurrency_limit=1)
+    app.explain_full_queue(demo._queue)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        clients = [Client(demo.local_url, verbose=False) for _ in range(3)]
+        running = clients[0].submit("a", api_name="/slow")
+        time.sleep(1.0)
+        waiting = clients[1].submit("b", api_name="/slow")
+        time.sleep(1.0)
+        with pytest.raises(Exception) as err:
+            clients[2].predict("c", api_name="/slow")
+        assert "The server is busy: 1 requests are already waiting" in str(err.value)
+        assert "try again in" in str(err.value)
+        release.set()
+        assert running.result(timeout=30) == "a" and waiting.result(timeout=30) == "b"
+    finally:
+        release.set()
+        demo.close()
