@@ -24,6 +24,9 @@ FALSE = {"0", "false", "no", "off"}
 # Query parameters the app itself uses; no tab field may take these names.
 RESERVED = {"tab", "presenter", "__theme", "view"}
 
+# Every tab's link fields, as registered by `share_link` (the bounds test reads them).
+LINK_FIELDS: dict[str, dict] = {}
+
 COPY_JS = """(query) => {
   if (!query) return "";
   const url = window.location.origin + window.location.pathname + "?" + query;
@@ -122,6 +125,7 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
     if bad:
         raise ValueError(f"reserved query names used as fields: {sorted(bad)}")
     keys, components = list(fields), list(fields.values())
+    LINK_FIELDS[tab] = dict(fields)
     with gr.Row(elem_classes=["lie-share-row"]):
         copy = gr.Button("🔗 Copy link to this view", size="sm", elem_id=f"share-{tab}", elem_classes=["lie-share"],
                          scale=0, min_width=220)
