@@ -97,6 +97,15 @@ SURPRISAL_TOP = 10
 COMPARE_TOP_K = 8
 
 
+# --- Interventions: ablation and activation patching ----------------------------------------------------
+# Tokens of a prompt that is ablated (one extra forward pass per ablation; a head sweep runs one pass per layer
+# with one batch row per head).
+MAX_INTERVENTION_TOKENS = 256
+# Tokens of each prompt of a patching pair: the sweep runs one pass per layer with one batch row per position,
+# i.e. layers x n x n token-passes (30 x 10 x 10 = 3,000 for a 10-token prompt on SmolLM2; n = 32 is 30,720).
+MAX_PATCH_TOKENS = 32
+
+
 # --- The queue (issue 7) ------------------------------------------------------------------------------
 # Model calls run one at a time (see README: concurrency); requests beyond this many waiting are told at
 # once that the queue is full instead of waiting without end.
@@ -121,6 +130,7 @@ def describe() -> list[tuple[str, str]]:
         ("Forward-pass analysis", f"{MAX_FORWARD_TOKENS:,} tokens"),
         ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
         ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
+        ("Ablation", f"{MAX_INTERVENTION_TOKENS} tokens; patching: {MAX_PATCH_TOKENS} tokens per prompt"),
         ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
         ("Models held in memory", f"{MODEL_MEMORY_BUDGET / 2**30:g} GB in all; the least recently used is unloaded beyond"),
         ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
