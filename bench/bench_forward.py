@@ -31,7 +31,8 @@ def _payload_kb(outputs) -> float:
 
 def run() -> list[Result]:
     from components.forward.layout import pick_box, run_forward
-    from inference.forward import _run, forward_pass
+    from inference.forward import forward_pass
+    from inference.recorded import record_prefill
     from inference.tokens import tokenize
     from inference.limits import MAX_FORWARD_TOKENS
     from inference.session import get_session
@@ -50,8 +51,8 @@ def run() -> list[Result]:
 
         view = tokenize(s, text)
 
-        def recorded():  # the Forward tab's own instrumentation, without the attention capture
-            _run(s, view)
+        def recorded():  # the recorded prefill without the attention capture (a text over the Attention tab's cap)
+            record_prefill(s, view, attention=False)
 
         def shared():  # what a first visit to either tab runs: one pass for attention + forward analyses
             s.cache.clear()

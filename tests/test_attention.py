@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.attention import SUMMARIES, _capture, _decoder, capture_attention
+from inference.attention import SUMMARIES, capture_attention
 from inference.errors import InputError
-from inference.forward import head_logits
+from inference.model.run import head_logits
 from inference.limits import LENS_MAX_POSITIONS, LENS_TOP_K, MAX_ATTENTION_TOKENS
 from inference.tokens import tokenize
 
@@ -111,7 +111,7 @@ def test_lens_head_on_the_raw_last_layer_gives_the_models_logits(session):
     """The lens (final norm + LM head) applied to the last layer's own output reproduces the logits, so
     the same function applied to earlier layers is the model's own read-out."""
     raw = {}
-    layer = _decoder(session.model).layers[-1]
+    layer = session.model.model.layers[-1]
     handle = layer.register_forward_hook(lambda module, args, output: raw.setdefault("h", output))
     try:
         ids = tokenize(session, FRANCE).ids
@@ -139,7 +139,7 @@ def test_grouped_query_heads(session, maps):
     config = session.model.config
     assert maps.num_kv_heads == config.num_key_value_heads == 3
     assert maps.heads_sharing(4) == [3, 4, 5] and maps.kv_head(8) == 2 and maps.kv_head(0) == 0
-    attention = _decoder(session.model).layers[0].self_attn
+    attention = session.model.model.layers[0].self_attn
     assert attention.num_key_value_groups == maps.queries_per_kv_head == 3
 
 
@@ -176,10 +176,10 @@ def test_chat_tokens_are_the_chat_template(session):
 
 def test_memory_budget_drops_layers_and_brings_them_back(session, maps, reference):
     """Over the budget, layers are dropped and recaptured exactly when viewed; memory stays under it."""
-    extras = maps.retained_bytes() - sum(maps._packed[layer].nbytes for layer in maps.resident_layers())
-    per_layer = maps._packed[0].nbytes
+    extras = maps.retained_bytes() - maps.held_bytes()
+    per_layer = maps.layer_bytes()
     budget = extras + 3 * per_layer
-    small = _capture(session, maps.tokens, budget=budget)
+    small = capture_attention(session, TEXT, budget=budget)
     assert small.resident_layers() == [0, 1, 2]
     assert small.retained_bytes() <= budget
     for layer in (29, 12, 2):  # least recently viewed go first: 29 drops 0, 12 drops 1, 2 is still held
@@ -191,8 +191,8 @@ def test_memory_budget_drops_layers_and_brings_them_back(session, maps, referenc
 
 def test_fp16_lower_triangle_storage_is_compact(maps):
     n, heads = maps.n, maps.num_heads
-    assert maps._packed[0].dtype == np.float16
-    assert maps._packed[0].nbytes == heads * n * (n + 1) // 2 * 2  # half of an fp16 square, a quarter of fp32
+    assert maps.packed(0).dtype == np.float16
+    assert maps.packed(0).nbytes == maps.layer_bytes() == heads * n * (n + 1) // 2 * 2  # half of an fp16 square, a quarter of fp32
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from components.forward.figures import box_links
 from inference import forward as F
 from inference.errors import InputError
 from inference.attention import capture_attention
@@ -69,7 +70,8 @@ def test_smollm2_diagram_sums_to_num_parameters(session):
     assert [c.key for c in layers.children] == [
         "layer.input_layernorm", "layer.attention", "residual_attn", "layer.post_attention_layernorm", "layer.mlp",
         "residual_mlp"]
-    assert by_key["layer.attention"].link == "attention_tab" and by_key["logits"].link == "sampling_tab"
+    links = box_links(boxes)  # which tab opens a box further: the UI's choice, not inference's
+    assert links["layer.attention"] == "attention_tab" and links["logits"] == "sampling_tab"
 
 
 def test_gemma_diagram_extra_norms_and_tied_embeddings(gemma):
@@ -144,6 +146,11 @@ def test_final_norm_times_lm_head_gives_the_models_logits(session, gemma):
 # Residual stream
 
 
+def _first_tensor(output) -> torch.Tensor:
+    """A module's output tensor (attention returns a tuple; its first element is the output)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def _block_outputs(s, text, attn_name, mlp_name):
     """Norms of what each layer's attention and MLP blocks add, read from hooks on those very modules."""
     parts = F.anatomy(s)
@@ -152,7 +159,7 @@ def _block_outputs(s, text, attn_name, mlp_name):
     for block in s.model.get_submodule(parts.layers):
         for key, name in (("attn", attn_name), ("mlp", mlp_name)):
             handles.append(block.get_submodule(name).register_forward_hook(
-                lambda m, a, o, key=key: caught[key].append(F._first_tensor(o)[0].float().norm(dim=-1))))
+                lambda m, a, o, key=key: caught[key].append(_first_tensor(o)[0].float().norm(dim=-1))))
     try:
         with torch.no_grad():
             out = s.model(input_ids=_ids(s, text), output_hidden_states=True, use_cache=False)
@@ -241,7 +248,7 @@ def test_attention_and_forward_tabs_share_one_prefill(session, first):
     maps, forward = capture_attention(session, text), F.forward_pass(session, text)
     assert sizes == [maps.n, 1]  # the prefill of all n tokens, then the attention's decode step (one token)
     assert later == []
-    assert maps.forward is forward and forward.shared_pass
+    assert maps.lens is forward.lens and forward.shared_pass  # one recording: the lens computed once
     # Timings say what each analysis cost: the shared prefill and its own share of the work after it.
     assert 0 < forward.seconds <= maps.capture_seconds
 

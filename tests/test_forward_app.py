@@ -185,25 +185,21 @@ def test_box_clicks_and_tab_links(session):
 
 
 def test_every_box_is_explained_with_its_link(session):
-    from components.forward.events import _boxes, _pass, pick_box, run_forward
+    from components.forward.events import diagram_of, pick_box, run_forward, shown_pass
+    from components.forward.figures import box_links
 
     class Click:
         def __init__(self, key):
             self._data = {"key": key}
 
     state = run_forward(TEXT, False, None)[0]
-
-    def walk(boxes):
-        for box in boxes:
-            yield box
-            yield from walk(box["children"])
-
-    boxes = list(walk(_boxes(_pass(state))))
+    tops = diagram_of(shown_pass(state)).boxes
+    boxes, links = [box for top in tops for box in top.walk()], box_links(tops)
     assert len(boxes) >= 20
     for box in boxes:
-        state, diagram, explain, _ = pick_box(state, Click(box["key"]))
-        assert f'data-key="{box["key"]}"' in diagram and len(explain) > 200, box["key"]
-        assert ("fw-link" in explain) == bool(box["link"]), box["key"]
+        state, diagram, explain, _ = pick_box(state, Click(box.key))
+        assert f'data-key="{box.key}"' in diagram and len(explain) > 200, box.key
+        assert ("fw-link" in explain) == bool(links[box.key]), box.key
 
 
 def test_prompt_comparison_puts_both_distributions_on_one_chart(session):

@@ -3,34 +3,39 @@ and a model switch.
 
 Run records one model pass per text (cached in the session, `inference.forward.forward_pass`); every other
 view, a click on a box included, only reads that cached analysis. `run_forward` returns the views in the order
-of `RUN_OUTPUTS`, so the layout (forward_tab.build) and this handler agree on one list. The table rows and JSON
-of the downloads come from `forward_exports`.
+of `RUN_OUTPUTS`, so the layout (`layout.build`) and this handler agree on one list. The table rows and JSON
+of the downloads come from `exports`; what each box does is the tab's text, assets/lessons/forward_boxes.yaml.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
 
 import gradio as gr
 import numpy as np
+import yaml
 
+from inference.diagram import Diagram, build_diagram
 from inference.errors import InputError
-from inference.forward import ForwardPass, anatomy, forward_pass, pieces, positional_scheme
-from inference.limits import COMPARE_TOP_K
+from inference.forward import ForwardPass, forward_pass
+from inference.limits import COMPARE_TOP_K, SURPRISAL_TOP
+from inference.model.vocab import pieces
+from inference.positions import positional_scheme
 
-from ..common import session, user_errors
+from ..common import ASSETS, session, user_errors
 from ..export import csv_file, json_file
 from .figures import (
-    compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
-    embedding_strip_summary, explain_html, find_box, lens_figure, lens_summary, norms_heatmap, norms_summary,
-    position_figure, position_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
+    box_links, compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
+    embedding_strip_summary, explain_html, lens_figure, lens_summary, norms_heatmap, norms_summary, position_figure,
+    position_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
 )
 from .exports import (
-    LENS_HEADER, PAIR_HEADER, PROMPTS_HEADER, RESIDUAL_HEADER, SURPRISAL_HEADER, diagram_boxes, lens_csv_rows,
-    most_surprising, pair_csv_rows, pass_json, prompts_csv_rows, residual_csv_rows, stage_names, surprisal_csv_rows,
-    surprisal_rows,
+    LENS_HEADER, PAIR_HEADER, PROMPTS_HEADER, RESIDUAL_HEADER, SURPRISAL_HEADER, lens_csv_rows, pair_csv_rows,
+    pass_json, prompts_csv_rows, residual_csv_rows, surprisal_csv_rows,
 )
+
+# What each box of the diagram does (HTML with {placeholders} for the model's numbers), shown on a click.
+BOX_TEXTS = yaml.safe_load((ASSETS / "lessons" / "forward_boxes.yaml").read_text(encoding="utf-8"))
 
 # What run_forward returns, in order (build() lists the components in the same order).
 RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine", "cosine_alt", "positions", "rope",
@@ -42,7 +47,7 @@ RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine
 # From the cached pass to views (no model call once the text was run)
 
 
-def _pass(state: dict | None) -> ForwardPass:
+def shown_pass(state: dict | None) -> ForwardPass:
     """The cached analysis the views show; a model switch since Run asks for a new Run."""
     if not state:
         raise InputError("Press Run to analyse a text first.")
@@ -52,28 +57,18 @@ def _pass(state: dict | None) -> ForwardPass:
     return forward_pass(s, state["text"], state["chat"])
 
 
-def _boxes(forward: ForwardPass) -> list[dict]:
-    return diagram_boxes(session(), forward)
-
-
-def _facts(forward: ForwardPass, boxes: list[dict]) -> dict:
-    s = session()
-    positions = positional_scheme(s)
-    layer = find_box(boxes, "layers") or {}
-    return {
-        **dataclasses.asdict(s.facts), "n": forward.n, "tied": anatomy(s).tied,
-        "positions_kind": positions.kind, "positions_summary": positions.summary,
-        "mid_reader": forward.mid_reader,
-        "first_child": (layer.get("children") or [{}])[0].get("module", "").rsplit(".", 1)[-1],
-    }
+def diagram_of(forward: ForwardPass) -> Diagram:
+    """The data-flow diagram of a pass (read from the model's modules and the pass's recorded shapes)."""
+    return build_diagram(session(), forward)
 
 
 def _diagram_views(forward: ForwardPass, selected: str | None):
     """Diagram HTML and the explanation HTML (with a link to the tab that opens the picked box further)."""
-    boxes = _boxes(forward)
-    box = find_box(boxes, selected) if selected else None
-    explain = explain_html(box, _facts(forward, boxes))
-    return diagram_html(boxes, box["key"] if box else None, session().facts.num_parameters), explain
+    diagram = diagram_of(forward)
+    box = diagram.find(selected) if selected else None
+    link = box_links(diagram.boxes)[box.key] if box else None
+    explain = explain_html(diagram, box, BOX_TEXTS, link)
+    return diagram_html(diagram, box.key if box else None), explain
 
 
 def _info(forward: ForwardPass) -> str:
@@ -94,12 +89,7 @@ def _info(forward: ForwardPass) -> str:
 
 def _embedding_views(forward: ForwardPass):
     """The embedding strip and the cosine heatmap, each followed by its one-line summary."""
-    k = len(forward.embeddings)
-    view = forward.tokens
-    return (embedding_strip(view.pieces, forward.embeddings, forward.n),
-            embedding_strip_summary(view.pieces, forward.embeddings, forward.n),
-            cosine_heatmap(view.pieces[:k], forward.embeddings),
-            cosine_summary(view.pieces[:k], forward.embeddings))
+    return embedding_strip(forward), embedding_strip_summary(forward), cosine_heatmap(forward), cosine_summary(forward)
 
 
 def _positions_markdown() -> str:
@@ -123,31 +113,20 @@ def _position_plot():
     scheme = positional_scheme(session())
     if not scheme.curves:
         return None, ""
-    return (position_figure(scheme.kind, scheme.distances, scheme.curves),
-            position_summary(scheme.kind, scheme.distances, scheme.curves))
+    return position_figure(scheme), position_summary(scheme)
 
 
 def _residual_views(forward: ForwardPass):
     """Updates bars, norms heatmap and logit lens, each followed by its one-line summary."""
-    s = session()
-    names = [f"layer {i}" for i in range(forward.num_layers)]
-    rows = stage_names(forward.num_layers)
-    lens_pieces = pieces(s, forward.lens_top_ids)
-    answer = pieces(s, [int(np.argmax(forward.next_logprobs))])[0]
-    updates = (names, forward.attn_update_norms, forward.mlp_update_norms, forward.layer_update_norms)
+    updates = (forward.stages[1:], forward.attn_update_norms, forward.mlp_update_norms, forward.layer_update_norms)
     return (
         updates_figure(*updates, skip_first=forward.n > 1), updates_summary(*updates, skip_first=forward.n > 1),
-        norms_heatmap(rows, forward.hidden_norms, forward.tokens.pieces),
-        norms_summary(rows, forward.hidden_norms, forward.tokens.pieces),
-        lens_figure(rows, forward.lens_answer_probs, lens_pieces, answer),
-        lens_summary(rows, forward.lens_answer_probs, lens_pieces, answer),
+        norms_heatmap(forward), norms_summary(forward), lens_figure(forward), lens_summary(forward),
     )
 
 
 def _surprisal_view(forward: ForwardPass, title: str) -> str:
-    rows = surprisal_rows(session(), forward)
-    return surprisal_html(forward.tokens.pieces, rows["bits"], rows["probs"], rows["expected"], title,
-                          forward.perplexity, forward.mean_bits)
+    return surprisal_html(forward, pieces(session(), forward.expected_ids), title)
 
 
 def _downloads(forward: ForwardPass, text: str, chat: bool) -> tuple:
@@ -174,11 +153,11 @@ def run_forward(text: str, chat: bool, state: dict | None, box: str | None = Non
     chat = bool(chat) and s.has_chat_template  # a link may ask for chat on a model without a template
     forward = forward_pass(s, text, chat)
     selected = box if box is not None else (state or {}).get("selected")
-    if selected and find_box(_boxes(forward), selected) is None:
+    if selected and diagram_of(forward).find(selected) is None:
         selected = None
     state = {"model": s.model_id, "text": text, "chat": chat, "selected": selected}
     diagram_view, explain = _diagram_views(forward, selected)
-    table = surprising_table_html(most_surprising(forward, surprisal_rows(s, forward)))
+    table = surprising_table_html(forward, pieces(s, forward.expected_ids), SURPRISAL_TOP)
     return (state, _info(forward), diagram_view, explain, *_embedding_views(forward), _positions_markdown(),
             *_position_plot(), *_residual_views(forward), _surprisal_view(forward, "Your text"),
             table or '<div class="lie-note">No token is predicted in a one-token text.</div>',
@@ -189,9 +168,9 @@ def run_forward(text: str, chat: bool, state: dict | None, box: str | None = Non
 def pick_box(state: dict, evt: gr.EventData):
     """A click on a box: explain it and offer its tab (no model call). The key also goes to the hidden field
     the shareable link reads."""
-    forward = _pass(state)
+    forward = shown_pass(state)
     key = str((getattr(evt, "_data", None) or {}).get("key", ""))
-    if find_box(_boxes(forward), key) is None:
+    if diagram_of(forward).find(key) is None:
         raise InputError(f"There is no box {key!r} in this diagram.")
     state = {**state, "selected": key}
     return (state, *_diagram_views(forward, key), key)
@@ -200,11 +179,10 @@ def pick_box(state: dict, evt: gr.EventData):
 @user_errors
 def open_tab(state: dict):
     """The picked box's tab (Attention for attention boxes, Sampling for the logits)."""
-    forward = _pass(state)
-    box = find_box(_boxes(forward), state.get("selected") or "")
-    if not box or not box.get("link"):
+    link = box_links(diagram_of(shown_pass(state)).boxes).get(state.get("selected") or "")
+    if not link:
         raise InputError("Pick a box that belongs to another tab first.")
-    return gr.Tabs(selected=box["link"])
+    return gr.Tabs(selected=link)
 
 
 @user_errors

@@ -3,7 +3,7 @@ downloads) and as JSON-ready data (the endpoints and the whole-pass download).
 
 Pure functions: the model session and the cached pass in, plain lists and dicts out; no gradio, no model call
 (the pass was recorded once; `pieces` and the diagram only read the tokenizer and the model's modules). The
-event handlers (`forward_events`) write these rows to files and the endpoints (`forward_tab`) return the dicts.
+event handlers (`events`) write these rows to files and the endpoints (`api`) return the dicts.
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ import dataclasses
 
 import numpy as np
 
-from inference.forward import ForwardPass, diagram, pieces, positional_scheme
+from inference.diagram import Box, diagram
+from inference.forward import ForwardPass
 from inference.limits import MAX_FORWARD_TOKENS, SURPRISAL_TOP
+from inference.model.vocab import pieces
+from inference.positions import positional_scheme
+
+from .figures import box_links
 
 # CSV headers, one per download (PAIR: both texts' surprisal; PROMPTS: both prompts' next-token probabilities).
 SURPRISAL_HEADER = ["position", "id", "token", "surprisal_bits", "probability", "top_prediction",
@@ -35,9 +40,17 @@ def rounded(a, decimals: int = 5):
     return None if a is None else np.round(np.asarray(a, dtype=np.float64), decimals).tolist()
 
 
+def box_data(box: Box, links: dict[str, str | None]) -> dict:
+    """One box as a plain dict (its children nested), with `link`: the tab that opens it further (or None)."""
+    data = {f.name: getattr(box, f.name) for f in dataclasses.fields(box) if f.name != "children"}
+    return {**data, "children": [box_data(child, links) for child in box.children], "link": links[box.key]}
+
+
 def diagram_boxes(s, forward: ForwardPass) -> list[dict]:
     """The data-flow diagram of the pass as plain dicts (nested boxes with their shapes and parameter counts)."""
-    return [dataclasses.asdict(box) for box in diagram(s, forward)]
+    boxes = diagram(s, forward)
+    links = box_links(boxes)
+    return [box_data(box, links) for box in boxes]
 
 
 def _blank(value):

@@ -1,8 +1,10 @@
-"""Forward-pass views as pure functions: plain data in (dicts, arrays, token pieces), HTML or a plotly Figure out.
+"""Forward-pass views as pure functions: the inference dataclasses (ForwardPass, Diagram, Box) or their arrays
+and token pieces in, HTML or a plotly Figure out.
 
-The data-flow diagram is HTML (boxes a click can pick); the explanation of a picked box is written here
-from the box's real numbers. Every plot has a `*_summary` function beside it: one sentence with the plotted
-numbers, shown under the plot as its text alternative.
+The data-flow diagram is HTML (boxes a click can pick); the explanation of a picked box is the tab's text
+(assets/lessons/forward_boxes.yaml, handed in) filled with the box's real numbers. Which tab opens a box further
+is decided here (`box_links`): inference names no tab. Every plot has a `*_summary` function beside it: one
+sentence with the plotted numbers, shown under the plot as its text alternative.
 
 Colours (checked for colour-blind readers): lines and bars use Okabe-Ito colours, and the MLP bars also carry a
 hatch so the two bar series differ by more than hue; values that have a sign (embeddings, cosine similarity)
@@ -19,6 +21,10 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
+from inference.diagram import Box, Diagram
+from inference.forward import ForwardPass
+from inference.positions import PositionScheme
+
 FONT = dict(size=14, color="#222")
 AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
 GRID = dict(AXIS, showgrid=True, gridcolor="#e5e5e5")
@@ -34,6 +40,9 @@ KIND_TINT = {
     "lm_head": "#f9d3c4", "logits": "#f9d3c4", "softmax": "#f9d3c4", "module": "#f2f2f2",
 }
 TAB_NAMES = {"attention_tab": "Attention", "sampling_tab": "Sampling", "tokenizer_tab": "Tokenizer"}
+# The tab that opens a kind of box further (the steps inside the attention block inherit its tab: box_links).
+TAB_OF_KIND = {"ids": "tokenizer_tab", "attention": "attention_tab", "attn_weights": "attention_tab",
+               "rope": "attention_tab", "logits": "sampling_tab", "softmax": "sampling_tab", "lm_head": "sampling_tab"}
 MAX_SURPRISAL_COLOUR = 16.0  # bits: 1 in 65,536; anything rarer gets the darkest red
 
 
@@ -65,217 +74,171 @@ def _short(piece: str, limit: int = 12) -> str:
 # Data-flow diagram
 
 
-def _shapes(box: dict) -> str:
-    a, b = fmt_shape(box.get("in_shape")), fmt_shape(box.get("out_shape"))
+def box_links(boxes: list[Box]) -> dict[str, str | None]:
+    """Box key -> the tab that opens it further (None: no tab does). The steps inside the attention block (q, k,
+    v, o, their norms, RoPE, the weights) lead where the attention block does."""
+    links: dict[str, str | None] = {}
+
+    def walk(items, inherited):
+        for box in items:
+            link = TAB_OF_KIND.get(box.kind) or inherited
+            links[box.key] = link
+            walk(box.children, link if box.kind == "attention" else None)
+
+    walk(boxes, None)
+    return links
+
+
+def _shapes(box: Box) -> str:
+    a, b = fmt_shape(box.in_shape), fmt_shape(box.out_shape)
     if a and b and a != b:
         return f"{a} → {b}"
     return b or a
 
 
-def _sub_row(box: dict, selected: str | None) -> str:
-    cls = "fw-sub selected" if box["key"] == selected else "fw-sub"
-    params = fmt_params(box["params"]) if box["params"] else ""
-    return (f'<div class="{cls}" data-key="{html.escape(box["key"])}" title="click to explain" role="button" tabindex="0" '
-            f'style="background:{KIND_TINT.get(box["kind"], "#fff")}">'
-            f'<span class="fw-sub-name">{html.escape(box["title"])}</span>'
+def _sub_row(box: Box, selected: str | None) -> str:
+    cls = "fw-sub selected" if box.key == selected else "fw-sub"
+    params = fmt_params(box.params) if box.params else ""
+    return (f'<div class="{cls}" data-key="{html.escape(box.key)}" title="click to explain" role="button" tabindex="0" '
+            f'style="background:{KIND_TINT.get(box.kind, "#fff")}">'
+            f'<span class="fw-sub-name">{html.escape(box.title)}</span>'
             f'<span class="fw-shape">{html.escape(_shapes(box))}</span>'
             f'<span class="fw-params">{params}</span></div>')
 
 
-def _box(box: dict, selected: str | None, total: int) -> str:
-    cls = "fw-box selected" if box["key"] == selected else "fw-box"
-    share = f" · {_share(box['params'], total)} of the model" if total and box["params"] else ""
-    params = f'<span class="fw-params">{fmt_params(box["params"])} params{share}</span>' if box["params"] else ""
-    module = (f'<div class="fw-module">{html.escape(box["module"])} <i>{html.escape(box["module_class"])}</i></div>'
-              if box.get("module") else "")
-    detail = f'<div class="fw-detail">{html.escape(box["detail"])}</div>' if box.get("detail") else ""
+def _box(box: Box, selected: str | None, total: int) -> str:
+    cls = "fw-box selected" if box.key == selected else "fw-box"
+    share = f" · {_share(box.params, total)} of the model" if total and box.params else ""
+    params = f'<span class="fw-params">{fmt_params(box.params)} params{share}</span>' if box.params else ""
+    module = (f'<div class="fw-module">{html.escape(box.module)} <i>{html.escape(box.module_class)}</i></div>'
+              if box.module else "")
+    detail = f'<div class="fw-detail">{html.escape(box.detail)}</div>' if box.detail else ""
     shape = f'<div class="fw-shape">{html.escape(_shapes(box))}</div>' if _shapes(box) else ""
-    subs = "".join(_sub_row(c, selected) for c in box.get("children") or [])
+    subs = "".join(_sub_row(c, selected) for c in box.children)
     subs = f'<div class="fw-subs">{subs}</div>' if subs else ""
-    return (f'<div class="{cls} kind-{box["kind"]}" data-key="{html.escape(box["key"])}" role="button" tabindex="0" '
-            f'title="click to explain" style="background:{KIND_TINT.get(box["kind"], "#fff")}">'
-            f'<div class="fw-head"><b>{html.escape(box["title"])}</b>{params}</div>{module}{detail}{shape}{subs}</div>')
+    return (f'<div class="{cls} kind-{box.kind}" data-key="{html.escape(box.key)}" role="button" tabindex="0" '
+            f'title="click to explain" style="background:{KIND_TINT.get(box.kind, "#fff")}">'
+            f'<div class="fw-head"><b>{html.escape(box.title)}</b>{params}</div>{module}{detail}{shape}{subs}</div>')
 
 
 def _arrow(label: str = "") -> str:
     return f'<div class="fw-arrow">↓ <span>{html.escape(label)}</span></div>'
 
 
-def diagram_html(boxes: list[dict], selected: str | None, num_parameters: int) -> str:
+def diagram_html(diagram: Diagram, selected: str | None) -> str:
     """The forward pass top to bottom. The layer block frames one layer's steps (in the order they ran) and
     stands for all L layers; every box and sub-step carries data-key for a click."""
+    boxes, num_parameters = diagram.boxes, diagram.facts.num_parameters
     parts, stream_shape = [], None
     for i, box in enumerate(boxes):
         if i:
-            stream = stream_shape if boxes[i - 1]["kind"] == "positions" else boxes[i - 1].get("out_shape")
+            stream = stream_shape if boxes[i - 1].kind == "positions" else boxes[i - 1].out_shape
             parts.append(_arrow(fmt_shape(stream)))
-        if box["kind"] == "embedding":
-            stream_shape = box.get("out_shape")  # positions (added or rotated in) leave the stream's shape alone
-        if box["kind"] == "layers":
+        if box.kind == "embedding":
+            stream_shape = box.out_shape  # positions (added or rotated in) leave the stream's shape alone
+        if box.kind == "layers":
             inner = []
-            for j, child in enumerate(box["children"]):
+            for j, child in enumerate(box.children):
                 if j:
                     inner.append(_arrow())
                 inner.append(_box(child, selected, num_parameters))
-            cls = "fw-layers selected" if box["key"] == selected else "fw-layers"
+            cls = "fw-layers selected" if box.key == selected else "fw-layers"
             parts.append(
                 f'<div class="{cls}" data-key="layers" role="button" tabindex="0" title="click to explain">'
-                f'<div class="fw-layers-head"><b>{html.escape(box["title"])}</b>'
-                f'<span class="fw-params">{fmt_params(box["params"])} params · {_share(box["params"], num_parameters)} of the model</span></div>'
-                f'<div class="fw-detail">{html.escape(box["detail"])} · <code>{html.escape(box["module"])}</code></div>'
+                f'<div class="fw-layers-head"><b>{html.escape(box.title)}</b>'
+                f'<span class="fw-params">{fmt_params(box.params)} params · {_share(box.params, num_parameters)} of the model</span></div>'
+                f'<div class="fw-detail">{html.escape(box.detail)} · <code>{html.escape(box.module)}</code></div>'
                 f'<div class="fw-layer-body">{"".join(inner)}</div></div>'
             )
         else:
             parts.append(_box(box, selected, num_parameters))
-    total = sum(b["params"] for b in boxes)
+    total = diagram.params
     footer = (f'<div class="fw-total">Boxes add up to <b>{total:,}</b> parameters; the model reports '
               f'<b>{num_parameters:,}</b> (<code>model.num_parameters()</code>, tied weights counted once).</div>')
     return f'<div class="fw-diagram">{"".join(parts)}{footer}</div>'
 
 
-def find_box(boxes: list[dict], key: str) -> dict | None:
-    for box in boxes:
-        if box["key"] == key:
-            return box
-        found = find_box(box.get("children") or [], key)
-        if found:
-            return found
-    return None
+def _norm_where(diagram: Diagram, box: Box, where: dict[str, str]) -> str:
+    """Where a norm sits in the layer, in words ("" when the diagram cannot tell)."""
+    name = box.module.rsplit(".", 1)[-1]
+    if box.kind == "final_norm":
+        return where["final_norm"]
+    if box.module == diagram.mid_reader:
+        return where["mid_reader"]
+    if name in ("q_norm", "k_norm"):
+        return where[name]
+    if box.module == diagram.first_child:
+        return where["first_child"]
+    return where["post"] if name.startswith("post") else ""
 
 
-def _explain_text(box: dict, facts: dict) -> str:
-    """What a box does, in plain words with this model's numbers (markdown-free HTML paragraphs)."""
-    d, n, vocab = facts["hidden_size"], facts["n"], facts["vocab_size"]
-    heads, kv, head_dim = facts["num_heads"], facts["num_kv_heads"], facts["head_dim"]
-    kind, title, key = box["kind"], box["title"], box["key"]
-    name = box["module"].rsplit(".", 1)[-1] if box.get("module") else key
-    if kind == "ids":
-        return (f"The tokenizer turned the text into <b>{n} token ids</b>, whole numbers from 0 to {vocab - 1:,}. "
-                "They carry no meaning yet: each is just a row number into the embedding matrix.")
+def _explain_text(diagram: Diagram, box: Box, texts: dict) -> str:
+    """What a box does, in plain words with this model's numbers: a text of `texts` (the tab's
+    assets/lessons/forward_boxes.yaml) with the numbers filled in. HTML; every string from the model escaped."""
+    f, kind = diagram.facts, box.kind
+    name = box.module.rsplit(".", 1)[-1] if box.module else box.key
+    kv_s = "s" if f.num_kv_heads > 1 else ""
+    values = dict(
+        n=diagram.n, d=f.hidden_size, vocab=f.vocab_size, last_id=f.vocab_size - 1, heads=f.num_heads,
+        kv=f.num_kv_heads, kv_s=kv_s, head_dim=f.head_dim, intermediate=f.intermediate_size, params=box.params,
+        share=box.params / f.num_parameters, stream_shape=fmt_shape((diagram.n, f.hidden_size)),
+        out_shape=fmt_shape(box.out_shape), shapes=html.escape(_shapes(box)), repeat=box.repeat,
+        detail=html.escape(box.detail), title=html.escape(box.title),
+        summary=html.escape(diagram.positions.summary),
+    )
+    fill = lambda key, **more: texts[key].format(**values, **more)  # noqa: E731
     if kind == "embedding":
-        text = (f"<b>Embedding lookup.</b> Each id picks one row of the {vocab:,} × {d} embedding matrix: token id 0 "
-                f"gets row 0, and so on. The result is the <b>residual stream</b>: one vector of {d} numbers per token, "
-                f"{fmt_shape((n, d))} for this text. The matrix holds {box['params']:,} parameters, "
-                f"{box['params'] / facts['num_parameters']:.0%} of the whole model.")
-        if "scaled" in box.get("detail", ""):
-            text += f" This model multiplies the vectors by √{d} on the way in, so they start at a size the layers expect."
-        if facts.get("tied"):
-            text += " The LM head at the end reuses this same matrix (tied embeddings), so it is stored once."
+        text = fill("embedding")
+        if "scaled" in box.detail:
+            text += " " + fill("embedding_scaled")
+        if diagram.tied:
+            text += " " + fill("embedding_tied")
         return text
     if kind == "positions":
-        if facts["positions_kind"] == "rope":
-            return ("<b>Where each token is.</b> Attention by itself does not see word order. This model uses "
-                    f"<b>rotary position embeddings (RoPE)</b>: {html.escape(facts['positions_summary'])}. Inside every "
-                    "attention layer, each query and key vector is rotated by an angle proportional to its position, "
-                    "each pair of dimensions at its own speed. The score q·k then depends on how far apart two tokens "
-                    "are, not on where they sit. This module only computes the cos/sin tables "
-                    f"{fmt_shape(box.get('out_shape'))}: no parameters. The plot under <i>Embeddings and positions</i> "
-                    "shows how the score changes with distance.")
-        return ("<b>Where each token is.</b> This model <b>learns one vector per position</b> and adds it to the token "
-                f"embedding before the first layer ({box['params']:,} parameters).")
+        return fill("positions_rope" if diagram.positions.kind == "rope" else "positions_learned")
     if kind == "layers":
-        return (f"<b>The decoder layer</b>, repeated {box['repeat']} times, each copy with its own weights "
-                f"({html.escape(box['detail'])}). Every layer reads the residual stream and <b>adds</b> to it twice: "
-                "first the attention block (tokens exchange information), then the MLP (each token on its own). "
-                "The boxes inside show one layer in the order its modules ran in this pass. "
-                + ("Sliding-attention layers see only a window of recent tokens; full-attention layers see all of them."
-                   if "sliding" in box["detail"] else ""))
+        return fill("layers", sliding=fill("layers_sliding") if "sliding" in box.detail else "")
     if kind in ("norm", "final_norm"):
-        if kind == "final_norm":
-            where = "after the last layer, before the LM head"
-        elif name == facts.get("mid_reader"):
-            where = "before the MLP: it reads the stream right after the attention output was added"
-        elif name in ("q_norm", "k_norm"):
-            where = f"on each head's {'query' if name == 'q_norm' else 'key'} vector, before RoPE"
-        elif name == facts.get("first_child"):
-            where = "before attention: it reads the stream as the layer receives it"
-        elif name.startswith("post"):
-            where = "on the block's output, before it joins the stream"
-        else:
-            where = ""
-        cls = box.get("module_class") or "Norm"
-        how = ("divides each token's vector by its root mean square" if "rms" in cls.lower()
-               else "subtracts each token's mean and divides by its standard deviation")
-        where = f", {where}" if where else ""
-        return (f"<b>{html.escape(cls)}</b>{where}. It {how}, so every token arrives at a standard size, then "
-                f"multiplies each dimension by a learned weight ({box['params']:,} parameters). Norms keep the numbers "
-                "in a range the next step expects.")
+        module_class = box.module_class or "Norm"
+        where = _norm_where(diagram, box, texts["norm_where"])
+        how = texts["norm_how"]["rms" if "rms" in module_class.lower() else "mean"]
+        return fill("norm", module_class=html.escape(module_class), where=f", {where}" if where else "", how=how)
     if kind == "attention":
-        group = (f"Grouped-query attention: the {heads} query heads share {kv} key/value head{'s' if kv > 1 else ''}, "
-                 "so the KV cache stores fewer keys and values." if kv != heads else "")
-        return (f"<b>Self-attention</b> ({heads} heads of size {head_dim}). Each token makes a query, a key and a value; "
-                "a head scores every earlier token's key against the token's query, turns the scores into weights with a "
-                f"softmax, and mixes the values by those weights. {group} The output projection brings the heads' "
-                f"results back to {d} numbers per token. {box['params']:,} parameters per layer. "
-                "The Attention tab shows every head's weights for your text.")
+        grouped = fill("attention_grouped") if f.num_kv_heads != f.num_heads else ""
+        return fill("attention", grouped=grouped)
     if kind == "projection":
-        what = {
-            "q_proj": f"the <b>queries</b>: what each token is looking for, {heads} heads × {head_dim}",
-            "k_proj": f"the <b>keys</b>: what each token offers, {kv} head{'s' if kv > 1 else ''} × {head_dim}",
-            "v_proj": f"the <b>values</b>: what each token passes on when looked at, {kv} head{'s' if kv > 1 else ''} × {head_dim}",
-            "o_proj": f"the <b>output projection</b>: the heads' mixed values, concatenated, mapped back to {d}",
-            "gate_proj": "the <b>gate</b>: after the activation it decides how much of each hidden unit passes",
-            "up_proj": "the <b>up projection</b> into the MLP's wider hidden layer",
-            "down_proj": f"the <b>down projection</b> from the hidden layer back to {d} numbers per token",
-        }.get(name, "a learned linear map")
-        weights = ", ".join(f"{w} {fmt_shape(s)}" for w, s in box.get("weights") or [])
-        return (f"A linear layer computing {what}. Shapes in this pass: {html.escape(_shapes(box))}. "
-                f"Weights: {weights} = {box['params']:,} parameters.")
-    if kind == "rope":
-        return ("<b>RoPE rotation.</b> Before scoring, each query and key is rotated by its token's position (the "
-                "cos/sin tables from the rotary module). Rotating both means q·k only depends on their distance.")
-    if kind == "attn_weights":
-        return (f"<b>The attention weights.</b> Scores q·k/√{head_dim} for every pair of tokens, with the causal mask "
-                "hiding later tokens (−∞), then a softmax along each row: every row sums to 1. Shape in this pass "
-                f"{fmt_shape(box.get('out_shape'))} (heads × queries × keys). Each token's output is the weighted sum of "
-                "the values. The Attention tab draws these weights.")
-    if kind == "residual":
-        return ("<b>The residual add.</b> The block's output is <b>added</b> to the stream, not written over it: the "
-                "stream carries everything earlier layers put in, and each block only nudges it. <i>Residual stream</i> "
-                "below shows how big each nudge is, layer by layer.")
-    if kind == "mlp":
-        inter = facts["intermediate_size"]
-        return (f"<b>The feed-forward network (MLP)</b> works on each token separately: {d} → {inter:,} hidden units "
-                f"→ {d}. In this gated form, act(gate(x)) × up(x) is projected back down. It holds most of a layer's "
-                f"parameters ({box['params']:,}); much of what the model knows is stored here.")
+        what = texts["projection_what"].get(name, texts["projection_what"]["other"]).format(**values)
+        weights = ", ".join(f"{w} {fmt_shape(s)}" for w, s in box.weights)
+        return fill("projection", what=what, weights=weights)
     if kind == "activation":
-        return (f"<b>{html.escape(box.get('module_class') or 'Activation')}</b>: a non-linear function applied to each "
-                "hidden unit. Without it, the stacked linear layers would collapse into a single linear map.")
+        return fill("activation", module_class=html.escape(box.module_class or "Activation"))
     if kind == "lm_head":
-        tied = (" Its weight is the embedding matrix itself (tied), so it adds no parameters of its own."
-                if facts.get("tied") else f" {box['params']:,} parameters.")
-        return (f"<b>The LM head</b> scores every vocabulary entry: the dot product of the final hidden state with each "
-                f"of the {vocab:,} rows gives one number (a <b>logit</b>) per possible next token.{tied}")
-    if kind == "logits":
-        return (f"<b>Logits</b> {fmt_shape(box.get('out_shape'))}: at every position, one raw score per vocabulary entry "
-                "for the token that comes next. Only the last position's matter for generating; the others give "
-                "each token's surprisal below. The Sampling tab turns them into a choice: temperature, top-k, top-p.")
+        return fill("lm_head", own=" " + fill("lm_head_tied" if diagram.tied else "lm_head_own"))
     if kind == "softmax":
-        return ("<b>Softmax</b> turns the last position's logits into probabilities (exp, then divide by the sum). "
-                f"Here the most likely next token is {html.escape(box['detail'].split(': ', 1)[-1])}. Picking one and "
-                "turning its id back into text (<b>detokenization</b>) is one step of generation; the Sampling tab shows how.")
-    return f"{html.escape(title)}: {html.escape(box.get('detail') or '')}"
+        return fill("softmax", answer=html.escape(box.detail.split(": ", 1)[-1]))
+    if kind in ("ids", "rope", "attn_weights", "residual", "mlp", "logits"):
+        return fill(kind)
+    return fill("other")
 
 
-def explain_html(box: dict | None, facts: dict) -> str:
-    """The picked box: what it does, its module, weights and shapes; or how to use the diagram."""
+def explain_html(diagram: Diagram, box: Box | None, texts: dict, link: str | None = None) -> str:
+    """The picked box: what it does, its module, weights and shapes, and a button to the tab `link` that opens it
+    further; or (box None) how to use the diagram. `texts`: the tab's box explanations (forward_boxes.yaml)."""
     if box is None:
-        return ('<div class="fw-explain"><p><b>Click any box</b> of the diagram to see what it does, with this model\'s '
-                "numbers. Attention boxes lead to the Attention tab, the logits to the Sampling tab.</p></div>")
+        return f'<div class="fw-explain"><p>{texts["none"]}</p></div>'
     rows = []
-    if box.get("module"):
-        rows.append(f"<tr><th>module</th><td><code>{html.escape(box['module'])}</code> ({html.escape(box['module_class'])})</td></tr>")
+    if box.module:
+        rows.append(f"<tr><th>module</th><td><code>{html.escape(box.module)}</code> ({html.escape(box.module_class)})</td></tr>")
     if _shapes(box):
         rows.append(f"<tr><th>shape in this pass</th><td>{html.escape(_shapes(box))}</td></tr>")
-    for name, shape in box.get("weights") or []:
+    for name, shape in box.weights:
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{fmt_shape(shape)}</td></tr>")
-    if box.get("params"):
-        rows.append(f"<tr><th>parameters</th><td>{box['params']:,}</td></tr>")
+    if box.params:
+        rows.append(f"<tr><th>parameters</th><td>{box.params:,}</td></tr>")
     table = f'<table class="fw-facts">{"".join(rows)}</table>' if rows else ""
-    link = box.get("link")
     button = (f'<button class="fw-link" id="fw-open" data-tab="{html.escape(link)}">{html.escape(link_label(link))}</button>'
               if link else "")
-    return (f'<div class="fw-explain"><h4>{html.escape(box["title"])}</h4><p>{_explain_text(box, facts)}</p>{button}'
+    return (f'<div class="fw-explain"><h4>{html.escape(box.title)}</h4><p>{_explain_text(diagram, box, texts)}</p>{button}'
             f"{table}</div>")
 
 
@@ -287,8 +250,9 @@ def link_label(tab_id: str | None) -> str:
 # Embeddings and positions
 
 
-def embedding_strip(pieces: list[str], embeddings: np.ndarray, total_tokens: int) -> go.Figure:
+def embedding_strip(forward: ForwardPass) -> go.Figure:
     """Each token's embedding vector as one row of colour: embeddings [k, d] (blue negative, red positive)."""
+    pieces, embeddings, total_tokens = forward.tokens.pieces, forward.embeddings, forward.n
     k, d = embeddings.shape
     limit = float(np.percentile(np.abs(embeddings), 99)) or 1.0  # a few large values would wash out the rest
     labels = [f"{i}:{_short(p, 10)}" for i, p in enumerate(pieces[:k])]
@@ -308,8 +272,9 @@ def embedding_strip(pieces: list[str], embeddings: np.ndarray, total_tokens: int
     return fig
 
 
-def cosine_heatmap(pieces: list[str], embeddings: np.ndarray) -> go.Figure:
+def cosine_heatmap(forward: ForwardPass) -> go.Figure:
     """Cosine similarity between the tokens' embedding vectors [k, k]: 1 = same direction, 0 = unrelated."""
+    pieces, embeddings = forward.tokens.pieces, forward.embeddings
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
     sim = np.round(unit @ unit.T, 2)  # [k, k]
     k = len(sim)
@@ -334,10 +299,11 @@ def _hex_rgba(colour: str, alpha: float) -> str:
     return "rgba({},{},{},{})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)), alpha)
 
 
-def position_figure(kind: str, distances: np.ndarray, curves: dict[str, np.ndarray]) -> go.Figure:
+def position_figure(scheme: PositionScheme) -> go.Figure:
     """RoPE: q·k of one query/key pair (q = k) against the distance between their positions, relative to
     distance 0; curves [3, P] = mean, min, max over each distance bin (the band shows the ripples).
     Learned positions: how similar the position vectors t apart are."""
+    kind, distances, curves = scheme.kind, scheme.distances, scheme.curves
     colours = [ATTN_COLOUR, LENS_COLOUR, MLP_COLOUR, "#CC79A7"]
     fig = go.Figure()
     x = np.maximum(distances, 0.7).astype(np.float64)  # the log axis cannot show 0; distance 0 sits at 0.7
@@ -403,8 +369,9 @@ def updates_figure(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndar
     return fig
 
 
-def norms_heatmap(row_names: list[str], norms: np.ndarray, pieces: list[str]) -> go.Figure:
+def norms_heatmap(forward: ForwardPass) -> go.Figure:
     """|hidden state| per layer (rows, embeddings at the top) and token (columns), on a log colour scale."""
+    row_names, norms, pieces = forward.stages, forward.hidden_norms, forward.tokens.pieces
     rows, n = norms.shape
     step = max(1, -(-n // 48))
     ticks = list(range(0, n, step))
@@ -430,8 +397,16 @@ def norms_heatmap(row_names: list[str], norms: np.ndarray, pieces: list[str]) ->
     return fig
 
 
-def lens_figure(row_names: list[str], answer_probs: np.ndarray, top_pieces: list[str], answer: str) -> go.Figure:
+def _last_lens(forward: ForwardPass) -> tuple[list[str], np.ndarray, list[str], str]:
+    """The logit lens at the last position: stage names, p(final answer) per stage, each stage's top guess, the
+    final answer."""
+    lens = forward.lens
+    return forward.stages, forward.lens_answer_probs, [stage[-1][0] for stage in lens.top_pieces], lens.answer_pieces[-1]
+
+
+def lens_figure(forward: ForwardPass) -> go.Figure:
     """Logit lens at the last position: the probability each layer's stream gives the model's final answer."""
+    row_names, answer_probs, top_pieces, answer = _last_lens(forward)
     fig = go.Figure(go.Scatter(
         x=row_names, y=np.round(answer_probs, 4), mode="lines+markers", line=dict(color=LENS_COLOUR, width=2.5),
         customdata=top_pieces, hovertemplate="%{x}<br>p(" + html.escape(answer) + ") = %{y:.3f}<br>top guess: %{customdata}<extra></extra>",
@@ -471,28 +446,29 @@ def surprisal_text_colour(bits: float) -> str:
     return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
 
 
-def surprisal_html(pieces: list[str], bits: list[float | None], probs: list[float | None], expected: list[str | None],
-                   title: str, perplexity: float | None, mean_bits: float | None) -> str:
-    """The text as tokens, each coloured by its surprisal; hover for p and the model's top guess there."""
+def surprisal_html(forward: ForwardPass, expected: list[str], title: str) -> str:
+    """The text as tokens, each coloured by its surprisal; hover for p and the model's top guess there.
+    expected: the readable pieces of `forward.expected_ids` (the top guess at positions 0..n-2)."""
     spans = []
-    for i, piece in enumerate(pieces):
-        if bits[i] is None:
+    for i, piece in enumerate(forward.tokens.pieces):
+        if i == 0:
             tip = f"token #{i}: the first token, nothing before it to predict it from"
             spans.append(f'<span class="fw-tok first" title="{html.escape(tip)}">{html.escape(piece)}</span>')
         else:
-            b = bits[i]
-            tip = f"token #{i} {piece}\nsurprisal {b:.2f} bits (p = {probs[i]:.4g})\nmodel's top guess here: {expected[i]}"
+            bits = forward.surprisal_bits[i - 1]
+            b, p = float(bits), float(2.0 ** -bits)
+            tip = f"token #{i} {piece}\nsurprisal {b:.2f} bits (p = {p:.4g})\nmodel's top guess here: {expected[i - 1]}"
             fg = surprisal_text_colour(b)
             spans.append(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{fg}" '
                          f'title="{html.escape(tip)}">{html.escape(piece)}</span>')
         if piece.endswith("↵"):
             spans.append("<br>")
-    if perplexity is None:
+    if forward.perplexity is None:
         score = ('<div class="fw-ppl">Only one token: there is nothing to predict it from, so <b>no perplexity</b> '
                  "(it needs at least two tokens).</div>")
     else:
-        score = (f'<div class="fw-ppl">perplexity <b>{perplexity:,.2f}</b> · mean surprisal <b>{mean_bits:.2f}</b> '
-                 f"bits per token over {len(pieces) - 1} predicted tokens</div>")
+        score = (f'<div class="fw-ppl">perplexity <b>{forward.perplexity:,.2f}</b> · mean surprisal '
+                 f"<b>{forward.mean_bits:.2f}</b> bits per token over {forward.n - 1} predicted tokens</div>")
     return f'<div class="fw-surprisal"><h4>{html.escape(title)}</h4>{score}<div class="fw-tokens">{"".join(spans)}</div></div>'
 
 
@@ -504,17 +480,19 @@ def surprisal_legend_html() -> str:
             '<span class="fw-tok first">first token: not predicted</span></div>')
 
 
-def surprising_table_html(rows: list[dict]) -> str:
-    """The most surprising tokens: position, token, bits, p, and what the model expected instead."""
+def surprising_table_html(forward: ForwardPass, expected: list[str], k: int) -> str:
+    """The k most surprising tokens: position, token, bits, p, and what the model expected instead (expected: the
+    readable pieces of `forward.expected_ids`)."""
+    rows = []
+    for i in forward.most_surprising(k):
+        bits = forward.surprisal_bits[i - 1]
+        rows.append(f"<tr><td>#{i}</td><td><code>{html.escape(forward.tokens.pieces[i])}</code></td>"
+                    f"<td>{float(bits):.2f}</td><td>{float(2.0 ** -bits):.3g}</td><td><code>{html.escape(expected[i - 1])}"
+                    f"</code> ({float(forward.expected_probs[i - 1]):.0%})</td></tr>")
     if not rows:
         return ""
-    body = "".join(
-        f"<tr><td>#{r['position']}</td><td><code>{html.escape(r['token'])}</code></td><td>{r['bits']:.2f}</td>"
-        f"<td>{r['prob']:.3g}</td><td><code>{html.escape(r['expected'])}</code> ({r['expected_prob']:.0%})</td></tr>"
-        for r in rows
-    )
     return ('<table class="fw-table"><thead><tr><th>pos</th><th>token</th><th>bits</th><th>p</th>'
-            f"<th>the model expected</th></tr></thead><tbody>{body}</tbody></table>")
+            f"<th>the model expected</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -553,7 +531,8 @@ def _q(piece: str) -> str:
     return "“" + "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~" else c for c in piece) + "”"
 
 
-def embedding_strip_summary(pieces: list[str], embeddings: np.ndarray, total_tokens: int) -> str:
+def embedding_strip_summary(forward: ForwardPass) -> str:
+    pieces, embeddings, total_tokens = forward.tokens.pieces, forward.embeddings, forward.n
     k, d = embeddings.shape
     norms = np.linalg.norm(embeddings, axis=-1)  # [k]
     big, small = int(np.argmax(norms)), int(np.argmin(norms))
@@ -563,7 +542,8 @@ def embedding_strip_summary(pieces: list[str], embeddings: np.ndarray, total_tok
             f"(length {norms[big]:.2f}), the shortest to {_q(pieces[small])} ({norms[small]:.2f}).")
 
 
-def cosine_summary(pieces: list[str], embeddings: np.ndarray) -> str:
+def cosine_summary(forward: ForwardPass) -> str:
+    pieces, embeddings = forward.tokens.pieces, forward.embeddings
     k = len(embeddings)
     if k < 2:
         return "Only one token: there is no pair to compare."
@@ -583,7 +563,8 @@ def cosine_summary(pieces: list[str], embeddings: np.ndarray) -> str:
             f"{pair(hi)} ({values[hi]:.2f}), the least alike {pair(lo)} ({values[lo]:.2f}); {mean}.")
 
 
-def position_summary(kind: str, distances: np.ndarray, curves: dict[str, np.ndarray]) -> str:
+def position_summary(scheme: PositionScheme) -> str:
+    kind, distances, curves = scheme.kind, scheme.distances, scheme.curves
     if not curves:
         return ""
     parts = []
@@ -617,7 +598,8 @@ def updates_summary(layer_names: list[str], attn: np.ndarray | None, mlp: np.nda
             f"MLP update is the larger one in {bigger} of {len(layer_names)} layers.")
 
 
-def norms_summary(row_names: list[str], norms: np.ndarray, pieces: list[str]) -> str:
+def norms_summary(forward: ForwardPass) -> str:
+    row_names, norms, pieces = forward.stages, forward.hidden_norms, forward.tokens.pieces
     rows, n = norms.shape
     r, c = np.unravel_index(int(np.argmax(norms)), norms.shape)
     last = norms[:, -1]
@@ -627,7 +609,8 @@ def norms_summary(row_names: list[str], norms: np.ndarray, pieces: list[str]) ->
             f"{row_names[r]}.")
 
 
-def lens_summary(row_names: list[str], answer_probs: np.ndarray, top_pieces: list[str], answer: str) -> str:
+def lens_summary(forward: ForwardPass) -> str:
+    row_names, answer_probs, top_pieces, answer = _last_lens(forward)
     final = float(answer_probs[-1])
     above = np.flatnonzero(answer_probs >= 0.1)
     start = (f"first reaches 10% after {row_names[above[0]]}" if len(above) else "never reaches 10%")

@@ -1,11 +1,11 @@
 """Forward pass tab: the path from token ids to logits drawn from the loaded model, its embeddings and
 positions, the residual stream, surprisal and perplexity, and two prompts' next-token distributions.
 
-This module holds the layout, its wiring and the JSON endpoints; the event handlers live in `forward_events`
-and the CSV rows / JSON data of the downloads and endpoints in `forward_exports` (pure). One recorded model pass
-per text (cached in the session, `inference.forward.forward_pass`); clicking a box or re-drawing only reads that
-cached analysis. The lesson (assets/lessons/forward.md) sits at the top; the view is shareable as a link (text,
-chat, the picked box and the two comparisons) and every trace downloads as CSV/JSON.
+This module holds the layout and its wiring; the event handlers live in `events`, the JSON endpoints in `api`,
+the CSV rows / JSON data of the downloads and endpoints in `exports` (pure) and the views in `figures` (pure).
+One recorded model pass per text (cached in the session, `inference.forward.forward_pass`); clicking a box or
+re-drawing only reads that cached analysis. The lesson (assets/lessons/forward.md) sits at the top; the view is
+shareable as a link (text, chat, the picked box and the two comparisons) and every trace downloads as CSV/JSON.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ import json
 
 import gradio as gr
 
-from inference.errors import InputError
-from inference.forward import forward_pass
 from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS, MAX_TEXT_CHARS, SURPRISAL_TOP
 
-from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session, user_errors
-from .figures import surprisal_legend_html
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
+from ..share import share_link
+from ..teaching import LessonPanel
+from .api import forward_pass_api, surprisal_api
 from .events import (
     RUN_OUTPUTS, compare_prompts, compare_texts, on_model, open_tab, pick_box, run_forward,
 )
-from .exports import forward_data, surprisal_data
-from ..share import share_link
-from ..teaching import LessonPanel
+from .figures import surprisal_legend_html
+
+__all__ = ["TITLE", "build", "compare_prompts", "compare_texts", "forward_pass_api", "on_model", "open_tab",
+           "pick_box", "run_forward", "surprisal_api"]
 
 TITLE = "Forward pass"
 EXAMPLES = json.loads((ASSETS / "examples" / "forward.json").read_text())
@@ -108,36 +109,6 @@ element.addEventListener('click', (event) => {
   if (event.target.closest('.fw-link')) trigger('open_tab', {});
 });
 """
-
-
-# ---------------------------------------------------------------------------------------------------
-# JSON endpoints
-
-
-@user_errors
-def forward_pass_api(text: str, chat: bool = False) -> dict:
-    """One forward pass over a text (chat=True wraps it in the chat template), as data.
-
-    Returns the tokens, the data-flow diagram (every box with its module, weight shapes, parameter count and the
-    activation shapes of this pass; boxes sum to the model's parameter count), the positional scheme, per-layer
-    norms of the residual stream and of each attention and MLP update (rows = layers, columns = tokens), the
-    logit lens at the last token and the top next tokens."""
-    s = session()
-    return forward_data(s, forward_pass(s, text, chat))
-
-
-@user_errors
-def surprisal_api(text: str, chat: bool = False) -> dict:
-    """Per-token surprisal of a text: -log2 p(token | the tokens before it), in bits, and the perplexity.
-
-    The first token has no surprisal (null): nothing comes before it. Perplexity = 2 ** (mean bits) = exp(mean
-    negative log-likelihood), as exp(loss) of model(ids, labels=ids). A one-token text has none: an error says so."""
-    s = session()
-    forward = forward_pass(s, text, chat)
-    if forward.num_predicted == 0:
-        raise InputError("The text is a single token: perplexity needs at least two tokens (one to predict from, one "
-                         "to predict). Type a longer text.")
-    return {"model": s.model_id, **surprisal_data(s, forward), "max_tokens": MAX_FORWARD_TOKENS}
 
 
 def _download(label: str, elem_id: str) -> gr.DownloadButton:
