@@ -75,14 +75,18 @@ _LAYER_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def point_names(session) -> list[str]:
-    """Every hook point of the loaded model, in the order a forward pass reaches them."""
+    """Every hook point of the loaded model, in the order a forward pass reaches them (read once per model)."""
+    return list(session.analysis("hook_point_names", (), lambda: _point_names(session)))
+
+
+def _point_names(session) -> tuple[str, ...]:
     parts = anatomy(session)
     names = ["hook_embed"]
     for layer in range(parts.num_layers):
         names += [k.template.format(l=layer) for k in POINT_KINDS if "{l}" in k.template
                   and _available(parts, layer, k.template)]
     names += [n for n in ("ln_final.hook_normalized", "hook_logits") if n != "ln_final.hook_normalized" or parts.final_norm]
-    return names
+    return tuple(names)
 
 
 def _available(parts: Anatomy, layer: int, template: str) -> bool:
@@ -108,7 +112,7 @@ def kind_of(name: str) -> PointKind:
 def resolve(session, patterns: Iterable[str]) -> list[str]:
     """Hook point names from names or glob patterns ('blocks.*.hook_resid_pre'), checked against the model."""
     names = point_names(session)
-    known = set(names)
+    known = set(names)  # a few hundred names: rebuilt per call, but the list itself is cached
     out: list[str] = []
     for pattern in patterns:
         matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)] if any(c in pattern for c in "*?[") else (
