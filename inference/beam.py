@@ -19,7 +19,12 @@ transformers 5.23 (`GenerationMixin._beam_search`) runs, for one prompt and `num
    (early_stopping="never" with a positive penalty) is <= the worst finished score.
 
 We run exactly that, batched over beams with a `DynamicCache`, and keep the K candidates of every step
-(never the vocabulary) as tree nodes.
+(never the vocabulary) as tree nodes. `_search` is the loop; each step reads:
+
+    candidates   steps 2 and 3: the K candidates from the log-softmax running sums, and the k that go on
+    label        the K as tree nodes: finished, kept (a live beam's row next step) or pruned, and why
+    keep_best    step 4: the finished list keeps the num_beams best scores
+    stop_rule    step 5: why the search ends here ("" while it goes on)
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ from .limits import (
     MAX_PROMPT_TOKENS,
     MIN_LENGTH_PENALTY,
 )
-from .generation import eos_ids as eos_token_ids  # the same ids generate() stops on
-from .tokens import clean_text, readable_piece, token_to_bytes, tokenize
+from .generation import generate
+from .model.run import last_logits_only, new_cache
+from .model.vocab import eos_ids, pieces
+from .sampling import SamplingParams
+from .tokens import clean_text, tokenize
 
 NEG_INF_SCORE = -1.0e9  # transformers' "never pick this" score for beams that must not continue
 
@@ -199,172 +207,183 @@ def run_beam_search(session, prompt: str, num_beams: int, max_new_tokens: int, l
     return _search(session, prompt, bool(chat), num_beams, max_new_tokens, length_penalty, early_stopping, deadline)
 
 
-def _pieces(tokenizer, token_ids: list[int], special_ids: set[int]) -> list[str]:
-    tokens = tokenizer.convert_ids_to_tokens(token_ids)
-    return [
-        readable_piece(token_to_bytes(tokenizer, tok, tid in special_ids), tid in special_ids)[0]
-        for tid, tok in zip(token_ids, tokens)
-    ]
-
-
 def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping,
             deadline: Deadline | None = None) -> BeamTree:
+    """transformers' `_beam_search` for one prompt, step by step, every candidate kept as a node."""
     deadline = deadline or Deadline()
     view = tokenize(session, prompt, chat)
     if view.num_tokens > MAX_PROMPT_TOKENS:
         raise InputError(
             f"The prompt is {view.num_tokens:,} tokens; the limit is {MAX_PROMPT_TOKENS:,}. Shorten it and try again."
         )
-    model, tokenizer = session.model, session.tokenizer
-    special_ids = set(tokenizer.all_special_ids)
-    eos_ids = eos_token_ids(session)
+    model = session.model
+    eos = eos_ids(session)
     k = num_beams
-    num_candidates = max(2, 1 + len(eos_ids)) * k  # K: enough that k live beams remain if k candidates end
-    lp = length_penalty
-
-    root = BeamNode(id=0, parent=-1, step=-1, token_id=-1, piece="(prompt)", logprob=0.0, cum_logprob=0.0,
-                    status=ROOT, rank=0, reason="the prompt")
-    nodes: list[BeamNode] = [root]
+    num_candidates = max(2, 1 + len(eos)) * k  # K: enough that k live beams remain if k candidates end
+    nodes: list[BeamNode] = [BeamNode(id=0, parent=-1, step=-1, token_id=-1, piece="(prompt)", logprob=0.0,
+                                      cum_logprob=0.0, status=ROOT, rank=0, reason="the prompt")]
     live: list[int] = [0]  # node id of each live beam row
     finished: list[tuple[float, int]] = []  # (score, node id), best first, at most k
     started = time.perf_counter()
-    stop_reason = ""
     forward_rows = 0
-    step = 0
-    timed_out = False
 
     with session.lock, torch.inference_mode():
         device = session.device
-        eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=device)
+        eos_tensor = torch.tensor(eos, dtype=torch.long, device=device)
         input_ids = torch.tensor([view.ids], dtype=torch.long, device=device)  # [1, n]
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=model.config)
+        cache = new_cache(session)
         # Prefill one row, not k identical rows as generate() does: the other k-1 beams would start at -1e9
         # and never be picked at step 0; the cache is expanded to k rows by the first reorder.
         out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
+                    use_cache=True, **last_logits_only(model))
         logits = out.logits[:, -1, :].float()  # [1, V]
         del out
         running = torch.zeros(1, device=device)  # [rows] running log-prob sums
-        vocab = logits.shape[-1]
         attention = torch.ones(k, view.num_tokens + max_new_tokens, dtype=torch.long, device=device)
-        heuristic_open = True  # transformers' is_early_stop_heuristic_unsatisfied
 
         for step in range(max_new_tokens):
             gen_len = step + 1
-            log_probs = torch.log_softmax(logits, dim=-1)  # [rows, V]
-            totals = (log_probs + running[:, None]).reshape(-1)  # [rows * V] candidate running sums
-            top_totals, top_index = torch.topk(totals, num_candidates)  # [K] best first
-            top_beam = top_index // vocab  # [K] row each candidate extends
-            top_token = top_index % vocab  # [K]
-            top_logprob = log_probs.reshape(-1)[top_index]  # [K] the step's own log-prob
-            hits_stop = torch.isin(top_token, eos_tensor)  # [K] candidates that end on EOS
+            # The request's time limit ends the search here, as if max_new_tokens had been this step.
             timed_out = gen_len < max_new_tokens and deadline.expired
-            if gen_len >= max_new_tokens or timed_out:
-                # The length limit stops every candidate; so does the request's time limit, which ends the
-                # search here as if max_new_tokens had been this step.
-                hits_stop = torch.ones_like(hits_stop)
-            # Live beams for the next step: the best k that did not stop.
-            masked = top_totals + hits_stop.float() * NEG_INF_SCORE  # [K]
-            next_rank = torch.topk(masked, k).indices  # [k] ranks into the K candidates, best first
-            running = masked[next_rank]  # [k]
-            scores = top_totals / (gen_len**lp)  # [K] length-normalized, as transformers divides
-
-            totals_l, logprob_l, score_l = top_totals.tolist(), top_logprob.tolist(), scores.tolist()
-            beam_l, token_l, stop_l = top_beam.tolist(), top_token.tolist(), hits_stop.tolist()
-            eos_l = torch.isin(top_token, eos_tensor).tolist()
-            slot_of = {r: slot for slot, r in enumerate(next_rank.tolist()) if not stop_l[r]}
-            pieces = _pieces(tokenizer, token_l, special_ids)
-            new_live = [0] * k
-            new_finished = []
-            for r in range(num_candidates):
-                node = BeamNode(
-                    id=len(nodes), parent=live[beam_l[r]], step=step, token_id=token_l[r], piece=pieces[r],
-                    logprob=logprob_l[r], cum_logprob=totals_l[r], status=PRUNED, rank=r, score=score_l[r],
-                    eos=eos_l[r],
-                )
-                if stop_l[r] and r < k:
-                    node.status = FINISHED
-                    node.reason = ("ended on EOS in the top num_beams" if eos_l[r] else
-                                   "stopped by the time limit" if timed_out else "reached max new tokens")
-                    new_finished.append((score_l[r], node.id))
-                elif stop_l[r]:
-                    node.reason = (
-                        "ended on EOS but ranked outside the top num_beams" if eos_l[r]
-                        else "reached max new tokens outside the top num_beams"
-                    )
-                elif r in slot_of:
-                    node.status, node.beam = KEPT, slot_of[r]
-                    node.reason = f"one of the {k} best continuations: live beam {slot_of[r] + 1}"
-                    new_live[slot_of[r]] = node.id
-                else:
-                    node.reason = f"not among the {k} best continuations"
-                nodes.append(node)
-
-            # The finished list keeps the k best scores (new ones enter only while improvement is possible;
-            # otherwise the loop has already stopped).
-            merged = finished + new_finished
-            merged.sort(key=lambda item: -item[0])  # stable: at a tie the earlier hypothesis stays
-            for _, node_id in merged[k:]:
-                nodes[node_id].reason += "; displaced by better finished hypotheses"
-            finished = merged[:k]
-
-            # The early-stop heuristic: can the best live beam still beat the worst finished hypothesis?
-            hypothetical_len = max_new_tokens if (early_stopping == "never" and lp > 0.0) else gen_len
-            best_possible = (running[:1] / (hypothetical_len**lp)).item()
-            worst_finished = finished[-1][0] if len(finished) == k else NEG_INF_SCORE
-            heuristic_open = heuristic_open and best_possible > worst_finished
-
-            if timed_out:
-                stop_reason = (f"the server's time limit of {deadline.seconds:g} s per request: stopped after "
-                               f"{gen_len} of {max_new_tokens} tokens, the beams as they stood")
+            last = gen_len >= max_new_tokens or timed_out
+            found = candidates(logits, running, k, num_candidates, eos_tensor, last)
+            step_nodes = label(found, step, live, len(nodes), k, length_penalty, pieces(session, found.token_ids),
+                               "stopped by the time limit" if timed_out else "reached max new tokens")
+            nodes += step_nodes
+            finished = keep_best(finished, [(n.score, n.id) for n in step_nodes if n.status == FINISHED], k, nodes)
+            stop = stop_rule(step, max_new_tokens, k, found.running, finished, length_penalty, early_stopping,
+                             timed_out, deadline)
+            if stop:
                 break
-            if gen_len >= max_new_tokens:
-                stop_reason = f"reached max new tokens ({max_new_tokens})"
-                break
-            if early_stopping is True and len(finished) == k:
-                stop_reason = f"{k} hypotheses finished (early_stopping=True stops as soon as num_beams are done)"
-                break
-            if not heuristic_open:
-                stop_reason = (
-                    "the best live beam can no longer beat the worst finished hypothesis "
-                    f"(its score {best_possible:.3f} <= {worst_finished:.3f})"
-                )
-                break
-
             # Decode: one row per live beam, each with its parent's keys and values.
-            cache.reorder_cache(top_beam[next_rank])  # [k] parent rows; expands the 1-row prefill cache
-            live = new_live
-            next_tokens = top_token[next_rank][:, None]  # [k, 1]
-            cur = view.num_tokens + gen_len
-            out = model(input_ids=next_tokens, attention_mask=attention[:, : cur], past_key_values=cache,
-                        use_cache=True)
+            live = [n.id for n in sorted((n for n in step_nodes if n.status == KEPT), key=lambda n: n.beam)]
+            running = found.running  # [k]
+            cache.reorder_cache(found.rows[found.next_beams])  # [k] parent rows; expands the 1-row prefill cache
+            next_tokens = found.tokens[found.next_beams][:, None]  # [k, 1]
+            out = model(input_ids=next_tokens, attention_mask=attention[:, : view.num_tokens + gen_len],
+                        past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :].float()  # [k, V]
             del out
             forward_rows += k
 
-    hypotheses = []
-    for rank, (score, node_id) in enumerate(finished):
-        nodes[node_id].final_rank = rank
-        path = _path(nodes, node_id)
-        token_ids = [n.token_id for n in path]
-        hypotheses.append(Hypothesis(
-            token_ids=token_ids,
-            text=tokenizer.decode(token_ids, skip_special_tokens=True),
-            score=score,
-            sum_logprob=nodes[node_id].cum_logprob,
-            length=len(token_ids),
-            node=node_id,
-            ends_with_eos=nodes[node_id].eos,
-        ))
     return BeamTree(
         prompt=prompt, prompt_text=view.text, prompt_ids=list(view.ids), chat=chat, num_beams=k,
-        max_new_tokens=max_new_tokens, length_penalty=lp, early_stopping=early_stopping,
-        candidates_per_step=num_candidates, eos_ids=eos_ids, nodes=nodes, finished=hypotheses,
-        num_steps=step + 1, stop_reason=stop_reason, forward_rows=forward_rows,
-        seconds=time.perf_counter() - started, timed_out=timed_out,
+        max_new_tokens=max_new_tokens, length_penalty=length_penalty, early_stopping=early_stopping,
+        candidates_per_step=num_candidates, eos_ids=eos, nodes=nodes,
+        finished=_hypotheses(session, nodes, finished), num_steps=step + 1, stop_reason=stop,
+        forward_rows=forward_rows, seconds=time.perf_counter() - started, timed_out=timed_out,
     )
+
+
+@dataclass
+class Candidates:
+    """One step's K best continuations over all live beams, best first (transformers'
+    `_get_top_k_continuations`), and the k of them that go on (`_get_running_beams_for_next_iteration`)."""
+
+    totals: torch.Tensor  # [K] running sum of log-probs: the parent's sum plus the step's log-prob
+    logprobs: torch.Tensor  # [K] the step's own log-prob
+    rows: torch.Tensor  # [K] the live-beam row each extends
+    tokens: torch.Tensor  # [K]
+    eos: torch.Tensor  # [K] ends on an EOS id
+    stops: torch.Tensor  # [K] ends the hypothesis: EOS, or every candidate at the last step
+    next_beams: torch.Tensor  # [k] ranks (into the K) of the next live beams, best first
+    running: torch.Tensor  # [k] their running sums (minus 1e9 where a stopped one had to fill a row)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.tokens.tolist()
+
+
+def candidates(logits: torch.Tensor, running: torch.Tensor, k: int, num_candidates: int, eos: torch.Tensor,
+               last: bool) -> Candidates:
+    """logits [rows, V] of the live beams and their running sums [rows] -> the step's K candidates."""
+    log_probs = torch.log_softmax(logits, dim=-1)  # [rows, V]
+    vocab = log_probs.shape[-1]
+    totals, index = torch.topk((log_probs + running[:, None]).reshape(-1), num_candidates)  # [K] over rows * V
+    tokens = index % vocab  # [K]
+    ends_on_eos = torch.isin(tokens, eos)  # [K]
+    stops = torch.ones_like(ends_on_eos) if last else ends_on_eos  # [K]
+    masked = totals + stops.float() * NEG_INF_SCORE  # [K] a stopped candidate never goes on
+    next_beams = torch.topk(masked, k).indices  # [k]
+    return Candidates(totals=totals, logprobs=log_probs.reshape(-1)[index], rows=index // vocab, tokens=tokens,
+                      eos=ends_on_eos, stops=stops, next_beams=next_beams, running=masked[next_beams])
+
+
+def label(found: Candidates, step: int, live: list[int], first_id: int, k: int, length_penalty: float,
+          token_pieces: list[str], stop_words: str) -> list[BeamNode]:
+    """The K candidates as tree nodes, best first: finished (stopped and ranked in the top k), kept (one of the
+    k next live beams, `beam` = its row next step) or pruned, each with the reason in words.
+
+    `live`: node id of each row the candidates extend; `first_id`: the first node's id; `stop_words`: why a
+    candidate that did not end on EOS stopped (the last step, or the time limit)."""
+    totals, logprobs = found.totals.tolist(), found.logprobs.tolist()
+    scores = (found.totals / ((step + 1) ** length_penalty)).tolist()  # length-normalized, as transformers divides
+    rows, tokens, eos, stops = found.rows.tolist(), found.tokens.tolist(), found.eos.tolist(), found.stops.tolist()
+    row_of = {rank: row for row, rank in enumerate(found.next_beams.tolist()) if not stops[rank]}
+    nodes = []
+    for r in range(len(totals)):
+        node = BeamNode(id=first_id + r, parent=live[rows[r]], step=step, token_id=tokens[r], piece=token_pieces[r],
+                        logprob=logprobs[r], cum_logprob=totals[r], status=PRUNED, rank=r, score=scores[r], eos=eos[r])
+        if stops[r] and r < k:
+            node.status = FINISHED
+            node.reason = "ended on EOS in the top num_beams" if eos[r] else stop_words
+        elif stops[r]:
+            node.reason = ("ended on EOS but ranked outside the top num_beams" if eos[r]
+                           else "reached max new tokens outside the top num_beams")
+        elif r in row_of:
+            node.status, node.beam = KEPT, row_of[r]
+            node.reason = f"one of the {k} best continuations: live beam {row_of[r] + 1}"
+        else:
+            node.reason = f"not among the {k} best continuations"
+        nodes.append(node)
+    return nodes
+
+
+def keep_best(finished: list[tuple[float, int]], new: list[tuple[float, int]], k: int,
+              nodes: list[BeamNode]) -> list[tuple[float, int]]:
+    """The finished list keeps the k best scores (`_update_finished_beams`); at a tie the earlier hypothesis
+    stays. New ones enter only while improvement is possible; otherwise the search has already stopped."""
+    merged = sorted(finished + new, key=lambda item: -item[0])  # stable
+    for _, node_id in merged[k:]:
+        nodes[node_id].reason += "; displaced by better finished hypotheses"
+    return merged[:k]
+
+
+def stop_rule(step: int, max_new_tokens: int, k: int, running: torch.Tensor, finished: list[tuple[float, int]],
+              length_penalty: float, early_stopping: bool | str, timed_out: bool, deadline: Deadline) -> str:
+    """Why the search ends after `step`, in words; "" while it goes on. `running` [k]: the next live beams'
+    sums, best first. transformers' `_beam_search_has_unfinished_sequences` with `_check_early_stop_heuristic`."""
+    gen_len = step + 1
+    if timed_out:
+        return (f"the server's time limit of {deadline.seconds:g} s per request: stopped after {gen_len} of "
+                f"{max_new_tokens} tokens, the beams as they stood")
+    if gen_len >= max_new_tokens:
+        return f"reached max new tokens ({max_new_tokens})"
+    if early_stopping is True and len(finished) == k:
+        return f"{k} hypotheses finished (early_stopping=True stops as soon as num_beams are done)"
+    # Can the best live beam still beat the worst finished hypothesis? Its score as if it ended now, or with
+    # early_stopping="never" and a positive penalty (longer scores higher) at the longest it may grow.
+    hypothetical_len = max_new_tokens if (early_stopping == "never" and length_penalty > 0.0) else gen_len
+    best_possible = (running[:1] / (hypothetical_len**length_penalty)).item()
+    worst_finished = finished[-1][0] if len(finished) == k else NEG_INF_SCORE
+    if best_possible <= worst_finished:
+        return ("the best live beam can no longer beat the worst finished hypothesis "
+                f"(its score {best_possible:.3f} <= {worst_finished:.3f})")
+    return ""
+
+
+def _hypotheses(session, nodes: list[BeamNode], finished: list[tuple[float, int]]) -> list[Hypothesis]:
+    """The finished (score, node id), best first, as hypotheses; their end nodes get their final rank."""
+    hypotheses = []
+    for rank, (score, node_id) in enumerate(finished):
+        end = nodes[node_id]
+        end.final_rank = rank
+        token_ids = [n.token_id for n in _path(nodes, node_id)]
+        hypotheses.append(Hypothesis(
+            token_ids=token_ids, text=session.tokenizer.decode(token_ids, skip_special_tokens=True), score=score,
+            sum_logprob=end.cum_logprob, length=len(token_ids), node=node_id, ends_with_eos=end.eos,
+        ))
+    return hypotheses
 
 
 def _path(nodes: list[BeamNode], node_id: int) -> list[BeamNode]:
@@ -454,40 +473,24 @@ def sequence_logprobs(session, prompt_ids: list[int], token_ids: list[int]) -> l
         return []
     with session.lock, torch.inference_mode():
         ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long, device=session.device)  # [1, n+m]
-        logits = session.model(input_ids=ids, use_cache=False).logits[0].float()  # [n+m, V]
-        log_probs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)  # [m, V] predicting each new token
+        m = len(token_ids)
+        out = session.model(input_ids=ids, use_cache=False, **last_logits_only(session.model, m + 1))
+        logits = out.logits[0, -(m + 1) : -1].float()  # [m, V]: the positions predicting each new token
+        log_probs = torch.log_softmax(logits, dim=-1)  # [m, V]
         picked = log_probs.gather(1, ids[0, len(prompt_ids) :, None])[:, 0]  # [m]
         return picked.tolist()
 
 
-def _decode_with_generation(session, prompt, chat, max_new_tokens, temperature, seed) -> list[int]:
+def _decode(session, prompt, chat, max_new_tokens, temperature, seed) -> list[int]:
     """Tokens from the app's own generation pipeline (inference.generation), EOS included."""
-    from .generation import generate
-    from .sampling import SamplingParams
-
     params = SamplingParams(temperature=temperature, top_k=0, top_p=1.0, seed=seed)
-    trace = generate(session, prompt, params, max_new_tokens, chat=chat)
-    return list(trace.token_ids)
+    return list(generate(session, prompt, params, max_new_tokens, chat=chat).token_ids)
 
 
-def _decode_with_transformers(session, prompt_ids, max_new_tokens, sample, seed) -> list[int]:
-    """Fallback when inference.generation is unavailable: model.generate, seeded in a forked RNG so the
-    global random state of the process is left as it was."""
-    with session.lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=session.device)
-        out = session.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=sample,
-            num_beams=1, top_k=0 if sample else None, top_p=1.0 if sample else None,
-            temperature=1.0 if sample else None,
-        )
-    return out[0, len(prompt_ids):].tolist()
-
-
-def _finish(session, method, detail, prompt_ids, token_ids, eos_ids, length_penalty) -> Decoded:
-    if eos_ids:
+def _finish(session, method, detail, prompt_ids, token_ids, eos, length_penalty) -> Decoded:
+    if eos:
         for i, tid in enumerate(token_ids):  # the hypothesis ends at its first EOS (padding may follow)
-            if tid in eos_ids:
+            if tid in eos:
                 token_ids = token_ids[: i + 1]
                 break
     logprobs = sequence_logprobs(session, prompt_ids, token_ids)
@@ -497,7 +500,7 @@ def _finish(session, method, detail, prompt_ids, token_ids, eos_ids, length_pena
         method=method, token_ids=token_ids,
         text=session.tokenizer.decode(token_ids, skip_special_tokens=True),
         sum_logprob=total, length=length, score=total / (length**length_penalty) if length else 0.0,
-        ends_with_eos=bool(token_ids) and token_ids[-1] in eos_ids, detail=detail,
+        ends_with_eos=bool(token_ids) and token_ids[-1] in eos, detail=detail,
     )
 
 
@@ -517,19 +520,13 @@ def compare_decoders(session, prompt: str, max_new_tokens: int, length_penalty: 
 
 
 def _compare(session, prompt, chat, max_new_tokens, length_penalty, seed) -> list[Decoded]:
-    view = tokenize(session, prompt, chat)
-    prompt_ids = list(view.ids)
-    eos_ids = eos_token_ids(session)
-    try:
-        greedy = _decode_with_generation(session, prompt, chat, max_new_tokens, 0.0, seed)
-        sampled = _decode_with_generation(session, prompt, chat, max_new_tokens, 1.0, seed)
-        how = "the app's generation pipeline (inference.generation)"
-    except ImportError:
-        greedy = _decode_with_transformers(session, prompt_ids, max_new_tokens, False, seed)
-        sampled = _decode_with_transformers(session, prompt_ids, max_new_tokens, True, seed)
-        how = "model.generate"
+    prompt_ids = list(tokenize(session, prompt, chat).ids)
+    eos = eos_ids(session)
+    greedy = _decode(session, prompt, chat, max_new_tokens, 0.0, seed)
+    sampled = _decode(session, prompt, chat, max_new_tokens, 1.0, seed)
+    how = "the app's generation pipeline (inference.generation)"
     return [
-        _finish(session, "greedy", f"argmax every step, via {how}", prompt_ids, greedy, eos_ids, length_penalty),
+        _finish(session, "greedy", f"argmax every step, via {how}", prompt_ids, greedy, eos, length_penalty),
         _finish(session, "sampled", f"temperature 1, no top-k/top-p, seed {seed}, via {how}", prompt_ids, sampled,
-                eos_ids, length_penalty),
+                eos, length_penalty),
     ]

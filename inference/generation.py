@@ -13,11 +13,14 @@ A step record keeps the small things the views need (top candidates per stage, s
 draw, timings, KV-cache length) and never the whole vocabulary. Only the logits of recent steps are kept,
 in a small bounded store shared through `session.analysis`, so that moving a slider re-applies the
 pipeline without a model call.
+
+The model itself is reached through `inference.model` only: `run.forward_last` (one pass, last position's
+logits), `run.new_cache` (the KV cache), `vocab.eos_ids` and `vocab.token_texts`. `sampling_run.SamplingRun`
+drives the same steps one at a time, forwards and back, as a student explores a run.
 """
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import threading
 import time
@@ -30,6 +33,8 @@ import torch
 from .deadline import Deadline
 from .errors import InputError
 from .limits import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_SEED, MAX_STOP_CHARS, MAX_STOP_SEQUENCES, REQUEST_SECONDS
+from .model.run import forward_last, new_cache
+from .model.vocab import eos_ids, token_texts
 from .sampling import (
     Draw,
     LogitsTrace,
@@ -41,7 +46,7 @@ from .sampling import (
     sample_counts,
     summarize,
 )
-from .tokens import readable_piece, token_to_bytes, tokenize
+from .tokens import tokenize
 
 TOP_N = 10  # candidates per stage kept in a step record
 CDF_TOP = 20  # tokens of the final distribution kept for the CDF view; the rest is one bar
@@ -152,16 +157,6 @@ class GenerationTrace:
 # Inputs
 
 
-def eos_ids(session) -> list[int]:
-    """The tokens that end a run: generation_config's eos_token_id (one or a list), else the tokenizer's."""
-    eos = getattr(session.model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = session.tokenizer.eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
-
-
 def prompt_ids(session, prompt: str, chat: bool = True) -> list[int]:
     """The prompt's token ids as the model receives them (in the chat template when chat), within the cap."""
     ids = tokenize(session, prompt, chat).ids
@@ -217,55 +212,7 @@ def uniform_at(seed: int, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Token text
-
-
-def _special_ids(tokenizer) -> set[int]:
-    return set(tokenizer.all_special_ids)
-
-
-def token_texts(session, ids: Sequence[int]) -> tuple[list[str], list[str]]:
-    """(readable pieces, real texts) of single tokens. A token holding part of a UTF-8 character shows
-    its bytes as ‹E4 BD›; special tokens show their name."""
-    tokenizer = session.tokenizer
-    special = _special_ids(tokenizer)
-    pieces, texts = [], []
-    for i, token in zip(ids, tokenizer.convert_ids_to_tokens(list(ids))):
-        token = token if token is not None else f"<{i}>"
-        raw = token_to_bytes(tokenizer, token, i in special)
-        piece, partial = readable_piece(raw, i in special)
-        pieces.append(piece)
-        texts.append(piece if (partial or i in special) else raw.decode("utf-8"))
-    return pieces, texts
-
-
-# ---------------------------------------------------------------------------------------------------
-# The model calls
-
-
-def _supports_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def forward_last(session, ids: Sequence[int], cache=None) -> tuple[torch.Tensor, float]:
-    """Run `ids` through the model (appending to `cache` when given); the last position's logits [V] in
-    float32 and the pass's wall time. Holds the session lock: one model call at a time."""
-    model = session.model
-    input_ids = torch.tensor([list(ids)], dtype=torch.long, device=session.device)  # [1, n]
-    kwargs = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
-    with session.lock, torch.inference_mode():
-        start = time.perf_counter()
-        out = model(input_ids=input_ids, past_key_values=cache, use_cache=cache is not None, **kwargs)
-        logits = out.logits[0, -1].to(dtype=torch.float32, copy=True)  # [V], like generate()
-        if logits.is_cuda:
-            torch.cuda.synchronize()
-        return logits, time.perf_counter() - start
-
-
-def new_cache(session):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=session.model.config)
+# Stored logits
 
 
 class LogitsStore:

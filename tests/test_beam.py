@@ -12,10 +12,10 @@ import torch
 
 from components.beam.figures import hypotheses_table, lane_layout, step_figure
 from inference.beam import (
-    FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree, Hypothesis, beam_search, compare_decoders, eos_token_ids,
-    to_dict,
+    FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree, Hypothesis, beam_search, compare_decoders, to_dict,
 )
 from inference.errors import InputError
+from inference.model.vocab import eos_ids
 from inference.tokens import tokenize
 
 # (prompt, num_beams, max_new_tokens, length_penalty, early_stopping, chat): short budgets keep it fast.
@@ -42,7 +42,7 @@ def reference(session, prompt, num_beams, max_new_tokens, length_penalty, early_
             do_sample=False, output_scores=True, return_dict_in_generate=True, top_k=None, top_p=None,
             temperature=None, repetition_penalty=None, no_repeat_ngram_size=None, min_new_tokens=None,
         )
-    eos = set(eos_token_ids(session))
+    eos = set(eos_ids(session))
     hyps = []
     for seq, score in zip(out.sequences[:, ids.shape[1]:].tolist(), out.sequences_scores.tolist()):
         for i, tid in enumerate(seq):  # shorter hypotheses are padded after their EOS

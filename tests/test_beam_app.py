@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 
-from components.beam import layout as beam_tab
+import gradio as gr
+
+from components.beam import events as beam_events
 from components.beam.figures import step_figure_summary
 from components.teaching import load_lesson
 from inference.beam import beam_search
@@ -54,43 +56,48 @@ def test_api_bad_input_is_one_clear_sentence(client, kwargs, words):
 
 
 def named(out) -> dict:
-    return dict(zip(beam_tab.VIEW_NAMES, out))
+    return dict(zip(beam_events.VIEW_NAMES, out))
+
+
+def frame(out) -> dict:
+    return dict(zip(beam_events.FRAME_NAMES, out))
 
 
 def test_events_step_through_the_cached_tree(session):
-    out = named(beam_tab.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False"))
+    out = named(beam_events.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False"))
     request = out["request"]
     tree = beam_search(session, **DEFAULT)
     assert out["step"].maximum == tree.num_steps and "Stopped" in out["summary"] and len(out["table"]) == 4
     assert out["tree_alt"] == step_figure_summary(tree, tree.num_steps) and "finished hypotheses" in out["tree_alt"]
     # Play at the last step starts over from the prompt; each tick shows one more step.
-    timer, button, playing, slider, fig, alt = beam_tab.play_pause(tree.num_steps, request, False)
-    assert timer.active and playing and slider.value == 0 and button.value == beam_tab.PAUSE
-    assert alt.startswith("The prompt")
-    slider, fig, alt, timer, button, playing = beam_tab.tick(0, request, True)
-    assert slider.value == 1 and timer.active and playing and alt.startswith("Step 1 of")
-    slider, fig, alt, timer, button, playing = beam_tab.tick(tree.num_steps - 1, request, True)
-    assert slider.value == tree.num_steps and not timer.active and not playing and button.value == beam_tab.PLAY
+    f = frame(beam_events.play_pause(tree.num_steps, request, False))
+    assert f["timer"].active and f["playing"] and f["step"].value == 0 and f["play"].value == beam_events.PAUSE
+    assert f["tree_alt"].startswith("The prompt")
+    f = frame(beam_events.tick(0, request, True))
+    assert f["step"].value == 1 and f["timer"].active and f["playing"] and f["tree_alt"].startswith("Step 1 of")
+    f = frame(beam_events.tick(tree.num_steps - 1, request, True))
+    assert f["step"].value == tree.num_steps and not f["timer"].active and not f["playing"]
+    assert f["play"].value == beam_events.PLAY
     # Pause stops the timer.
-    timer, button, playing, *_ = beam_tab.play_pause(3, request, True)
-    assert not timer.active and not playing
+    f = frame(beam_events.play_pause(3, request, True))
+    assert not f["timer"].active and not f["playing"]
 
 
 def test_predict_first_hides_the_tree_and_results_until_reveal(session):
-    hidden = named(beam_tab.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False", True))
+    hidden = named(beam_events.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False", True))
     assert hidden["hidden"] is True and hidden["tree"] is None and hidden["summary"] == "" and hidden["tree_alt"] == ""
     assert hidden["table"].empty and hidden["results"].visible is False and "Reveal" in hidden["hidden_note"].value
     assert hidden["tree_json"].value is None and hidden["hypotheses_csv"].value is None
-    assert beam_tab.run_compare(hidden["request"], 0, True).empty
+    assert beam_events.run_compare(hidden["request"], 0, True).empty
     # Frames stay hidden too.
-    assert beam_tab.show_step(3, hidden["request"], True) == (beam_tab.gr.skip(), beam_tab.gr.skip())
-    shown = named(beam_tab.reveal(hidden["request"], True))
+    assert beam_events.show_step(3, hidden["request"], True) == (gr.skip(), gr.skip())
+    shown = named(beam_events.reveal(hidden["request"], True))
     tree = beam_search(session, **DEFAULT)
     assert shown["hidden"] is False and shown["tree"] is not None and tree.finished[0].text in shown["summary"]
 
 
 def test_downloads_equal_the_endpoint(client, session):
-    out = named(beam_tab.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False"))
+    out = named(beam_events.run_search(DEFAULT["prompt"], True, 4, 12, 1.0, "False"))
     api = client.predict(prompt=DEFAULT["prompt"], num_beams=4, max_new_tokens=12, length_penalty=1.0,
                          early_stopping="false", chat=True, api_name="/beam_search")
     with open(path_of(out["tree_json"]), encoding="utf-8") as f:
@@ -120,8 +127,8 @@ def test_the_length_penalty_tries_crown_different_answers(session):
 
 
 def test_comparison_rows(session):
-    request = beam_tab._request(DEFAULT["prompt"], True, 4, 12, 1.0, "False")
-    table = beam_tab.run_compare(request, 0)
+    request = beam_events.search_request(DEFAULT["prompt"], True, 4, 12, 1.0, "False")
+    table = beam_events.run_compare(request, 0)
     assert len(table) == 3 and table["method"].iloc[1] == "greedy" and "sampled" in table["method"].iloc[2]
 
 

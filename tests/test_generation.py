@@ -22,6 +22,7 @@ from inference.generation import (
     uniform_at,
 )
 from inference.sampling import SamplingParams, draw_token
+from inference.sampling_run import SamplingRun, Settings
 
 PROMPT = "Write one sentence about the sea."
 GREEDY = SamplingParams(temperature=0)
@@ -208,3 +209,25 @@ def test_bad_generation_arguments(session, kwargs, words):
     with pytest.raises(InputError) as info:
         generate(session, kwargs.pop("prompt"), GREEDY, **kwargs)
     assert words in str(info.value)
+
+
+def test_a_run_driven_by_hand_agrees_with_generate(session):
+    """Steps (exact prefix), running on (KV cache), what-if and going back: the same tokens and draws as one
+    `generate` with the seed, and the run ends by generate's own stop rule."""
+    params = SamplingParams(temperature=0.9, top_k=40, seed=21)
+    settings = Settings(params, max_new_tokens=6)
+    full = generate(session, PROMPT, params, 6)
+    run = SamplingRun.start(session, PROMPT, seed=21)
+    for _ in range(2):
+        run.step(session, settings)
+    assert run.token_ids == full.token_ids[:2] and [t.draw for t in run.tokens] == [s.draw for s in full.steps[:2]]
+    steps, trace = run.run_on(session, settings)
+    assert [r.token_id for r in steps] == full.token_ids[2:] and trace.steps[0].phase == "prefill"
+    assert run.token_ids == full.token_ids and run.stop_reason == full.stop_reason and run.done
+    with pytest.raises(RuntimeError):
+        run.step(session, settings)
+    other = next(c for c in full.steps[1].candidates if c != full.token_ids[1])
+    run.branch(session, 1, other, settings)
+    assert run.token_ids == [full.token_ids[0], other] and run.tokens[1].forced and not run.done
+    run.truncate(1)
+    assert run.token_ids == full.token_ids[:1] and not run.done

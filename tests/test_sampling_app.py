@@ -65,11 +65,11 @@ def model_logits(session, prompt, chat=True):
 def test_step_rerender_branch_and_show_step(session):
     out = named(ev.on_reset(*controls()))
     state = out["state"]
-    assert state["ids"] == [] and state["view"] == 0 and state["seed"] == 7
+    assert state.run.token_ids == [] and state.view == 0 and state.run.seed == 7
     for _ in range(3):
         out = named(ev.on_step(state, *controls()))
         state = out["state"]
-    assert len(state["ids"]) == 3 and state["view"] == 2 and out["steps"] == 3
+    assert len(state.run.tokens) == 3 and state.view == 2 and out["steps"] == 3
     assert out["text"].count('class="smp-tok') == 4  # three tokens and the 'next' cursor
     assert "Step 3" in out["status"] and "u = " in out["status"]
     assert len(out["waterfall"].data) == 5  # raw, repetition, temperature, top_k, top_p
@@ -78,39 +78,40 @@ def test_step_rerender_branch_and_show_step(session):
     # The text alternatives carry the figures' real numbers.
     assert "49,152 possible tokens" in out["waterfall_alt"]
     assert "repetition penalty, temperature, top-k, top-p" in out["waterfall_alt"]
-    assert f"u = {state['us'][2]:.3f}" in out["draw_alt"] and "In 100 draws" in out["draw_alt"]
+    assert f"u = {state.run.tokens[2].draw:.3f}" in out["draw_alt"] and "In 100 draws" in out["draw_alt"]
 
     # A slider moves: the pipeline is re-applied to the stored logits, the model does not run.
     with mock.patch.object(generation, "forward_last", side_effect=AssertionError("the model ran")):
         hotter = named(ev.on_rerender(state, *controls(values=[1.8, 40, 0.9, 0.0, 1.1, 0.0, 0.0])))
-    assert hotter["state"]["ids"] == state["ids"] and "s / 1.8" in hotter["table"]
+    assert hotter["state"].run.token_ids == state.run.token_ids and "s / 1.8" in hotter["table"]
 
     # What-if at step 2: take the second-best candidate there; later tokens are dropped.
     viewed = named(ev.on_show_step(gr.EventData(None, {"step": 1}), state, *controls()))
-    assert viewed["state"]["view"] == 1 and "Step 2" in viewed["status"]
+    assert viewed["state"].view == 1 and "Step 2" in viewed["status"]
     whatif = viewed["whatif"]
     choices = whatif["choices"] if isinstance(whatif, dict) else whatif.choices
-    alternative = [value for _, value in choices if value != state["ids"][1]][0]
+    alternative = [value for _, value in choices if value != state.run.token_ids[1]][0]
     branched = named(ev.on_branch(viewed["state"], alternative, *controls()))
     new_state = branched["state"]
-    assert new_state["ids"] == [state["ids"][0], alternative] and new_state["forced"] == [False, True]
+    assert new_state.run.token_ids == [state.run.token_ids[0], alternative]
+    assert [t.forced for t in new_state.run.tokens] == [False, True]
     assert "Branched" in branched["status"] and "whatif" in branched["text"]
 
 
 def test_an_empty_seed_box_gets_the_seed_used(session):
     out = named(ev.on_reset(*controls(seed=None)))
-    assert out["seed"] == out["state"]["seed"] and isinstance(out["seed"], int)
+    assert out["seed"] == out["state"].run.seed and isinstance(out["seed"], int)
     # The box now holds it: the next step continues the same run and leaves the box as it is.
     stepped = named(ev.on_step(out["state"], *controls(seed=out["seed"])))
-    assert stepped["state"]["seed"] == out["seed"] and len(stepped["state"]["ids"]) == 1
+    assert stepped["state"].run.seed == out["seed"] and len(stepped["state"].run.tokens) == 1
     assert not isinstance(stepped["seed"], int)  # gr.skip(): nothing written
 
 
 def test_predict_first_hides_the_draw_until_reveal(session):
     state = named(ev.on_reset(*controls()))["state"]
     hidden = named(ev.on_step(state, *controls(predict=True)))
-    token = hidden["state"]["texts"][-1]
-    assert hidden["state"]["hidden"] and hidden["steps"] == 1
+    token = hidden["state"].run.tokens[-1].text
+    assert hidden["state"].hidden and hidden["steps"] == 1
     # Nothing of the drawn token or its distribution goes to the page: a "?" and the note only.
     assert 'class="smp-secret"' in hidden["text"] and "smp-tok" not in hidden["text"].split("smp-legend")[0]
     assert hidden["status"] == "" and hidden["waterfall"] is None and hidden["draw"] is None
@@ -121,7 +122,7 @@ def test_predict_first_hides_the_draw_until_reveal(session):
     assert named(ev.on_rerender(hidden["state"], *controls(predict=True)))["waterfall"] is None
     # Reveal: the token, the views, and where the guess stands in the distribution.
     revealed = named(ev.on_reveal(hidden["state"], *controls(predict=True, guess=token.strip() or token)))
-    assert not revealed["state"]["hidden"] and shown(token) in revealed["text"]
+    assert not revealed["state"].hidden and shown(token) in revealed["text"]
     assert "Your guess" in revealed["status"] and "the draw took it" in revealed["status"]
     assert revealed["waterfall"] is not None and revealed["panels"].visible is True
     # A guess the pipeline removed (top-k 40 keeps 40 tokens): p = 0, and the model's own rank.
@@ -146,13 +147,13 @@ def test_generate_to_end_streams_and_stops_with_a_reason(session):
     outputs = list(ev.generate_to_end(state, *controls(values=GREEDY, max_new=40)))
     final = named(outputs[-1])
     state = final["state"]
-    assert state["stop"] in ("eos", "max_new_tokens") and state["view"] == len(state["ids"]) - 1
+    assert state.run.stop_reason in ("eos", "max_new_tokens") and state.view == len(state.run.tokens) - 1
     # Greedy: the same tokens transformers' generate gives.
     ids = torch.tensor([prompt_ids(session, PROMPT)])
     with session.lock, torch.inference_mode():
         expected = session.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=40,
                                           pad_token_id=2)[0, ids.shape[1]:].tolist()
-    assert state["ids"] == expected
+    assert state.run.token_ids == expected
     assert "ended" in final["text"] and "time to first token" in final["status"]
     trace = read_csv(download_path(final["trace_csv"]))
     assert [int(r["id"]) for r in trace] == expected and {r["how"] for r in trace} == {"greedy"}
@@ -163,9 +164,9 @@ def test_stop_sequence_and_min_new_tokens_in_the_ui(session):
     for _ in range(12):
         out = named(ev.on_step(state, *controls(values=GREEDY, stop="Paris")))
         state = out["state"]
-        if state["stop"]:
+        if state.run.stop_reason:
             break
-    assert state["stop"] == "stop_sequence" and state["stop_seq"] == "Paris"
+    assert state.run.stop_reason == "stop_sequence" and state.run.stop_sequence == "Paris"
     assert "stop sequence" in out["text"]
     blocked = named(ev.on_reset(*controls(values=GREEDY, min_new=5)))
     assert "EOS blocked (min new tokens)" in blocked["table"]
@@ -183,10 +184,10 @@ def test_the_lesson_tries_set_known_fields_and_say_what_happens(session):
         assert set(v) <= set(ev.CONTROL_NAMES)
     # What the lesson claims about the default model, measured.
     greedy = list(ev.try_to_end(*try_controls(values[0])))
-    assert named(greedy[-1])["state"]["stop"] == "stop_sequence"
+    assert named(greedy[-1])["state"].run.stop_reason == "stop_sequence"
     looped = dict(values[2], repetition_penalty=1.0)
-    unbroken = named(list(ev.try_to_end(*try_controls(looped)))[-1])["state"]["texts"]
-    broken = named(list(ev.try_to_end(*try_controls(values[2])))[-1])["state"]["texts"]
+    unbroken = [t.text for t in named(list(ev.try_to_end(*try_controls(looped)))[-1])["state"].run.tokens]
+    broken = [t.text for t in named(list(ev.try_to_end(*try_controls(values[2])))[-1])["state"].run.tokens]
     assert _repeats("".join(unbroken)) > _repeats("".join(broken))
 
 
@@ -516,8 +517,12 @@ def test_draw_figure_marks_u_and_the_histogram_counts_100(session):
 
 def test_generated_text_is_escaped_clickable_and_coloured():
     from components.sampling.figures import PROB_BUCKETS, _unique_labels, generated_html
+    from inference.sampling_run import ChosenToken
 
-    out = generated_html(["<b>x</b>", " a\n"], [0.01, 0.9], 1, forced=[False, True], pending=True)
+    tokens = [ChosenToken(token_id=1, piece="<b>x</b>", text="<b>x</b>", prob=0.5, raw_prob=0.01, rank=1, draw=0.3),
+              ChosenToken(token_id=2, piece="·a↵", text=" a\n", prob=0.5, raw_prob=0.9, rank=1, draw=0.6,
+                          forced=True)]
+    out = generated_html(tokens, 1, pending=True)
     assert "&lt;b&gt;" in out and "<b>x" not in out
     assert 'data-step="0"' in out and 'data-step="2"' in out  # two tokens and the next step
     assert PROB_BUCKETS[0][1] in out and PROB_BUCKETS[-1][1] in out and "whatif" in out

@@ -1,5 +1,6 @@
-"""Beam search tree: one figure per step of the search (gr.Plot drops plotly frames, so the tab animates
-by sending these one at a time), and the ranked table of finished hypotheses.
+"""Beam search views, pure functions of a BeamTree: one tree figure per step of the search (gr.Plot drops
+plotly frames, so the tab animates by sending these one at a time), the ranked table of finished hypotheses,
+the search's summary line and the comparison with greedy and sampled decoding (`inference.beam.Decoded`).
 
 Layout (fixed for the whole search, so the animation never jumps): steps run left to right; the top
 num_beams rows are lanes, one per live beam (a beam keeps its lane while it lives; a new branch takes
@@ -17,7 +18,7 @@ import networkx as nx
 import pandas as pd
 import plotly.graph_objects as go
 
-from inference.beam import FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree
+from inference.beam import FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree, Decoded
 
 COLORSCALE = "Viridis"  # colour-blind safe, readable on a projector
 EDGE_KEPT = "#5b6b7f"
@@ -323,8 +324,47 @@ def hypotheses_table(tree: BeamTree) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparison_table(tree: BeamTree, others: list[Decoded], seed: int) -> pd.DataFrame:
+    """Beam search's best hypothesis next to greedy and a seeded sample of the same prompt and budget, each
+    scored the same way (its sum of log-probs over length ** length_penalty)."""
+    best = tree.finished[0]
+    rows = [dict(method=f"beam search ({tree.num_beams} beams), best", text=best.text, tokens=best.length,
+                 ends="EOS" if best.ends_with_eos else "max tokens", sum_logprob=best.sum_logprob, score=best.score)]
+    for d in others:
+        rows.append(dict(method=d.method + (f" (seed {int(seed)})" if d.method == "sampled" else ""), text=d.text,
+                         tokens=d.length, ends="EOS" if d.ends_with_eos else "max tokens", sum_logprob=d.sum_logprob,
+                         score=d.score))
+    frame = pd.DataFrame(rows)
+    frame["sum_logprob"] = frame["sum_logprob"].round(3)
+    frame["score"] = frame["score"].round(4)
+    return frame.rename(columns={"sum_logprob": "sum log-prob",
+                                 "score": f"score = sum / len^{tree.length_penalty:g}"})
+
+
 # ---------------------------------------------------------------------------------------------------
-# Text alternative
+# Text
+
+
+def summary_html(tree: BeamTree) -> str:
+    """The search in numbers (steps, candidates, nodes, decode rows, time), why it stopped and its best answer."""
+    best = tree.finished[0] if tree.finished else None
+    greedy_rows = tree.num_steps - 1
+    items = [
+        ("steps", f"{tree.num_steps}"),
+        ("candidates per step", f"{tree.candidates_per_step}"),
+        ("nodes", f"{len(tree.nodes) - 1:,}"),
+        ("decode rows", f"{tree.forward_rows:,} (greedy: {greedy_rows})"),
+        ("time", f"{tree.seconds:.2f} s"),
+    ]
+    cells = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in items)
+    stop = html.escape(tree.stop_reason)
+    best_text = html.escape(best.text) if best else ""
+    return (
+        f'<div class="lie-counts">{cells}</div>'
+        f'<div class="lie-note">Stopped: {stop}. Best hypothesis (score {best.score:.4f}): '
+        f"<b>{best_text or '(empty)'}</b></div>"
+    )
+
 
 
 def _one_line(text: str) -> str:

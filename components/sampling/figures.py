@@ -1,10 +1,12 @@
-"""Sampling views, pure functions of a step record (plain data in, plotly Figure or HTML string out).
+"""Sampling views, pure functions of inference data (a StepRecord, the SamplingRun) in, plotly Figure or
+HTML / Markdown string out.
 
     waterfall_figure   the candidates' probability at each stage, removed tokens greyed
     draw_figure        the CDF with the uniform number, and a histogram of 100 draws
     stage_table_html   survivors, entropy and the rule of each stage
     generated_html     the generated text, each token coloured by the model's probability, clickable
     *_summary          one sentence per figure with its real numbers (the text alternative shown under it)
+    status_markdown    the line above the figures: the draw, the run's token, EOS blocked; guess_line, hidden_note
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Sequence
 import plotly.graph_objects as go
 
 from inference.generation import StepRecord
+from inference.sampling import SamplingParams
+from inference.sampling_run import ChosenToken, Guess, SamplingRun
 
 # Okabe-Ito colours (colour-blind safe) that read on a projector. Colour is never the only cue: the drawn
 # token's bar also has a black outline, the run's token a hatch, a removed token the word "removed".
@@ -265,8 +269,7 @@ def stage_table_html(record: StepRecord, explanations: dict[str, str]) -> str:
     )
 
 
-def generated_html(texts: Sequence[str], probs: Sequence[float], view: int, *, forced: Sequence[bool] = (),
-                   blocked: Sequence[bool] = (), pending: bool = True, ended: str | None = None,
+def generated_html(tokens: Sequence[ChosenToken], view: int, *, pending: bool = True, ended: str | None = None,
                    hide_last: bool = False) -> str:
     """The generated text, token by token: background = the model's own probability of that token (before
     any sampling setting), outlined = the step on view, dashed = a what-if token. Each token carries
@@ -274,34 +277,121 @@ def generated_html(texts: Sequence[str], probs: Sequence[float], view: int, *, f
 
     `hide_last` (predict first): the newest token is a "?" and neither its text, its probability nor why the
     run ended is written into the page, so nothing gives the answer away before Reveal."""
-    secret = hide_last and len(texts) > 0
-    shown_n = len(texts) - 1 if secret else len(texts)
+    secret = hide_last and len(tokens) > 0
+    shown_n = len(tokens) - 1 if secret else len(tokens)
     spans = []
-    for i, (text, p) in enumerate(zip(texts[:shown_n], probs[:shown_n])):
+    for i, token in enumerate(tokens[:shown_n]):
         classes = ["smp-tok"]
         if i == view:
             classes.append("on")
-        if i < len(forced) and forced[i]:
+        if token.forced:
             classes.append("whatif")
-        title = f"step {i + 1}: p = {p:.1%} (model)" + (" · what-if" if i < len(forced) and forced[i] else "")
-        if i < len(blocked) and blocked[i]:
+        title = f"step {i + 1}: p = {token.raw_prob:.1%} (model)" + (" · what-if" if token.forced else "")
+        if token.eos_blocked:
             title += " · EOS was blocked"
-        shown = html.escape(text).replace("\n", "↵<br>") or "∅"
-        spans.append(f'<span class="{" ".join(classes)}" data-step="{i}" style="background:{prob_colour(p)}" '
+        shown = html.escape(token.text).replace("\n", "↵<br>") or "∅"
+        colour = prob_colour(token.raw_prob)
+        spans.append(f'<span class="{" ".join(classes)}" data-step="{i}" style="background:{colour}" '
                      f'title="{html.escape(title)}">{shown}</span>')
     if secret:
-        spans.append(f'<span class="smp-secret" title="step {len(texts)}: hidden until Reveal">?</span>')
+        spans.append(f'<span class="smp-secret" title="step {len(tokens)}: hidden until Reveal">?</span>')
     elif pending:
-        on = " on" if view == len(texts) else ""
-        spans.append(f'<span class="smp-tok smp-next{on}" data-step="{len(texts)}" title="the next step">▌next</span>')
+        on = " on" if view == len(tokens) else ""
+        spans.append(f'<span class="smp-tok smp-next{on}" data-step="{len(tokens)}" '
+                     'title="the next step">▌next</span>')
     if ended and not secret:
         spans.append(f'<span class="smp-end">■ {html.escape(ended)}</span>')
     legend = "".join(f'<span class="smp-key" style="background:{c}">{html.escape(t)}</span>' for _, c, t in PROB_BUCKETS)
-    empty = "" if texts else '<span class="smp-hint">No tokens yet: press Step.</span>'
+    empty = "" if tokens else '<span class="smp-hint">No tokens yet: press Step.</span>'
     return (
         f'<div class="smp-text">{empty}{"".join(spans)}</div>'
         f'<div class="smp-legend">model probability of each token: {legend} · click a token to see its step</div>'
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Texts around the figures
+
+
+def ended_text(run: SamplingRun) -> str | None:
+    """'ended: <why>' once the run has ended, else None."""
+    why = run.why_stopped()
+    return f"ended: {why}" if why else None
+
+
+def stage_explanations(params: SamplingParams, min_new: int) -> dict[str, str]:
+    """One short, exact sentence per stage, with the values in force (HTML)."""
+    t, th = params.temperature, params.repetition_penalty
+    return {
+        "raw": "The model's score <i>s</i> for each token; softmax turns scores into probabilities "
+               "<code>p = e^s / Σ e^s</code>.",
+        "repetition_penalty": f"Each distinct token already in the prompt or the text: <code>s/θ</code> if "
+                              f"<i>s</i> &gt; 0, <code>s·θ</code> if <i>s</i> &lt; 0, once (θ = {th:g}).",
+        "presence_frequency": f"<code>s − c·{params.frequency_penalty:g} − (c&gt;0)·{params.presence_penalty:g}</code>, "
+                              "<i>c</i> = how often the token appears in the <i>generated</i> text (not the prompt).",
+        "min_new_tokens": f"EOS set to −∞: fewer than {min_new} new tokens so far.",
+        "temperature": f"<code>s / {t:g}</code>: "
+                       + ("sharper, the top tokens gain." if t < 1 else "flatter, unlikely tokens gain.")
+                       + " The ranking never changes.",
+        "top_k": f"Keep the {params.top_k} highest scores (ties with the {params.top_k}th all stay); the rest → −∞.",
+        "top_p": f"Keep the smallest set of most likely tokens whose probabilities add up to ≥ {params.top_p:g} "
+                 "(at least one).",
+        "min_p": f"Drop tokens with <code>p &lt; {params.min_p:g} × p_max</code>: the cut follows the model's confidence.",
+        "greedy": "Temperature 0: all probability on the single highest score; no random number is used.",
+        "draw": "Softmax over the survivors, stack them most likely first on [0, 1), and take the token whose "
+                "stretch contains the uniform number <i>u</i>.",
+    }
+
+
+def status_markdown(run: SamplingRun, view: int, record: StepRecord, params: SamplingParams, min_new: int,
+                    extra: str = "") -> str:
+    """What the step on view did: the draw, the token the run took there when it differs, EOS blocked."""
+    lines = [f"**Step {view + 1}** · seed {run.seed} · {len(run.tokens)} token(s) generated"
+             + (f" · **{ended_text(run)}**" if run.done else "")]
+    if params.greedy:
+        lines.append(f"Temperature 0: the top token **{html.escape(record.piece)}** is taken, no random number.")
+    else:
+        lines.append(f"u = **{record.draw:.4f}** lands on **{html.escape(record.piece)}** "
+                     f"(rank {record.chosen_rank}, p = {record.chosen_prob:.1%}; the model alone gave it "
+                     f"{record.raw_prob:.1%}).")
+    taken = run.tokens[view] if view < len(run.tokens) else None
+    if taken is not None and taken.token_id != record.token_id:
+        how = "as a what-if" if taken.forced else "with the settings in force then"
+        lines.append(f"The run took **{html.escape(taken.piece)}** here ({how}); with the current settings the "
+                     "draw gives the orange token. Pick it below to branch.")
+    if record.eos_blocked:
+        lines.append(f"EOS blocked: {view} of at least {min_new} new tokens so far (EOS had p = "
+                     f"{record.eos_blocked_prob:.1%} just before the block).")
+    if extra:
+        lines.append(extra)
+    return "  \n".join(lines)
+
+
+def hidden_note(run: SamplingRun, view: int) -> str:
+    """The note shown instead of the step's views while they are hidden (predict first)."""
+    n = len(run.tokens)
+    if n and view >= n - 1:
+        what = f"The model has drawn token {n}: it is the <b>?</b> above."
+    else:
+        what = f"The distribution of step {view + 1} is hidden."
+    return (f'<div class="lie-hidden-note" id="smp-hidden-text">🙈 <b>Predict first</b>: {what} '
+            "Make your guess (type it in <i>your guess</i> if you like), then press <b>Reveal</b>.</div>")
+
+
+def guess_line(guess: Guess | None, record: StepRecord) -> str:
+    """Where the class's guess stands in this step's distributions (rank and probability), in one line."""
+    if guess is None:
+        return ""
+    name = f"**{html.escape(guess.text.strip())}** (token `{html.escape(guess.piece)}`, id {guess.token_id})"
+    if guess.prob > 0:
+        where = (f"rank {guess.rank}, p = {guess.prob:.1%} after the pipeline (the model alone: {guess.raw_prob:.1%}, "
+                 f"rank {guess.raw_rank:,})")
+    else:
+        where = (f"removed by the pipeline (p = 0); the model alone gave it {guess.raw_prob:.2%} "
+                 f"(rank {guess.raw_rank:,})")
+    verdict = "✔ the draw took it." if guess.drawn else f"The draw took `{html.escape(record.piece)}`."
+    more = " Only its first token counts: the model picks one token at a time." if guess.num_tokens > 1 else ""
+    return f"Your guess {name}: {where}. {verdict}{more}"
 
 
 CSS = """

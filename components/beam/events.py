@@ -1,0 +1,183 @@
+"""Beam search tab, the event handlers: run a search, reveal it, step or play through its tree, compare it with
+greedy and sampled decoding.
+
+A visitor's state is the search request (a dict of `beam_search`'s arguments); its tree lives in the session's
+analysis cache, so a frame of the animation never runs the model. `run_search`, `reveal` and `on_predict`
+return the views in the order of `VIEW_NAMES`; `play_pause` and `tick` return a frame in the order of
+`FRAME_NAMES`, so the layout and these handlers agree on one list each.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from inference.beam import beam_search, check_early_stopping, compare_decoders
+
+from ..common import session, user_errors
+from ..export import csv_file, json_file
+from .exports import HYPOTHESES_CSV_HEADER, hypotheses_rows, tree_data
+from .figures import comparison_table, hypotheses_table, step_figure, step_figure_summary, summary_html
+
+SPEEDS = {"1 step/s": 1.0, "2 steps/s": 0.5, "4 steps/s": 0.25}  # label -> timer interval (s)
+DEFAULT_SPEED = "2 steps/s"
+PLAY, PAUSE = "▶ Play", "⏸ Pause"
+HIDDEN_NOTE = ("<div class='lie-hidden-note' id='beam-hidden-text'>🙈 <b>Predict first</b>: the search has run, "
+               "its tree and answers are hidden. Which answer will beam search return, and will it be the greedy "
+               "one? Make your guess, then press <b>Reveal</b>.</div>")
+# The outputs of a search's views, in this order (see `views`).
+VIEW_NAMES = ["request", "hidden", "hidden_note", "results", "summary", "step", "tree", "tree_alt", "table",
+              "tree_json", "hypotheses_csv", "timer", "play", "playing"]
+# The outputs of one animation frame, in this order (see `frame`).
+FRAME_NAMES = ["step", "tree", "tree_alt", "timer", "play", "playing"]
+
+
+def search_request(prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping) -> dict:
+    """The controls as `beam_search` arguments (the visitor's state)."""
+    return dict(prompt=prompt, chat=bool(chat), num_beams=num_beams, max_new_tokens=max_new_tokens,
+                length_penalty=length_penalty, early_stopping=check_early_stopping(early_stopping))
+
+
+def tree_of(request: dict | None):
+    """The tree of a request from the shared analysis cache (computed again only if it was evicted)."""
+    if not request:
+        raise gr.Error("Run a beam search first.", print_exception=False)
+    return beam_search(session(), **request)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A search's views
+
+
+def views(**values) -> tuple:
+    """The outputs in VIEW_NAMES order; a view not given is left as it is."""
+    unknown = set(values) - set(VIEW_NAMES)
+    if unknown:
+        raise TypeError(f"unknown views {sorted(unknown)}")
+    return tuple(values.get(name, gr.skip()) for name in VIEW_NAMES)
+
+
+def _stopped() -> dict:
+    return dict(timer=gr.Timer(active=False), play=gr.Button(value=PLAY), playing=False)
+
+
+def render_search(request: dict, hidden: bool):
+    """A search's views at its last step, or (predict first) the note and nothing of the tree."""
+    if hidden:
+        return views(request=request, hidden=True, hidden_note=gr.HTML(HIDDEN_NOTE, visible=True),
+                     results=gr.Column(visible=False), summary="", step=gr.Slider(value=0), tree=None, tree_alt="",
+                     table=pd.DataFrame(), tree_json=gr.DownloadButton(value=None, interactive=False),
+                     hypotheses_csv=gr.DownloadButton(value=None, interactive=False), **_stopped())
+    s = session()
+    tree = beam_search(s, **request)
+    steps = tree.num_steps
+    return views(
+        request=request, hidden=False, hidden_note=gr.HTML("", visible=False), results=gr.Column(visible=True),
+        summary=summary_html(tree),
+        step=gr.Slider(minimum=0, maximum=steps, value=steps, step=1, interactive=True),
+        tree=step_figure(tree, steps), tree_alt=step_figure_summary(tree, steps), table=hypotheses_table(tree),
+        tree_json=gr.DownloadButton(value=json_file("beam-tree", tree_data(s.model_id, tree)), interactive=True),
+        hypotheses_csv=gr.DownloadButton(value=csv_file("beam-hypotheses", HYPOTHESES_CSV_HEADER,
+                                                        hypotheses_rows(tree)), interactive=True),
+        **_stopped(),
+    )
+
+
+@user_errors
+def run_search(prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping, predict=False):
+    request = search_request(prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping)
+    beam_search(session(), **request)  # runs (or finds) the search even when its views stay hidden
+    return render_search(request, bool(predict))
+
+
+@user_errors
+def reveal(request, hidden):
+    """Reveal: the hidden search's tree and results."""
+    if not request:
+        raise gr.Error("Run a beam search first: there is nothing to reveal yet.", print_exception=False)
+    return render_search(request, False)
+
+
+@user_errors
+def on_predict(request, predict):
+    """The Predict-first box was ticked (hide the search on view) or cleared (show it)."""
+    if not request:
+        return views(hidden=bool(predict))
+    return render_search(request, bool(predict))
+
+
+def model_chat(chat: bool):
+    """'as chat' only where the loaded model has a chat template (a base model has none)."""
+    return bool(chat) and session().has_chat_template
+
+
+def on_model():
+    """Chat mode only where the loaded model has a chat template (a base model has none)."""
+    return gr.Checkbox(value=session().has_chat_template)
+
+
+@user_errors
+def run_compare(request, seed, hidden=False):
+    """Beam search's best hypothesis next to greedy and a seeded sample of the same prompt and budget."""
+    if hidden:
+        return pd.DataFrame()
+    tree = tree_of(request)
+    others = compare_decoders(session(), request["prompt"], request["max_new_tokens"], request["length_penalty"],
+                              request["chat"], seed)
+    return comparison_table(tree, others, seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The animation: frames come from the cached tree
+
+
+def frame(**values) -> tuple:
+    """The outputs in FRAME_NAMES order; a view not given is left as it is."""
+    unknown = set(values) - set(FRAME_NAMES)
+    if unknown:
+        raise TypeError(f"unknown frame outputs {sorted(unknown)}")
+    return tuple(values.get(name, gr.skip()) for name in FRAME_NAMES)
+
+
+def _paused() -> tuple:
+    return frame(step=gr.Slider(), timer=gr.Timer(active=False), play=gr.Button(value=PLAY), playing=False)
+
+
+@user_errors
+def show_step(step, request, hidden=False):
+    if hidden:
+        return gr.skip(), gr.skip()
+    tree = tree_of(request)
+    return step_figure(tree, int(step or 0)), step_figure_summary(tree, int(step or 0))
+
+
+@user_errors
+def play_pause(step, request, playing, hidden=False):
+    """Toggle the timer; Play at the last step starts over from the prompt."""
+    if hidden:
+        gr.Info("Press Reveal first: the search is hidden.")
+        return _paused()
+    tree = tree_of(request)
+    if playing:
+        return _paused()
+    step = int(step or 0)
+    if step >= tree.num_steps:
+        step = 0
+    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step), tree_alt=step_figure_summary(tree, step),
+                 timer=gr.Timer(active=True), play=gr.Button(value=PAUSE), playing=True)
+
+
+@user_errors
+def tick(step, request, playing, hidden=False):
+    """One animation frame: the next step; the timer stops itself at the end."""
+    if not playing or hidden:
+        return _paused()
+    tree = tree_of(request)
+    step = min(int(step or 0) + 1, tree.num_steps)
+    done = step >= tree.num_steps
+    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step), tree_alt=step_figure_summary(tree, step),
+                 timer=gr.Timer(active=not done), play=gr.Button(value=PLAY if done else PAUSE), playing=not done)
+
+
+def set_speed(speed):
+    return gr.Timer(value=SPEEDS.get(speed, 0.5))
