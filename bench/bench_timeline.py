@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench timeline
 
-The overhead target compares the tab's measured run (`inference.timeline.timeline`: the Sampling tab's
+The overhead target compares the tab's measured run (`inference.timing.timeline`: the Sampling tab's
 Generation, step records, KV-cache bytes read after every pass, the peak-memory reading) with a bare
 `model.generate` producing the same greedy tokens. On a shared 2-core machine wall time swings by 2x
 between runs as other programs come and go, so the target is checked on the process's CPU time with one
@@ -47,7 +47,9 @@ def one_thread_cpu(ours, theirs) -> tuple[float, float]:
 def run() -> list[Result]:
     from inference.generation import generate, prompt_ids
     from inference.sampling import SamplingParams
-    from inference.timeline import batch_throughput, context_sweep, timeline
+    from inference.batch import batch_throughput
+    from inference.sweep import context_sweep
+    from inference.timing import timeline
 
     from inference.session import get_session
 

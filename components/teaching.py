@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from inference.timeline import kv_shape
+from inference.model.kv import kv_shape
 
 from .common import model_changed, session
 

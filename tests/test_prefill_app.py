@@ -5,19 +5,20 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict
+from dataclasses import replace
 from urllib.parse import parse_qsl, quote
 
 import gradio as gr
 import pytest
 from gradio_client.exceptions import AppError
 
-from components.prefill import layout as tab
+from components.prefill import events as tab
 from components.prefill import figures as fig
 from components.teaching import load_lesson
 from inference.generation import prompt_ids
 from inference.limits import MAX_SWEEP_TOKENS
-from inference.timeline import fit_growth
+from inference.model.kv import KVShape
+from inference.timeline import Sweep, SweepPoint, fit_growth
 from conftest import assert_no_error
 
 PROMPT = "What is the capital of France?"
@@ -78,47 +79,51 @@ def test_model_note_and_refusals_become_messages(session):
         tab.on_run(PROMPT, True, 256, 0.0, 3, False)
 
 
-def _sweep_dict(n_points=5):
-    """A sweep as `Sweep.to_dict()` returns it, with made-up numbers: the figures are pure functions."""
+def _sweep(n_points=5):
+    """A `Sweep` with made-up numbers (SmolLM2's KV shape): the figures are pure functions of it."""
     points = []
     for i in range(n_points):
         n = 16 * 2 ** i
         prefill = 0.001 + 0.001 * n + 2e-5 * n * n
         core = 2e-5 * n * n + 0.0005
-        points.append({"prompt_tokens": n, "prefill_s": prefill,
-                       "split": {"attention_core_s": core, "projections_s": 0.3 * (prefill - core),
-                                 "mlp_s": 0.6 * (prefill - core), "other_s": 0.1 * (prefill - core)},
-                       "decode_s": 0.03 + 1e-6 * n, "decode_steps": 8, "kv_bytes": 46_080 * n,
-                       "kv_formula_bytes": 46_080 * n,
-                       "memory": {"kind": "rss", "baseline_bytes": 1e9, "peak_bytes": 1e9 + 4e5 * n,
-                                  "increase_bytes": 1e3 * n * n},
-                       "flops": {"linear": 2e8 * n, "attention": 69_120 * n * n}, "runs": 1,
-                       "working_estimate_bytes": 108 * n * n})
-    ns, ts = [p["prompt_tokens"] for p in points], [p["prefill_s"] for p in points]
-    return {"model": "m", "device": "cpu", "lengths": ns, "points": points, "kv": {}, "seconds": 1.0,
-            "linear": asdict(fit_growth(ns, ts, 1)), "quadratic": asdict(fit_growth(ns, ts, 2)), "cached": False,
-            "max_sweep_tokens": MAX_SWEEP_TOKENS}
+        points.append(SweepPoint(prompt_tokens=n, prefill_s=prefill,
+                                 split={"attention_core_s": core, "projections_s": 0.3 * (prefill - core),
+                                        "mlp_s": 0.6 * (prefill - core), "other_s": 0.1 * (prefill - core)},
+                                 decode_s=0.03 + 1e-6 * n, decode_steps=8, kv_bytes=46_080 * n,
+                                 kv_formula_bytes=46_080 * n,
+                                 memory={"kind": "rss", "baseline_bytes": 1e9, "peak_bytes": 1e9 + 4e5 * n,
+                                         "increase_bytes": 1e3 * n * n},
+                                 flops={"linear": 2e8 * n, "attention": 69_120 * n * n}, runs=1,
+                                 working_estimate_bytes=108 * n * n))
+    ns, ts = [p.prompt_tokens for p in points], [p.prefill_s for p in points]
+    kv = KVShape(30, 9, 3, 64, 4, "float32", [None] * 30)
+    return Sweep(model="m", device="cpu", lengths=ns, points=points, kv=kv, linear=fit_growth(ns, ts, 1),
+                 quadratic=fit_growth(ns, ts, 2), seconds=1.0, cached=False)
 
 
 def test_sweep_figure_and_verdict_follow_the_numbers():
-    sw = _sweep_dict()
+    sw = _sweep()
     figure = fig.sweep_figure(sw)
     names = {t.name for t in figure.data}
     assert any(n.startswith("linear fit") for n in names) and any(n.startswith("quadratic fit") for n in names)
     assert len(figure.to_json()) < 100_000
     text = " ".join(fig.sweep_verdict(sw))
     assert "n² term is" in text and "rose" in text and "Faster than linear" in text and "quadratic part" in text
+    # The words come from the findings inference draws from the numbers.
+    found = sw.findings
+    assert found.fit_n2_share > 0 and not found.fit_overstates and found.attention_trend == "grows"
+    assert found.per_token_trend == "rose" and found.memory_superlinear and found.decode_trend == "flat"
     # Flat per-token time and no quadratic term: the verdict must not claim growth.
-    flat = _sweep_dict()
-    for p in flat["points"]:
-        p["prefill_s"] = 0.002 * p["prompt_tokens"]
-        p["memory"]["increase_bytes"] = 1e4 * p["prompt_tokens"]
-    ns = [p["prompt_tokens"] for p in flat["points"]]
-    flat["quadratic"] = asdict(fit_growth(ns, [p["prefill_s"] for p in flat["points"]], 2))
-    flat["quadratic"]["coefficients"][0] = -1e-12
+    flat = _sweep()
+    for p in flat.points:
+        p.prefill_s = 0.002 * p.prompt_tokens
+        p.memory["increase_bytes"] = 1e4 * p.prompt_tokens
+    ns = [p.prompt_tokens for p in flat.points]
+    flat.quadratic = fit_growth(ns, [p.prefill_s for p in flat.points], 2)
+    flat.quadratic.coefficients[0] = -1e-12
     text = " ".join(fig.sweep_verdict(flat))
     assert "not positive" in text and "stayed about the same" in text and "No faster than n" in text
-    html = fig.sweep_html(_sweep_dict(3) | {"linear": None, "quadratic": None})
+    html = fig.sweep_html(replace(_sweep(3), linear=None, quadratic=None))
     assert "needs at least 4" in html and html.count("<tr>") == 4
 
 
@@ -189,16 +194,16 @@ def test_browser_run_cache_off_and_sweep(page, screenshot):
 
 
 def test_sweep_summary_and_table_follow_the_numbers():
-    sw = _sweep_dict()
+    sw = _sweep()
     text = fig.sweep_summary(sw)
-    first, last = sw["points"][0], sw["points"][-1]
-    assert text.startswith(f"Prefill took {fig.ms(first['prefill_s'])} at 16 tokens and "
-                           f"{fig.ms(last['prefill_s'])} at 256")
-    assert "time limit" not in text and "time limit" in fig.sweep_summary(sw | {"timed_out": True})
+    first, last = sw.points[0], sw.points[-1]
+    assert text.startswith(f"Prefill took {fig.ms(first.prefill_s)} at 16 tokens and "
+                           f"{fig.ms(last.prefill_s)} at 256")
+    assert "time limit" not in text and "time limit" in fig.sweep_summary(replace(sw, timed_out=True))
     header, rows = fig.sweep_table(sw)
     assert [r[0] for r in rows] == [16, 32, 64, 128, 256] and len(header) == len(rows[0])
     share = [float(r[header.index("attention_scores_share")]) for r in rows]
-    assert share == pytest.approx([p["split"]["attention_core_s"] / p["prefill_s"] for p in sw["points"]], abs=1e-4)
+    assert share == pytest.approx([p.split["attention_core_s"] / p.prefill_s for p in sw.points], abs=1e-4)
 
 
 def test_lesson_tries_name_the_tabs_fields():

@@ -4,15 +4,17 @@ the step records, the headline metrics, the sweep, batching, and the refusals.""
 from __future__ import annotations
 
 import math
+import time
 from unittest import mock
 
 import pytest
 import torch
 
-from inference import timeline as tl_mod
+from inference import sweep as sweep_mod
 from inference.errors import InputError
 from inference.generation import prompt_ids
 from inference.limits import MAX_SWEEP_TOKENS
+from inference.model.vocab import pad_id
 from inference.sampling import SamplingParams
 from inference.timeline import (
     PassProfiler,
@@ -140,9 +142,8 @@ def test_cache_off_is_capped(session):
 def _hook_ids(session) -> list[set]:
     """Hook ids on every layer's attention and MLP (transformers installs its own capture hooks on
     self_attn once attentions are requested, so compare before and after instead of expecting none)."""
-    return [set(layer.self_attn._forward_hooks) | set(layer.self_attn._forward_pre_hooks)
-            | set(layer.mlp._forward_hooks) | set(layer.mlp._forward_pre_hooks)
-            for layer in PassProfiler(session.model, session.device).layers()]
+    return [set(attn._forward_hooks) | set(attn._forward_pre_hooks) | set(mlp._forward_hooks)
+            | set(mlp._forward_pre_hooks) for attn, mlp in PassProfiler(session).parts()]
 
 
 def test_small_sweep_measures_each_length_and_is_cached(session):
@@ -164,11 +165,31 @@ def test_small_sweep_measures_each_length_and_is_cached(session):
         assert p.flops["attention"] == 4 * f.num_layers * f.num_heads * f.head_dim * p.prompt_tokens ** 2
     assert sweep.linear is None and sweep.quadratic is None  # 3 points: no fit claimed
     # Cached per model: the same request does not run the model again.
-    with mock.patch.object(tl_mod, "measure_point", side_effect=AssertionError("the model ran")):
+    with mock.patch.object(sweep_mod, "measure_point", side_effect=AssertionError("the model ran")):
         again = context_sweep(session, lengths=lengths, decode_steps=2)
     assert again.cached and [p.prefill_s for p in again.points] == [p.prefill_s for p in sweep.points]
     # The profiler's hooks are gone after the sweep.
     assert _hook_ids(session) == hooks_before
+
+
+def test_profiler_finds_the_layers_of_a_gpt2(tiny_gpt2):
+    """The profiler asks the model layer where each layer's attention and MLP are: on GPT-2 (attn / mlp, fused
+    Conv1D projections) it times every layer, and its FLOP count reads the Conv1D weights."""
+    model = tiny_gpt2.model
+    profiler = PassProfiler(tiny_gpt2)
+    assert profiler.parts() == [(block.attn, block.mlp) for block in model.transformer.h]
+    ids = torch.tensor([list(range(10, 30))])  # [1, 20]
+    hooks = lambda: [(set(m._forward_hooks), set(m._forward_pre_hooks)) for m in model.modules()]  # noqa: E731
+    before = hooks()
+    with torch.inference_mode(), profiler:
+        start = time.perf_counter()
+        model(ids)
+        split = profiler.take(time.perf_counter() - start)
+    assert split["projections_s"] > 0 and split["mlp_s"] > 0 and split["attention_core_s"] > 0
+    assert hooks() == before  # the profiler's hooks are gone
+    d, layers, vocab = 32, 2, model.config.vocab_size
+    # GPT-2's decoder layer holds 12 d² weights: c_attn 3d², attn c_proj d², c_fc 4d², mlp c_proj 4d².
+    assert prefill_flops(tiny_gpt2, 20)["linear"] == 2 * layers * 12 * d * d * 20 + 2 * d * vocab
 
 
 def test_flops_and_prompt_lengths(session):
@@ -194,7 +215,7 @@ def test_sweep_refusals(session, monkeypatch):
         context_sweep(session, lengths=[2])
     with pytest.raises(InputError, match="whole number"):
         context_sweep(session, "lots")
-    monkeypatch.setattr(tl_mod, "MAX_SWEEP_WORKING_BYTES", 10_000_000)
+    monkeypatch.setattr(sweep_mod, "MAX_SWEEP_WORKING_BYTES", 10_000_000)
     with pytest.raises(InputError, match="memory cap"):
         context_sweep(session, 512)
 
@@ -211,7 +232,7 @@ def test_batch_matches_transformers_and_one_at_a_time(session):
     # transformers' batched generate with the same left padding and mask, EOS blocked the same way.
     rows = [prompt_ids(session, p, True) for p in prompts]
     width = max(map(len, rows))
-    pad = tl_mod.pad_id(session)
+    pad = pad_id(session)
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     with session.lock, torch.inference_mode():

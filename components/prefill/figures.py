@@ -1,11 +1,11 @@
-"""Prefill & decode views, pure functions of the plain dicts `inference.timeline` returns (to_dict()).
+"""Prefill & decode views: pure functions of the dataclasses `inference.timing`, `.sweep` and `.batch` return.
 
     headline_html      TTFT, TPOT (mean, p50, p90), tokens/s, total, memory, and the check TTFT + TPOT x (N-1) = total
     timeline_figure    the passes on a time axis, the wall time of each pass, the tokens each pass processed
     kv_html, kv_figure the KV-cache formula checked against the tensors, its growth per step, per layer, GQA vs MHA
     compare_html/_figure  cache on vs off: identical tokens, speedup, per-step and cumulative time
     sweep_figure       context-length sweep: prefill time with fits, per-token split, decode time, memory
-    sweep_html         the sweep's numbers, and `sweep_verdict`: what they do (and do not) show
+    sweep_html         the sweep's numbers, and `sweep_verdict`: its findings (what they do and do not show) in words
     batch_html/_figure throughput of a batch vs one prompt at a time
     *_summary          each figure in one sentence with its numbers (the text alternative under it)
     *_table            the rows of each trace's CSV download (header, rows)
@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from inference.batch import BatchComparison
+    from inference.sweep import Sweep
+    from inference.timing import CacheComparison, StepTiming, Timeline
 
 # Okabe-Ito colours (colour-blind safe), readable on a projector.
 PREFILL = "#E69F00"
@@ -67,6 +72,10 @@ def nbytes(n: float | None) -> str:
     return f"{n:,.0f} B"
 
 
+def percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.0f}%"
+
+
 def _esc(text) -> str:
     return html.escape(str(text))
 
@@ -75,15 +84,9 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def formula_bytes(kv: dict, tokens: int) -> int:
-    """The formula for `tokens` cached tokens; sliding-window layers hold at most window - 1 of them."""
-    per_layer = kv["bytes_per_token_layer"]
-    return sum(per_layer * (tokens if not w else min(tokens, w - 1)) for w in kv["layer_windows"])
-
-
-def _step_labels(steps: Sequence[dict]) -> list[str]:
+def _step_labels(steps: Sequence[StepTiming]) -> list[str]:
     """x labels: the token each pass produced, numbered (a category axis merges equal labels)."""
-    return [f"{s['index']}: {s['piece']}" for s in steps]
+    return [f"{s.index}: {s.piece}" for s in steps]
 
 
 def _layout(fig: go.Figure, height: int, title: str | None = None, legend_rows: int = 1) -> go.Figure:
@@ -106,91 +109,91 @@ def _card(label: str, value: str, detail: str = "", elem: str = "") -> str:
             f'<div class="pfd-card-v">{value}</div><div class="pfd-card-d">{detail}</div></div>')
 
 
-def headline_html(tl: dict) -> str:
+def headline_html(tl: Timeline) -> str:
     """The four numbers users feel, and how they add up on this run."""
-    m, mem = tl["metrics"], tl["memory"]
-    n = m["new_tokens"]
+    m, mem = tl.metrics, tl.memory
+    n = m.new_tokens
     mem_label = "peak GPU memory (VRAM)" if mem["kind"] == "cuda_allocated" else "peak process memory (RSS)"
-    mem_detail = (f"weights {nbytes(mem['weights_bytes'])} · KV cache {nbytes(tl['kv']['bytes'])} · "
+    mem_detail = (f"weights {nbytes(tl.weights_bytes)} · KV cache {nbytes(tl.kv_bytes)} · "
                   f"{_esc(mem.get('method', ''))}")
-    tpot_detail = (f"p50 {ms(m['tpot_p50_s'])} · p90 {ms(m['tpot_p90_s'])}" if m["tpot_mean_s"] is not None
+    tpot_detail = (f"p50 {ms(m.tpot_p50_s)} · p90 {ms(m.tpot_p90_s)}" if m.tpot_mean_s is not None
                    else "one token only: no decode step")
     cards = "".join([
-        _card("TTFT · time to first token", ms(m["ttft_s"]),
-              f"prefill {ms(m['prefill_s'])} ({m['prompt_tokens']} tokens) + first draw {ms(m['first_draw_s'])}",
+        _card("TTFT · time to first token", ms(m.ttft_s),
+              f"prefill {ms(m.prefill_s)} ({m.prompt_tokens} tokens) + first draw {ms(m.first_draw_s)}",
               'id="pfd-ttft"'),
-        _card("TPOT · time per output token", ms(m["tpot_mean_s"]) + (" mean" if m["tpot_mean_s"] else ""),
+        _card("TPOT · time per output token", ms(m.tpot_mean_s) + (" mean" if m.tpot_mean_s else ""),
               tpot_detail, 'id="pfd-tpot"'),
-        _card("throughput", f"{m['tokens_per_s']:.1f} tokens/s",
-              f"{n} tokens / total" + (f" · decode alone {m['decode_tokens_per_s']:.1f} tokens/s"
-                                       if m["decode_tokens_per_s"] else "")),
-        _card("total", ms(m["total_s"]), f"{n} new tokens · {'KV cache on' if tl['use_cache'] else 'KV cache OFF'}"),
+        _card("throughput", f"{m.tokens_per_s:.1f} tokens/s",
+              f"{n} tokens / total" + (f" · decode alone {m.decode_tokens_per_s:.1f} tokens/s"
+                                       if m.decode_tokens_per_s else "")),
+        _card("total", ms(m.total_s), f"{n} new tokens · {'KV cache on' if tl.use_cache else 'KV cache OFF'}"),
         _card(mem_label, nbytes(mem["peak_bytes"]), mem_detail),
     ])
     check = ""
-    if m["tpot_mean_s"] is not None:
-        predicted = m["ttft_s"] + m["tpot_mean_s"] * (n - 1)
-        check = (f'<div class="pfd-check" id="pfd-check">Check: TTFT {ms(m["ttft_s"])} + {n - 1} × TPOT '
-                 f'{ms(m["tpot_mean_s"])} = <b>{ms(predicted)}</b>; measured total <b>{ms(m["total_s"])}</b>. '
-                 f"TTFT = prefill {ms(m['prefill_s'])} + first draw {ms(m['first_draw_s'])} + "
-                 f"{ms(max(0.0, m['ttft_s'] - m['prefill_s'] - m['first_draw_s']))} of bookkeeping.</div>")
-    text = _esc(tl["text"]) or "<i>(no visible text)</i>"
+    if m.tpot_mean_s is not None:
+        predicted = m.ttft_s + m.tpot_mean_s * (n - 1)
+        check = (f'<div class="pfd-check" id="pfd-check">Check: TTFT {ms(m.ttft_s)} + {n - 1} × TPOT '
+                 f'{ms(m.tpot_mean_s)} = <b>{ms(predicted)}</b>; measured total <b>{ms(m.total_s)}</b>. '
+                 f"TTFT = prefill {ms(m.prefill_s)} + first draw {ms(m.first_draw_s)} + "
+                 f"{ms(max(0.0, m.ttft_s - m.prefill_s - m.first_draw_s))} of bookkeeping.</div>")
+    text = _esc(tl.text) or "<i>(no visible text)</i>"
     return (f'<div class="pfd-cards">{cards}</div>{check}'
-            f'<div class="pfd-text"><b>Generated</b> ({n} tokens, stopped: {_esc(tl["stop_reason"])}): {text}</div>')
+            f'<div class="pfd-text"><b>Generated</b> ({n} tokens, stopped: {_esc(tl.stop_reason)}): {text}</div>')
 
 
 # ---------------------------------------------------------------------------------------------------
 # Timeline
 
 
-def timeline_figure(tl: dict) -> go.Figure:
+def timeline_figure(tl: Timeline) -> go.Figure:
     """Row 1: each pass on the clock (prefill, then one decode pass per token). Row 2: wall time per pass,
     the model's forward pass plus the sampling. Row 3: tokens the pass processed."""
-    steps = tl["steps"]
+    steps = tl.steps
     labels = _step_labels(steps)
-    m = tl["metrics"]
+    m = tl.metrics
     few = len(steps) <= MAX_TICK_LABELS
     fig = make_subplots(rows=3, cols=1, row_heights=[0.18, 0.5, 0.32], vertical_spacing=0.09, subplot_titles=[
-        f"Every forward pass on the clock (ms since the start) · first token at {ms(m['ttft_s'])} (dotted line)",
+        f"Every forward pass on the clock (ms since the start) · first token at {ms(m.ttft_s)} (dotted line)",
         "Wall time of each pass (ms)", "Tokens processed by each pass"])
-    hover = [f"{s['phase']} pass {s['index']}<br>token {_esc(s['piece'])}<br>{s['tokens_in_pass']} tokens in, "
-             f"cache {s['cache_len']} after<br>forward {ms(s['forward_s'])} + sampling {ms(s['sampling_s'])}"
+    hover = [f"{s.phase} pass {s.index}<br>token {_esc(s.piece)}<br>{s.tokens_in_pass} tokens in, "
+             f"cache {s.cache_len} after<br>forward {ms(s.forward_s)} + sampling {ms(s.sampling_s)}"
              for s in steps]
     # Row 1 is a single trace: bars of one trace never stack, so each keeps its own base (start time).
-    fig.add_bar(y=["passes"] * len(steps), x=[s["step_s"] * 1e3 for s in steps], base=[s["start_s"] * 1e3 for s in steps],
-                orientation="h", marker_color=[PHASE_COLOUR[s["phase"]] for s in steps],
-                marker_pattern=dict(shape=[PHASE_PATTERN[s["phase"]] for s in steps], **HATCH),
-                marker_line=dict(color="white", width=1), text=[s["piece"] for s in steps] if few else None,
+    fig.add_bar(y=["passes"] * len(steps), x=[s.step_s * 1e3 for s in steps], base=[s.start_s * 1e3 for s in steps],
+                orientation="h", marker_color=[PHASE_COLOUR[s.phase] for s in steps],
+                marker_pattern=dict(shape=[PHASE_PATTERN[s.phase] for s in steps], **HATCH),
+                marker_line=dict(color="white", width=1), text=[s.piece for s in steps] if few else None,
                 textposition="inside",
                 insidetextanchor="middle", textangle=0, hovertext=hover, hoverinfo="text", showlegend=False,
                 row=1, col=1)
     for phase in ("prefill", "decode", "recompute"):
-        idx = [i for i, s in enumerate(steps) if s["phase"] == phase]
+        idx = [i for i, s in enumerate(steps) if s.phase == phase]
         if not idx:
             continue
         colour = PHASE_COLOUR[phase]
-        fig.add_bar(x=[labels[i] for i in idx], y=[steps[i]["forward_s"] * 1e3 for i in idx], marker_color=colour,
+        fig.add_bar(x=[labels[i] for i in idx], y=[steps[i].forward_s * 1e3 for i in idx], marker_color=colour,
                     marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH), name=f"{phase} pass",
                     hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, row=2, col=1)
-        fig.add_bar(x=[labels[i] for i in idx], y=[steps[i]["tokens_in_pass"] for i in idx], marker_color=colour,
+        fig.add_bar(x=[labels[i] for i in idx], y=[steps[i].tokens_in_pass for i in idx], marker_color=colour,
                     marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH),
-                    text=[steps[i]["tokens_in_pass"] for i in idx] if few else None, textposition="outside",
+                    text=[steps[i].tokens_in_pass for i in idx] if few else None, textposition="outside",
                     hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, showlegend=False,
                     cliponaxis=False, row=3, col=1)
-    fig.add_bar(x=labels, y=[(s["step_s"] - s["forward_s"]) * 1e3 for s in steps], marker_color=OVERHEAD,
+    fig.add_bar(x=labels, y=[(s.step_s - s.forward_s) * 1e3 for s in steps], marker_color=OVERHEAD,
                 name="sampling + bookkeeping", hovertext=hover, hoverinfo="text", row=2, col=1)
     fig.update_layout(barmode="stack", uniformtext=dict(minsize=10, mode="hide"))
-    ttft = m["ttft_s"] * 1e3
+    ttft = m.ttft_s * 1e3
     fig.add_vline(x=ttft, line=dict(color="#222", dash="dot", width=2), row=1, col=1)
     # A long prompt's prefill can dwarf the decode passes: clip the axis and label the prefill bar instead.
-    later = sorted(s["step_s"] for s in steps[1:])
-    if later and steps[0]["step_s"] > 6 * later[int(0.9 * (len(later) - 1))]:
+    later = sorted(s.step_s for s in steps[1:])
+    if later and steps[0].step_s > 6 * later[int(0.9 * (len(later) - 1))]:
         top = 3 * later[int(0.9 * (len(later) - 1))] * 1e3
         fig.update_yaxes(range=[0, top], row=2, col=1)
-        fig.add_annotation(x=labels[0], y=top, text=f"{steps[0]['phase']} {ms(steps[0]['step_s'])} ↑ (off scale)",
+        fig.add_annotation(x=labels[0], y=top, text=f"{steps[0].phase} {ms(steps[0].step_s)} ↑ (off scale)",
                            showarrow=False, yanchor="top", xanchor="left", font=dict(size=12), row=2, col=1)
-    most = max(s["tokens_in_pass"] for s in steps)
-    least = min(s["tokens_in_pass"] for s in steps)
+    most = max(s.tokens_in_pass for s in steps)
+    least = min(s.tokens_in_pass for s in steps)
     fig.update_yaxes(showticklabels=False, row=1, col=1)
     if most > 20 * least:  # prefill vs 1-token decode passes: a log axis keeps the 1s visible
         fig.update_yaxes(type="log", dtick=1, range=[-0.4, math.log10(most) + 0.5], row=3, col=1)
@@ -200,9 +203,9 @@ def timeline_figure(tl: dict) -> go.Figure:
     fig.update_xaxes(matches="x3", showticklabels=False, row=2, col=1)
     fig.update_xaxes(showticklabels=few, tickangle=-45, row=3, col=1,
                      title_text="each pass, labelled with the token it produced" if few else "pass (hover for the token)")
-    title = (f"{len(steps)} passes · prefill {ms(m['prefill_s'])} · then "
-             + (f"{ms(m['tpot_mean_s'])} per token" if m["tpot_mean_s"] else "nothing more")
-             + ("" if tl["use_cache"] else " · KV cache OFF: every pass re-runs the whole sequence"))
+    title = (f"{len(steps)} passes · prefill {ms(m.prefill_s)} · then "
+             + (f"{ms(m.tpot_mean_s)} per token" if m.tpot_mean_s else "nothing more")
+             + ("" if tl.use_cache else " · KV cache OFF: every pass re-runs the whole sequence"))
     return _layout(fig, 760, title)
 
 
@@ -210,41 +213,41 @@ def timeline_figure(tl: dict) -> go.Figure:
 # KV cache
 
 
-def kv_html(tl: dict) -> str:
+def kv_html(tl: Timeline) -> str:
     """The formula with this model's numbers, checked against the cache tensors, and the GQA saving."""
-    kv = tl["kv"]
-    if not tl["use_cache"]:
+    kv = tl.kv
+    if not tl.use_cache:
         return ('<div class="pfd-kv" id="pfd-kv">KV cache <b>off</b>: nothing is kept between passes, so every step '
                 "runs the whole sequence through the model again (see the tokens per pass above).</div>")
-    per_token = kv["bytes_per_token"]
-    windows = [w for w in kv["layer_windows"] if w]
-    formula = (f"2 (K and V) × {kv['num_layers']} layers × {_plural(kv['num_kv_heads'], 'KV head')} × {kv['head_dim']} head dim × "
-               f"{kv['bytes_per_element']} bytes ({kv['dtype']}) = <b>{per_token:,} bytes per token</b>")
+    per_token = kv.bytes_per_token
+    windows = [w for w in kv.layer_windows if w]
+    formula = (f"2 (K and V) × {kv.num_layers} layers × {_plural(kv.num_kv_heads, 'KV head')} × {kv.head_dim} head dim × "
+               f"{kv.bytes_per_element} bytes ({kv.dtype}) = <b>{per_token:,} bytes per token</b>")
     sliding = ""
     if windows:
-        sliding = (f"<br>{len(windows)} of {kv['num_layers']} layers use sliding-window attention and keep only their "
+        sliding = (f"<br>{len(windows)} of {kv.num_layers} layers use sliding-window attention and keep only their "
                    f"last {windows[0] - 1:,} tokens, so beyond that only the other layers grow.")
-    ok = kv["bytes"] == kv["formula_bytes"] and kv["matches"]
+    ok = tl.kv_bytes == tl.kv_formula_bytes and tl.kv_matches()
     verdict = ("✓ equal at every step" if ok else "✗ differs from the formula")
-    mha, gqa = kv["mha_bytes_per_token"], kv["gqa_factor"]
-    if kv["num_kv_heads"] < kv["num_heads"]:
-        gqa_text = (f"<b>Grouped-query attention</b>: {kv['num_heads']} query heads share "
-                    f"{_plural(kv['num_kv_heads'], 'key/value head')}. Full multi-head attention would cache {mha:,} bytes per token ({nbytes(kv['mha_bytes'])} "
+    mha, gqa = kv.mha_bytes_per_token, kv.gqa_factor
+    if kv.num_kv_heads < kv.num_heads:
+        gqa_text = (f"<b>Grouped-query attention</b>: {kv.num_heads} query heads share "
+                    f"{_plural(kv.num_kv_heads, 'key/value head')}. Full multi-head attention would cache {mha:,} bytes per token ({nbytes(tl.mha_bytes)} "
                     f"here): GQA keeps <b>{gqa:g}× less</b>.")
     else:
         gqa_text = "Multi-head attention: one key/value head per query head (no GQA saving)."
     return (f'<div class="pfd-kv" id="pfd-kv"><div>{formula}{sliding}</div>'
-            f"<div>After the last pass the cache holds <b>{kv['tokens']:,} tokens</b>: measured from the DynamicCache "
-            f"tensors <b>{kv['bytes']:,} bytes</b> ({nbytes(kv['bytes'])}); the formula gives "
-            f"{kv['formula_bytes']:,} bytes: <b id=\"pfd-kv-verdict\">{verdict}</b>.</div><div>{gqa_text}</div></div>")
+            f"<div>After the last pass the cache holds <b>{tl.kv_tokens:,} tokens</b>: measured from the DynamicCache "
+            f"tensors <b>{tl.kv_bytes:,} bytes</b> ({nbytes(tl.kv_bytes)}); the formula gives "
+            f"{tl.kv_formula_bytes:,} bytes: <b id=\"pfd-kv-verdict\">{verdict}</b>.</div><div>{gqa_text}</div></div>")
 
 
-def kv_figure(tl: dict) -> go.Figure:
+def kv_figure(tl: Timeline) -> go.Figure:
     """Left: bytes in the cache after each pass, measured, with the formula and the MHA equivalent.
     Right: per layer after the last pass."""
-    kv = tl["kv"]
-    steps = tl["steps"]
-    if not tl["use_cache"]:
+    kv = tl.kv
+    steps = tl.steps
+    if not tl.use_cache:
         fig = go.Figure()
         fig.add_annotation(text="KV cache off: nothing is kept between passes (0 bytes)", x=0.5, y=0.5,
                            xref="paper", yref="paper", showarrow=False, font=dict(size=16))
@@ -253,68 +256,66 @@ def kv_figure(tl: dict) -> go.Figure:
         return _layout(fig, 160)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.1,
                         subplot_titles=["Cache size after each pass (MB)", "Per layer after the last pass (KB)"])
-    tokens = [s["cache_len"] for s in steps]
-    fig.add_scatter(x=tokens, y=[s["cache_bytes"] / 1e6 for s in steps], mode="markers", name="measured (tensors)",
+    tokens = [s.cache_len for s in steps]
+    fig.add_scatter(x=tokens, y=[s.cache_bytes / 1e6 for s in steps], mode="markers", name="measured (tensors)",
                     marker=dict(color=DECODE, size=8), row=1, col=1,
                     hovertemplate="%{x} tokens: %{y:.3f} MB<extra>measured</extra>")
     if tokens:
-        windowed = any(kv["layer_windows"])
-        formula = [formula_bytes(kv, t) for t in tokens]
+        formula = [kv.bytes_for(t) for t in tokens]
         fig.add_scatter(x=tokens, y=[b / 1e6 for b in formula], mode="lines", line=dict(color=FORMULA, dash="dash"),
-                        name=f"formula: {kv['bytes_per_token']:,} B × tokens" + (" (windowed layers capped)" if windowed
-                                                                                else ""), row=1, col=1)
-        if kv["num_kv_heads"] < kv["num_heads"]:
-            fig.add_scatter(x=tokens, y=[b * kv["gqa_factor"] / 1e6 for b in formula], mode="lines",
-                            name=f"full MHA ({kv['num_heads']} KV heads)", line=dict(color=MHA, dash="dot"),
+                        name=f"formula: {kv.bytes_per_token:,} B × tokens" + (" (windowed layers capped)" if kv.windowed
+                                                                             else ""), row=1, col=1)
+        if kv.num_kv_heads < kv.num_heads:
+            fig.add_scatter(x=tokens, y=[b * kv.gqa_factor / 1e6 for b in formula], mode="lines",
+                            name=f"full MHA ({kv.num_heads} KV heads)", line=dict(color=MHA, dash="dot"),
                             row=1, col=1)
-    layers = list(range(len(tl["kv"]["layer_bytes"])))
-    fig.add_bar(x=layers, y=[b / 1e3 for b in kv["layer_bytes"]], name="per layer, measured",
-                marker_color=[DECODE if not w else PREFILL for w in kv["layer_windows"][: len(layers)]],
-                marker_pattern_shape=["" if not w else "/" for w in kv["layer_windows"][: len(layers)]], row=1, col=2,
+    layers = list(range(len(tl.layer_bytes)))
+    fig.add_bar(x=layers, y=[b / 1e3 for b in tl.layer_bytes], name="per layer, measured",
+                marker_color=[DECODE if not w else PREFILL for w in kv.layer_windows[: len(layers)]],
+                marker_pattern_shape=["" if not w else "/" for w in kv.layer_windows[: len(layers)]], row=1, col=2,
                 hovertemplate="layer %{x}: %{y:,.1f} KB<extra></extra>", showlegend=False)
-    fig.add_scatter(x=layers, y=[b / 1e3 for b in kv["layer_formula_bytes"]], mode="markers", name="per layer, formula",
+    fig.add_scatter(x=layers, y=[b / 1e3 for b in tl.layer_formula_bytes], mode="markers", name="per layer, formula",
                     marker=dict(symbol="line-ew", size=14, line=dict(width=2, color=FORMULA)), row=1, col=2,
                     showlegend=False, hovertemplate="layer %{x}: formula %{y:,.1f} KB<extra></extra>")
     fig.update_xaxes(title_text="tokens in the cache", tickformat=",d", row=1, col=1)
     if tokens and max(tokens) - min(tokens) < 10:
         fig.update_xaxes(dtick=1, row=1, col=1)  # whole tokens only
-    fig.update_xaxes(title_text="layer" + (" (orange, hatched: sliding window)" if any(kv["layer_windows"]) else ""),
-                     row=1, col=2)
+    fig.update_xaxes(title_text="layer" + (" (orange, hatched: sliding window)" if kv.windowed else ""), row=1, col=2)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    return _layout(fig, 420, f"KV cache: {kv['bytes_per_token']:,} bytes per token ({kv['dtype']}), "
-                              f"{kv['tokens']:,} tokens held after the last pass")
+    return _layout(fig, 420, f"KV cache: {kv.bytes_per_token:,} bytes per token ({kv.dtype}), "
+                              f"{tl.kv_tokens:,} tokens held after the last pass")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Cache on vs off
 
 
-def compare_html(cmp: dict) -> str:
-    on, off = cmp["on"], cmp["off"]
-    n = len(on["steps"])
-    same = ("✓ identical tokens" if cmp["identical"]
-            else f"✗ the runs part at step {cmp['first_difference']} (float rounding tipped a near tie)")
-    last_on, last_off = on["steps"][-1], off["steps"][-1]
-    return (f'<div class="pfd-kv" id="pfd-compare-summary"><b>{same}</b> ({n} tokens, seed {on["seed"]}). '
-            f"With the cache: total {ms(on['metrics']['total_s'])}; without: {ms(off['metrics']['total_s'])}: "
-            f"<b>{cmp['speedup_total']:.1f}× faster with the cache</b>. The last pass processed "
-            f"{last_on['tokens_in_pass']} token(s) with the cache and {last_off['tokens_in_pass']} without "
-            f"({ms(last_on['forward_s'])} vs {ms(last_off['forward_s'])}, {cmp['speedup_last_step']:.1f}×). "
+def compare_html(cmp: CacheComparison) -> str:
+    on, off = cmp.on, cmp.off
+    n = len(on.steps)
+    same = ("✓ identical tokens" if cmp.identical
+            else f"✗ the runs part at step {cmp.first_difference} (float rounding tipped a near tie)")
+    last_on, last_off = on.steps[-1], off.steps[-1]
+    return (f'<div class="pfd-kv" id="pfd-compare-summary"><b>{same}</b> ({n} tokens, seed {on.seed}). '
+            f"With the cache: total {ms(on.metrics.total_s)}; without: {ms(off.metrics.total_s)}: "
+            f"<b>{cmp.speedup_total:.1f}× faster with the cache</b>. The last pass processed "
+            f"{last_on.tokens_in_pass} token(s) with the cache and {last_off.tokens_in_pass} without "
+            f"({ms(last_on.forward_s)} vs {ms(last_off.forward_s)}, {cmp.speedup_last_step:.1f}×). "
             "Without the cache each step's cost grows with the sequence; with it, a decode step only adds one "
             "token's keys and values and reads the rest.</div>")
 
 
-def compare_figure(cmp: dict) -> go.Figure:
-    on, off = cmp["on"]["steps"], cmp["off"]["steps"]
+def compare_figure(cmp: CacheComparison) -> go.Figure:
+    on, off = cmp.on.steps, cmp.off.steps
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["Forward pass of each step (ms)", "Time since the run started (s)"])
     for steps, name, colour, dash in ((on, "KV cache on", DECODE, "solid"), (off, "KV cache off", RECOMPUTE, "dash")):
-        x = [s["index"] for s in steps]
-        fig.add_scatter(x=x, y=[s["forward_s"] * 1e3 for s in steps], mode="lines+markers", name=name,
+        x = [s.index for s in steps]
+        fig.add_scatter(x=x, y=[s.forward_s * 1e3 for s in steps], mode="lines+markers", name=name,
                         line=dict(color=colour, dash=dash), row=1, col=1, legendgroup=name,
-                        customdata=[s["tokens_in_pass"] for s in steps],
+                        customdata=[s.tokens_in_pass for s in steps],
                         hovertemplate="step %{x}: %{y:.1f} ms, %{customdata} tokens in<extra>" + name + "</extra>")
-        fig.add_scatter(x=x, y=[(s["start_s"] + s["step_s"]) for s in steps], mode="lines", name=name,
+        fig.add_scatter(x=x, y=[(s.start_s + s.step_s) for s in steps], mode="lines", name=name,
                         line=dict(color=colour, width=3, dash=dash), row=1, col=2, legendgroup=name, showlegend=False,
                         hovertemplate="after step %{x}: %{y:.2f} s<extra>" + name + "</extra>")
     fig.update_xaxes(title_text="step (0 = prefill)")
@@ -326,36 +327,34 @@ def compare_figure(cmp: dict) -> go.Figure:
 # Context-length sweep
 
 
-def sweep_figure(sw: dict) -> go.Figure:
-    points = sw["points"]
-    ns = [p["prompt_tokens"] for p in points]
+def sweep_figure(sw: Sweep) -> go.Figure:
+    points = sw.points
+    ns = [p.prompt_tokens for p in points]
     cats = [str(n) for n in ns]
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.2, horizontal_spacing=0.1, subplot_titles=[
         "Prefill time (s) vs prompt length", "Prefill time per prompt token (ms), split by where it goes",
         "Decode time per new token (ms) vs tokens in the cache", "Memory (MB)"])
-    fig.add_scatter(x=ns, y=[p["prefill_s"] for p in points], mode="markers", name="prefill, measured",
+    fig.add_scatter(x=ns, y=[p.prefill_s for p in points], mode="markers", name="prefill, measured",
                     marker=dict(color=PREFILL, size=10), row=1, col=1,
                     hovertemplate="%{x} tokens: %{y:.3f} s<extra></extra>")
-    if sw["linear"] and sw["quadratic"]:
+    if sw.linear and sw.quadratic:
         grid = [ns[0] + (ns[-1] - ns[0]) * i / 60 for i in range(61)]
-        for fit, name, dash in ((sw["linear"], "linear fit", "dash"), (sw["quadratic"], "quadratic fit", "dot")):
-            c = fit["coefficients"]
-            ys = [sum(coef * x ** (len(c) - 1 - k) for k, coef in enumerate(c)) for x in grid]
-            fig.add_scatter(x=grid, y=ys, mode="lines", name=f"{name} (R² {fit['r2']:.3f})",
-                            line=dict(color=FORMULA if fit["degree"] == 1 else "#D55E00", dash=dash), row=1, col=1)
+        for fit, name, dash in ((sw.linear, "linear fit", "dash"), (sw.quadratic, "quadratic fit", "dot")):
+            fig.add_scatter(x=grid, y=[fit.at(x) for x in grid], mode="lines", name=f"{name} (R² {fit.r2:.3f})",
+                            line=dict(color=FORMULA if fit.degree == 1 else "#D55E00", dash=dash), row=1, col=1)
     for key, (label, colour) in SPLIT.items():
-        fig.add_bar(x=cats, y=[p["split"][key] / p["prompt_tokens"] * 1e3 for p in points], name=label,
+        fig.add_bar(x=cats, y=[p.split[key] / p.prompt_tokens * 1e3 for p in points], name=label,
                     marker_color=colour, marker_pattern_shape=SPLIT_PATTERN.get(key, ""), row=1, col=2,
                     legendgroup="split",
                     hovertemplate="%{x} tokens: %{y:.3f} ms per token<extra>" + label + "</extra>")
-    fig.add_scatter(x=ns, y=[p["decode_s"] * 1e3 for p in points], mode="lines+markers", name="decode pass, median",
+    fig.add_scatter(x=ns, y=[p.decode_s * 1e3 for p in points], mode="lines+markers", name="decode pass, median",
                     line=dict(color=DECODE), row=2, col=1, hovertemplate="%{x} tokens cached: %{y:.1f} ms<extra></extra>")
-    fig.add_bar(x=cats, y=[p["kv_bytes"] / 1e6 for p in points], name="KV cache after prefill (measured)",
+    fig.add_bar(x=cats, y=[p.kv_bytes / 1e6 for p in points], name="KV cache after prefill (measured)",
                 marker_color=DECODE, row=2, col=2, hovertemplate="%{x} tokens: %{y:.2f} MB<extra>KV cache</extra>")
-    fig.add_scatter(x=cats, y=[p["memory"]["increase_bytes"] / 1e6 for p in points], mode="lines+markers",
+    fig.add_scatter(x=cats, y=[p.memory["increase_bytes"] / 1e6 for p in points], mode="lines+markers",
                     name="peak memory increase during the run", line=dict(color=PREFILL, width=3), row=2, col=2,
                     hovertemplate="%{x} tokens: +%{y:.1f} MB<extra>peak increase</extra>")
-    fig.add_scatter(x=cats, y=[p["working_estimate_bytes"] / 1e6 for p in points], mode="markers",
+    fig.add_scatter(x=cats, y=[p.working_estimate_bytes / 1e6 for p in points], mode="markers",
                     name="estimate: 3 score matrices [heads, n, n] + KV + MLP activations",
                     marker=dict(symbol="x", size=10, color=FORMULA), row=2, col=2,
                     hovertemplate="%{x} tokens: %{y:.1f} MB<extra>estimate</extra>")
@@ -365,45 +364,35 @@ def sweep_figure(sw: dict) -> go.Figure:
     fig.update_xaxes(title_text="tokens in the cache", row=2, col=1)
     fig.update_xaxes(title_text="prompt tokens", type="category", row=2, col=2)
     fig.update_yaxes(rangemode="tozero")
-    title = f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw['device'])}"
+    title = f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw.device)}"
     return _layout(fig, 840, title, legend_rows=4)
 
 
-def _share(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.0f}%" if whole else "–"
+PER_TOKEN_TREND = {"rose": "rose", "fell": "fell", "flat": "stayed about the same"}
+DECODE_TREND = {
+    "noisy": ("the decode times jump around by more than 2× without a trend: other programs were using the CPU, "
+              "so no conclusion about decode is possible from this run (tick “measure again”)."),
+    "grows": ("each new token attends over every cached one, so decode slows as the context grows, though far "
+              "less than prefill."),
+    "flat": ("no clear growth at these lengths: a decode pass is dominated by reading the weights, and attending "
+             "over the cache is a small part of it (it grows with the context)."),
+}
 
 
-def _growth(points: Sequence[dict], value) -> float | None:
-    """Growth exponent k (value ∝ n^k) between the two longest prompts, where fixed costs matter least:
-    1 = linear, 2 = quadratic. None when it cannot be computed."""
-    if len(points) < 2:
-        return None
-    a, b = points[-2], points[-1]
-    va, vb = value(a), value(b)
-    if va <= 0 or vb <= 0 or b["prompt_tokens"] <= a["prompt_tokens"]:
-        return None
-    return math.log(vb / va) / math.log(b["prompt_tokens"] / a["prompt_tokens"])
-
-
-def sweep_verdict(sw: dict) -> list[str]:
-    """What the numbers show, in sentences that only claim what the data holds."""
-    points = sw["points"]
-    first, last = points[0], points[-1]
-    n0, n1 = first["prompt_tokens"], last["prompt_tokens"]
+def sweep_verdict(sw: Sweep) -> list[str]:
+    """The sweep's findings (`inference.sweep.sweep_findings`) in sentences that only claim what they hold."""
+    f = sw.findings
+    n0, n1 = f.first_tokens, f.last_tokens
+    core0, core1 = f.attention_share
     out = []
-    core = [p["split"]["attention_core_s"] / p["prefill_s"] if p["prefill_s"] else 0.0 for p in points]
-    core0, core1 = core[0], core[-1]
 
     # 1. The fits, weighed against the split measured inside the passes.
-    if sw["linear"] and sw["quadratic"]:
-        a2 = sw["quadratic"]["coefficients"][0]
-        fitted = sum(c * n1 ** (2 - k) for k, c in enumerate(sw["quadratic"]["coefficients"]))
-        text = (f"A straight line through the prefill times fits with R² = {sw['linear']['r2']:.3f}; adding an n² term "
-                f"gives R² = {sw['quadratic']['r2']:.3f} (an extra term always fits at least as well). ")
-        if a2 > 0 and fitted > 0:
-            share = a2 * n1 * n1 / fitted
-            text += f"In that fit the n² term is {100 * share:.0f}% of the time at {n1:,} tokens"
-            if share > 2 * core1 + 0.1:
+    if f.linear_r2 is not None:
+        text = (f"A straight line through the prefill times fits with R² = {f.linear_r2:.3f}; adding an n² term "
+                f"gives R² = {f.quadratic_r2:.3f} (an extra term always fits at least as well). ")
+        if f.fit_n2_share is not None:
+            text += f"In that fit the n² term is {100 * f.fit_n2_share:.0f}% of the time at {n1:,} tokens"
+            if f.fit_overstates:
                 text += (f", but the attention scores measured inside those passes are only {100 * core1:.0f}%: most of "
                          "the curvature is noise or other effects (CPU caches, other programs), not attention. Trust "
                          "the measured split more than the fit.")
@@ -414,47 +403,43 @@ def sweep_verdict(sw: dict) -> list[str]:
                      "(noise can hide it; the split chart measures the n² part directly).")
         out.append(text)
     else:
-        out.append(f"{len(points)} lengths measured: fitting linear against quadratic growth needs at least 4 "
+        out.append(f"{f.points} lengths measured: fitting linear against quadratic growth needs at least 4 "
                    "(a quadratic passes through any 3 points), so no fit is shown.")
 
     # 2. The split measured inside the passes, next to the FLOP count.
-    f0, f1 = first["flops"], last["flops"]
     text = (f"Measured inside the passes (forward hooks), the attention scores (QKᵀ, softmax, ×V) took {100 * core0:.0f}% "
             f"of prefill at {n0:,} tokens and {100 * core1:.0f}% at {n1:,}. By FLOP count (from the config) their share "
-            f"goes from {_share(f0['attention'], f0['attention'] + f0['linear'])} to "
-            f"{_share(f1['attention'], f1['attention'] + f1['linear'])}: QKᵀ and ×V cost 4 × layers × heads × head dim × "
-            "n² FLOPs, the projections and MLP 2 × parameters × n, so the scores' share grows about in proportion to n. ")
-    if core1 > core0 + 0.1:
+            f"goes from {percent(f.flops_share[0])} to {percent(f.flops_share[1])}: QKᵀ and ×V cost 4 × layers × "
+            "heads × head dim × n² FLOPs, the projections and MLP 2 × parameters × n, so the scores' share grows about "
+            "in proportion to n. ")
+    if f.attention_trend == "grows":
         text += "The measured share grows too: that is the quadratic part of prefill, visible. "
-    elif len(points) > 1:
+    elif f.attention_trend == "unclear":
         text += "The measured share does not grow clearly at these lengths. "
     text += ("At short prompts the measured share is mostly fixed per-operation cost (RoPE, reshapes, a softmax over "
              "tiny matrices), not FLOPs; softmax and masking also move memory that FLOPs do not count.")
     out.append(text)
 
     # 3. Per prompt token.
-    per0, per1 = first["prefill_s"] / n0, last["prefill_s"] / n1
-    ratio = per1 / per0
-    trend = "rose" if ratio > 1.1 else "fell" if ratio < 0.9 else "stayed about the same"
-    out.append(f"Prefill time per prompt token {trend}: {ms(per0)} at {n0:,} tokens, {ms(per1)} at {n1:,} (×{ratio:.2f}). "
+    per0, per1 = f.per_token_s
+    out.append(f"Prefill time per prompt token {PER_TOKEN_TREND[f.per_token_trend]}: {ms(per0)} at {n0:,} tokens, "
+               f"{ms(per1)} at {n1:,} (×{per1 / per0:.2f}). "
                "Fixed per-pass costs (dozens of small operations per layer) make short prompts expensive per token; "
                "the n² attention work makes long prompts more expensive per token; the split chart shows which wins "
                "where.")
 
     # 4. KV cache and working memory.
-    kv_ok = all(p["kv_bytes"] == p["kv_formula_bytes"] for p in points)
-    windows = [w for w in sw["kv"].get("layer_windows", []) if w]
-    capped = f" in the full-attention layers ({len(windows)} sliding-window layers stop at {windows[0] - 1:,} tokens)" \
-        if windows and n1 >= windows[0] else ""
-    out.append(f"The KV cache grows linearly{capped}: {nbytes(last['kv_bytes'])} at {n1:,} tokens "
-               + ("(equal to the formula at every length)." if kv_ok else "(it differs from the formula: see the table)."))
-    growth = _growth(points, lambda p: p["memory"]["increase_bytes"])
-    if growth is not None:
-        a = points[-2]
-        text = (f"Peak memory rose by {nbytes(a['memory']['increase_bytes'])} during the run at {a['prompt_tokens']:,} "
-                f"tokens and by {nbytes(last['memory']['increase_bytes'])} at {n1:,} (estimate "
-                f"{nbytes(last['working_estimate_bytes'])}): it grows like n^{growth:.1f} there. ")
-        if growth > 1.25:
+    capped = (f" in the full-attention layers ({f.sliding_layers} sliding-window layers stop at {f.window_keeps:,} "
+              "tokens)") if f.sliding_layers else ""
+    out.append(f"The KV cache grows linearly{capped}: {nbytes(f.kv_bytes)} at {n1:,} tokens "
+               + ("(equal to the formula at every length)." if f.kv_matches
+                  else "(it differs from the formula: see the table)."))
+    if f.memory_growth is not None:
+        (before, _), (grew_before, grew_last) = f.memory_tokens, f.memory_increase
+        text = (f"Peak memory rose by {nbytes(grew_before)} during the run at {before:,} tokens and by "
+                f"{nbytes(grew_last)} at {n1:,} (estimate {nbytes(f.working_estimate_bytes)}): it grows like "
+                f"n^{f.memory_growth:.1f} there. ")
+        if f.memory_superlinear:
             text += ("Faster than linear: eager attention writes the full n × n score matrix of every head, so this "
                      "working memory grows with n², while the KV cache grows with n. Fused kernels (FlashAttention, "
                      "SDPA) compute the same result in tiles and never hold the whole matrix.")
@@ -464,45 +449,35 @@ def sweep_verdict(sw: dict) -> list[str]:
         out.append(text)
 
     # 5. Decode.
-    decode = [p["decode_s"] for p in points]
-    d0, d1 = decode[0], decode[-1]
-    if max(decode) > 2 * min(decode) and not all(b >= a for a, b in zip(decode, decode[1:])):
-        verdict = ("the decode times jump around by more than 2× without a trend: other programs were using the CPU, "
-                   "so no conclusion about decode is possible from this run (tick “measure again”).")
-    elif d1 > 1.1 * d0:
-        verdict = ("each new token attends over every cached one, so decode slows as the context grows, though far "
-                   "less than prefill.")
-    else:
-        verdict = ("no clear growth at these lengths: a decode pass is dominated by reading the weights, and attending "
-                   "over the cache is a small part of it (it grows with the context).")
-    out.append(f"A decode pass took {ms(d0)} with {n0:,} cached tokens and {ms(d1)} with {n1:,}: {verdict}")
+    d0, d1 = f.decode_s
+    out.append(f"A decode pass took {ms(d0)} with {n0:,} cached tokens and {ms(d1)} with {n1:,}: "
+               f"{DECODE_TREND[f.decode_trend]}")
     return out
 
 
-def sweep_html(sw: dict) -> str:
+def sweep_html(sw: Sweep) -> str:
     rows = []
-    for p in sw["points"]:
-        f = p["flops"]
-        mem = p["memory"]
+    for p in sw.points:
+        mem = p.memory
         rows.append(
-            f"<tr><td>{p['prompt_tokens']:,}</td><td>{ms(p['prefill_s'])}</td>"
-            f"<td>{ms(p['prefill_s'] / p['prompt_tokens'])}</td>"
-            f"<td>{_share(p['split']['attention_core_s'], p['prefill_s'])}</td>"
-            f"<td>{_share(f['attention'], f['attention'] + f['linear'])}</td>"
-            f"<td>{ms(p['decode_s'])}</td>"
-            f"<td>{nbytes(p['kv_bytes'])} {'✓' if p['kv_bytes'] == p['kv_formula_bytes'] else '✗'}</td>"
+            f"<tr><td>{p.prompt_tokens:,}</td><td>{ms(p.prefill_s)}</td>"
+            f"<td>{ms(p.prefill_s / p.prompt_tokens)}</td>"
+            f"<td>{percent(p.attention_share if p.prefill_s else None)}</td>"
+            f"<td>{percent(p.attention_flops_share)}</td>"
+            f"<td>{ms(p.decode_s)}</td>"
+            f"<td>{nbytes(p.kv_bytes)} {'✓' if p.kv_bytes == p.kv_formula_bytes else '✗'}</td>"
             f"<td>{nbytes(mem['peak_bytes'])} (+{nbytes(mem['increase_bytes'])})</td></tr>")
-    memory = sw["points"][0]["memory"] if sw["points"] else {}
+    memory = sw.points[0].memory if sw.points else {}
     mem_kind = ("GPU memory allocated by tensors (torch.cuda.max_memory_allocated)"
                 if memory.get("kind") == "cuda_allocated"
                 else f"process RSS, {memory.get('method', '')}; freed memory is handed back to the system before "
                      "each run (malloc_trim) so the increase is this run's own")
-    note = (f"{'Cached result (measured earlier for this model); tick “measure again” to re-run. ' if sw['cached'] else ''}"
+    note = (f"{'Cached result (measured earlier for this model); tick “measure again” to re-run. ' if sw.cached else ''}"
             f"Each length: the fastest of up to 3 prefills (fewer for long prompts), then "
-            f"{sw['points'][0]['decode_steps']} decode passes (median). Memory: {mem_kind}. "
+            f"{sw.points[0].decode_steps} decode passes (median). Memory: {mem_kind}. "
             "Timings on a shared CPU are noisy."
             + (" The request's time limit stopped this sweep before its longest lengths; the lengths measured are "
-               "kept, so running it again goes on from there." if sw.get("timed_out") else ""))
+               "kept, so running it again goes on from there." if sw.timed_out else ""))
     verdict = "".join(f"<li>{_esc(s)}</li>" for s in sweep_verdict(sw))
     return (f'<div class="pfd-sweep" id="pfd-sweep-table"><table><thead><tr><th>prompt tokens</th><th>prefill</th>'
             "<th>per token</th><th>attention scores, measured</th><th>attention scores, FLOPs</th>"
@@ -515,36 +490,34 @@ def sweep_html(sw: dict) -> str:
 # Batch throughput
 
 
-def batch_figure(b: dict) -> go.Figure:
-    size = len(b["prompts"])
-    single = b["single"]
+def batch_figure(b: BatchComparison) -> go.Figure:
+    size = len(b.prompts)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15,
                         subplot_titles=["Throughput (new tokens per second)", "One decode pass (ms)"])
     names = ["one prompt at a time", f"batch of {size}"]
-    fig.add_bar(x=names, y=[b["single_tokens_per_s"], b["batched"]["tokens_per_s"]], marker_color=[DECODE, PREFILL],
-                text=[f"{b['single_tokens_per_s']:.1f}", f"{b['batched']['tokens_per_s']:.1f}"], textposition="outside",
+    batched = b.batched.tokens_per_s
+    fig.add_bar(x=names, y=[b.single_tokens_per_s, batched], marker_color=[DECODE, PREFILL],
+                text=[f"{b.single_tokens_per_s:.1f}", f"{batched:.1f}"], textposition="outside",
                 showlegend=False, row=1, col=1)
-    single_pass = [s for r in single for s in r["decode_s"]]
-    batch_pass = b["batched"]["decode_s"]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    fig.add_bar(x=["1 row", f"{size} rows"], y=[mean(single_pass) * 1e3, mean(batch_pass) * 1e3],
+    single_pass, batch_pass = b.single_decode_mean_s, b.batched.decode_mean_s
+    fig.add_bar(x=["1 row", f"{size} rows"], y=[single_pass * 1e3, batch_pass * 1e3],
                 marker_color=[DECODE, PREFILL], showlegend=False, row=1, col=2,
-                text=[ms(mean(single_pass)), ms(mean(batch_pass))], textposition="outside")
+                text=[ms(single_pass), ms(batch_pass)], textposition="outside")
     fig.update_yaxes(rangemode="tozero")
-    fig.update_yaxes(range=[0, 1.25 * max(b["single_tokens_per_s"], b["batched"]["tokens_per_s"])], row=1, col=1)
-    fig.update_yaxes(range=[0, 1.25e3 * max(mean(single_pass), mean(batch_pass), 1e-6)], row=1, col=2)
-    return _layout(fig, 380, f"Throughput: {size} prompts × {b['new_tokens']} new tokens, as one batch vs one at a "
+    fig.update_yaxes(range=[0, 1.25 * max(b.single_tokens_per_s, batched)], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.25e3 * max(single_pass, batch_pass, 1e-6)], row=1, col=2)
+    return _layout(fig, 380, f"Throughput: {size} prompts × {b.new_tokens} new tokens, as one batch vs one at a "
                              "time")
 
 
-def batch_html(b: dict) -> str:
-    size = len(b["prompts"])
-    tokens = size * b["new_tokens"]
-    same = ("✓ every row of the batch produced the same tokens as its prompt alone" if b["identical"]
+def batch_html(b: BatchComparison) -> str:
+    size = len(b.prompts)
+    tokens = size * b.new_tokens
+    same = ("✓ every row of the batch produced the same tokens as its prompt alone" if b.identical
             else "✗ some rows differ from their prompt alone (padding changes float rounding; a near tie can flip)")
-    return (f'<div class="pfd-kv" id="pfd-batch-summary">{tokens} new tokens ({size} prompts × {b["new_tokens"]}): '
-            f"one at a time {ms(b['single_total_s'])} ({b['single_tokens_per_s']:.1f} tokens/s); as one batch "
-            f"{ms(b['batched']['total_s'])} ({b['batched']['tokens_per_s']:.1f} tokens/s): <b>{b['speedup']:.1f}× "
+    return (f'<div class="pfd-kv" id="pfd-batch-summary">{tokens} new tokens ({size} prompts × {b.new_tokens}): '
+            f"one at a time {ms(b.single_total_s)} ({b.single_tokens_per_s:.1f} tokens/s); as one batch "
+            f"{ms(b.batched.total_s)} ({b.batched.tokens_per_s:.1f} tokens/s): <b>{b.speedup:.1f}× "
             f"the throughput</b>. {same}. A decode pass reads every weight once whatever the batch size, so extra rows "
             "are cheap until the matrix work itself fills the hardware; each user's own TPOT gets a little worse "
             "while the server serves more users per second.</div>")
@@ -554,69 +527,66 @@ def batch_html(b: dict) -> str:
 # Text alternatives: each figure in one sentence, with this run's numbers
 
 
-def timeline_summary(tl: dict) -> str:
-    steps, m = tl["steps"], tl["metrics"]
+def timeline_summary(tl: Timeline) -> str:
+    steps, m = tl.steps, tl.metrics
     first, rest = steps[0], steps[1:]
-    if not tl["use_cache"]:
+    if not tl.use_cache:
         last = steps[-1]
         return (f"KV cache off: {len(steps)} passes, each re-running the whole sequence: the first processed "
-                f"{first['tokens_in_pass']} tokens in {ms(first['forward_s'])}, the last {last['tokens_in_pass']} "
-                f"tokens in {ms(last['forward_s'])}; first token after {ms(m['ttft_s'])}, total {ms(m['total_s'])}.")
-    text = (f"{len(steps)} passes: one prefill of {first['tokens_in_pass']} prompt tokens took "
-            f"{ms(first['forward_s'])} (first token after {ms(m['ttft_s'])})")
+                f"{first.tokens_in_pass} tokens in {ms(first.forward_s)}, the last {last.tokens_in_pass} "
+                f"tokens in {ms(last.forward_s)}; first token after {ms(m.ttft_s)}, total {ms(m.total_s)}.")
+    text = (f"{len(steps)} passes: one prefill of {first.tokens_in_pass} prompt tokens took "
+            f"{ms(first.forward_s)} (first token after {ms(m.ttft_s)})")
     if rest:
         passes = "1 decode pass" if len(rest) == 1 else f"{len(rest)} decode passes"
-        text += (f", then {passes} of one token each took {ms(m['tpot_mean_s'])} on average "
-                 f"(p90 {ms(m['tpot_p90_s'])})")
-    return text + f"; total {ms(m['total_s'])} for {_plural(m['new_tokens'], 'new token')}."
+        text += (f", then {passes} of one token each took {ms(m.tpot_mean_s)} on average "
+                 f"(p90 {ms(m.tpot_p90_s)})")
+    return text + f"; total {ms(m.total_s)} for {_plural(m.new_tokens, 'new token')}."
 
 
-def kv_summary(tl: dict) -> str:
-    kv, steps = tl["kv"], tl["steps"]
-    if not tl["use_cache"]:
+def kv_summary(tl: Timeline) -> str:
+    kv, steps = tl.kv, tl.steps
+    if not tl.use_cache:
         return "KV cache off: nothing is kept between passes, so the cache holds 0 bytes."
     first, last = steps[0], steps[-1]
-    verdict = "equal to the formula at every pass" if kv["matches"] else "differing from the formula"
-    text = (f"The KV cache grew by {kv['bytes_per_token']:,} bytes per token: {nbytes(first['cache_bytes'])} after the "
-            f"prefill ({first['cache_len']:,} tokens), {nbytes(last['cache_bytes'])} after the last pass "
-            f"({last['cache_len']:,} tokens), {verdict}")
-    if kv["num_kv_heads"] < kv["num_heads"]:
-        text += f"; full multi-head attention would hold {kv['gqa_factor']:g}× as much"
+    verdict = "equal to the formula at every pass" if tl.kv_matches() else "differing from the formula"
+    text = (f"The KV cache grew by {kv.bytes_per_token:,} bytes per token: {nbytes(first.cache_bytes)} after the "
+            f"prefill ({first.cache_len:,} tokens), {nbytes(last.cache_bytes)} after the last pass "
+            f"({last.cache_len:,} tokens), {verdict}")
+    if kv.num_kv_heads < kv.num_heads:
+        text += f"; full multi-head attention would hold {kv.gqa_factor:g}× as much"
     return text + "."
 
 
-def compare_summary(cmp: dict) -> str:
-    on, off = cmp["on"], cmp["off"]
-    same = "identical tokens" if cmp["identical"] else f"tokens that part at step {cmp['first_difference']}"
-    last_on, last_off = on["steps"][-1], off["steps"][-1]
-    return (f"{len(on['steps'])} tokens with the KV cache took {ms(on['metrics']['total_s'])}, without it "
-            f"{ms(off['metrics']['total_s'])} ({cmp['speedup_total']:.1f}× slower); the last pass processed "
-            f"{last_on['tokens_in_pass']} token(s) with the cache and {last_off['tokens_in_pass']} without; {same}.")
+def compare_summary(cmp: CacheComparison) -> str:
+    on, off = cmp.on, cmp.off
+    same = "identical tokens" if cmp.identical else f"tokens that part at step {cmp.first_difference}"
+    last_on, last_off = on.steps[-1], off.steps[-1]
+    return (f"{len(on.steps)} tokens with the KV cache took {ms(on.metrics.total_s)}, without it "
+            f"{ms(off.metrics.total_s)} ({cmp.speedup_total:.1f}× slower); the last pass processed "
+            f"{last_on.tokens_in_pass} token(s) with the cache and {last_off.tokens_in_pass} without; {same}.")
 
 
-def sweep_summary(sw: dict) -> str:
-    points = sw["points"]
+def sweep_summary(sw: Sweep) -> str:
+    points = sw.points
     if not points:
         return "No length was measured."
     a, b = points[0], points[-1]
-    core = lambda p: p["split"]["attention_core_s"] / p["prefill_s"] if p["prefill_s"] else 0.0  # noqa: E731
-    text = (f"Prefill took {ms(a['prefill_s'])} at {a['prompt_tokens']:,} tokens and {ms(b['prefill_s'])} at "
-            f"{b['prompt_tokens']:,} (attention scores {core(a):.0%} → {core(b):.0%} of it, measured); a decode pass "
-            f"took {ms(a['decode_s'])} → {ms(b['decode_s'])}; the KV cache grew to {nbytes(b['kv_bytes'])}")
-    if sw.get("timed_out"):
+    text = (f"Prefill took {ms(a.prefill_s)} at {a.prompt_tokens:,} tokens and {ms(b.prefill_s)} at "
+            f"{b.prompt_tokens:,} (attention scores {a.attention_share:.0%} → {b.attention_share:.0%} of it, "
+            f"measured); a decode pass took {ms(a.decode_s)} → {ms(b.decode_s)}; the KV cache grew to "
+            f"{nbytes(b.kv_bytes)}")
+    if sw.timed_out:
         text += "; the request's time limit stopped the sweep before its longest lengths (run it again to go on)"
     return text + "."
 
 
-def batch_summary(b: dict) -> str:
-    size = len(b["prompts"])
-    single_pass = [s for r in b["single"] for s in r["decode_s"]]
-    batch_pass = b["batched"]["decode_s"]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    return (f"{size} prompts × {b['new_tokens']} new tokens: one at a time {b['single_tokens_per_s']:.1f} tokens/s, "
-            f"as one batch {b['batched']['tokens_per_s']:.1f} tokens/s ({b['speedup']:.1f}× the throughput); a decode "
+def batch_summary(b: BatchComparison) -> str:
+    size = len(b.prompts)
+    return (f"{size} prompts × {b.new_tokens} new tokens: one at a time {b.single_tokens_per_s:.1f} tokens/s, "
+            f"as one batch {b.batched.tokens_per_s:.1f} tokens/s ({b.speedup:.1f}× the throughput); a decode "
             "pass "
-            f"took {ms(mean(single_pass))} for 1 row and {ms(mean(batch_pass))} for {size} rows.")
+            f"took {ms(b.single_decode_mean_s)} for 1 row and {ms(b.batched.decode_mean_s)} for {size} rows.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -630,51 +600,50 @@ def _ms3(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
-def timeline_table(tl: dict) -> tuple[list[str], list[list]]:
+def timeline_table(tl: Timeline) -> tuple[list[str], list[list]]:
     """One row per forward pass: phase, tokens in the pass, cache length after it, times (ms), the token, KV
     bytes measured from the cache tensors after it."""
-    rows = [[s["index"], s["phase"], s["tokens_in_pass"], s["cache_len"], _ms3(s["start_s"]), _ms3(s["forward_s"]),
-             _ms3(s["sampling_s"]), _ms3(s["step_s"]), s["token_id"], s["piece"], s["cache_bytes"]]
-            for s in tl["steps"]]
+    rows = [[s.index, s.phase, s.tokens_in_pass, s.cache_len, _ms3(s.start_s), _ms3(s.forward_s),
+             _ms3(s.sampling_s), _ms3(s.step_s), s.token_id, s.piece, s.cache_bytes]
+            for s in tl.steps]
     return TIMELINE_HEADER, rows
 
 
-def compare_table(cmp: dict) -> tuple[list[str], list[list]]:
+def compare_table(cmp: CacheComparison) -> tuple[list[str], list[list]]:
     """Both runs' passes, the cache-on run first (column `kv_cache`: on / off)."""
     rows = []
-    for which in ("on", "off"):
-        rows += [[which, *row] for row in timeline_table(cmp[which])[1]]
+    for which, run in (("on", cmp.on), ("off", cmp.off)):
+        rows += [[which, *row] for row in timeline_table(run)[1]]
     return ["kv_cache", *TIMELINE_HEADER], rows
 
 
-def sweep_table(sw: dict) -> tuple[list[str], list[list]]:
+def sweep_table(sw: Sweep) -> tuple[list[str], list[list]]:
     header = ["prompt_tokens", "prefill_ms", "prefill_ms_per_token", "attention_scores_ms", "projections_ms", "mlp_ms",
               "other_ms", "attention_scores_share", "attention_flops", "linear_flops", "decode_ms", "decode_steps",
               "kv_bytes", "kv_formula_bytes", "peak_memory_bytes", "memory_increase_bytes", "working_estimate_bytes",
               "prefill_runs"]
     rows = []
-    for p in sw["points"]:
-        split, mem = p["split"], p["memory"]
-        share = f"{split['attention_core_s'] / p['prefill_s']:.4f}" if p["prefill_s"] else ""
-        rows.append([p["prompt_tokens"], _ms3(p["prefill_s"]), _ms3(p["prefill_s"] / p["prompt_tokens"]),
+    for p in sw.points:
+        split, mem = p.split, p.memory
+        share = f"{p.attention_share:.4f}" if p.prefill_s else ""
+        rows.append([p.prompt_tokens, _ms3(p.prefill_s), _ms3(p.prefill_s / p.prompt_tokens),
                      _ms3(split["attention_core_s"]), _ms3(split["projections_s"]), _ms3(split["mlp_s"]),
-                     _ms3(split["other_s"]), share, p["flops"]["attention"], p["flops"]["linear"], _ms3(p["decode_s"]),
-                     p["decode_steps"], p["kv_bytes"], p["kv_formula_bytes"], mem.get("peak_bytes"),
-                     mem.get("increase_bytes"), p["working_estimate_bytes"], p["runs"]])
+                     _ms3(split["other_s"]), share, p.flops["attention"], p.flops["linear"], _ms3(p.decode_s),
+                     p.decode_steps, p.kv_bytes, p.kv_formula_bytes, mem.get("peak_bytes"),
+                     mem.get("increase_bytes"), p.working_estimate_bytes, p.runs])
     return header, rows
 
 
-def batch_table(b: dict) -> tuple[list[str], list[list]]:
+def batch_table(b: BatchComparison) -> tuple[list[str], list[list]]:
     """One row for the batch, then one per prompt run alone."""
     header = ["run", "prompts", "prompt_tokens", "new_tokens_each", "prefill_ms", "decode_pass_ms_mean", "total_ms",
               "tokens_per_s"]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    batch = b["batched"]
-    rows = [["batch", len(b["prompts"]), sum(b["prompt_tokens"]), b["new_tokens"], _ms3(batch["prefill_s"]),
-             _ms3(mean(batch["decode_s"])), _ms3(batch["total_s"]), f"{batch['tokens_per_s']:.3f}"]]
-    for i, (run, tokens) in enumerate(zip(b["single"], b["prompt_tokens"])):
-        rows.append([f"prompt {i + 1} alone", 1, tokens, b["new_tokens"], _ms3(run["prefill_s"]),
-                     _ms3(mean(run["decode_s"])), _ms3(run["total_s"]), f"{run['tokens_per_s']:.3f}"])
+    batch = b.batched
+    rows = [["batch", len(b.prompts), sum(b.prompt_tokens), b.new_tokens, _ms3(batch.prefill_s),
+             _ms3(batch.decode_mean_s), _ms3(batch.total_s), f"{batch.tokens_per_s:.3f}"]]
+    for i, (run, tokens) in enumerate(zip(b.single, b.prompt_tokens)):
+        rows.append([f"prompt {i + 1} alone", 1, tokens, b.new_tokens, _ms3(run.prefill_s),
+                     _ms3(run.decode_mean_s), _ms3(run.total_s), f"{run.tokens_per_s:.3f}"])
     return header, rows
 
 

@@ -1,10 +1,11 @@
 """Prefill & decode tab: the two phases of generation measured, the KV cache growing, what context costs.
 
-Every number comes from `inference.timeline`, measured on the passes the Sampling tab's generation runs;
-figures come from `figures.prefill` (plain dicts in, plotly out). No per-user state: each button runs and
-draws; the context sweep is cached per model in the session. The lesson (assets/lessons/prefill.md) sits on top
-with its "try this" buttons; a link carries the run's parameters (the seed it used included) and the sweep's
-longest length; every trace downloads as CSV and every figure has a one-line text alternative under it.
+This module holds the layout and its wiring; the handlers live in `events`, the JSON endpoints (`timeline`,
+`context_sweep`) in `api`, the pure figure builders in `figures`. Every number comes from `inference.timing`,
+`.sweep` and `.batch`, measured on the passes the Sampling tab's generation runs. The lesson
+(assets/lessons/prefill.md) sits on top with its "try this" buttons; a link carries the run's parameters (the
+seed it used included) and the sweep's longest length; every trace downloads as CSV and every figure has a
+one-line text alternative under it.
 """
 
 from __future__ import annotations
@@ -26,34 +27,11 @@ from inference.limits import (
     SWEEP_DECODE_STEPS,
     SWEEP_LENGTHS,
 )
-from inference.sampling import SamplingParams
-from inference.timeline import batch_throughput, compare_cache, context_sweep, kv_shape, timeline
 
-from ..common import ASSETS, MODEL_CONCURRENCY, model_changed, note, session, user_errors
-from ..export import csv_file
-from .figures import (
-    CSS,
-    batch_figure,
-    batch_html,
-    batch_summary,
-    batch_table,
-    compare_figure,
-    compare_html,
-    compare_summary,
-    compare_table,
-    headline_html,
-    kv_figure,
-    kv_html,
-    kv_summary,
-    nbytes,
-    sweep_figure,
-    sweep_html,
-    sweep_summary,
-    sweep_table,
-    timeline_figure,
-    timeline_summary,
-    timeline_table,
-)
+from . import api
+from . import events as ev
+from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from .figures import CSS
 from ..share import share_link
 from ..teaching import LessonPanel
 
@@ -62,7 +40,6 @@ _DATA = json.loads((ASSETS / "examples" / "prefill.json").read_text())
 EXAMPLES = _DATA["examples"]
 BATCH_PROMPTS = _DATA["batch_prompts"]
 DEFAULT = EXAMPLES[0]
-DEFAULT_SWEEP = 512
 
 # How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/prefill.md).
 INTRO = (f"Press **Run** to generate and time every forward pass of the loaded model; untick **KV cache on** to see "
@@ -74,158 +51,6 @@ SWEEP_NOTE = (f"Lengths {', '.join(f'{n:,}' for n in SWEEP_LENGTHS)} up to the o
               f"generation ({SWEEP_DECODE_STEPS} decode steps after the prefill). Cap: {MAX_SWEEP_TOKENS:,} tokens, the "
               f"model's context length, and about {MAX_SWEEP_WORKING_BYTES / 1e9:.1f} GB of working memory for the "
               "longest prefill. Results are cached per model. The longest lengths take a while on a small CPU.")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _params(temperature, seed) -> SamplingParams:
-    return SamplingParams(temperature=temperature if temperature is not None else 0.0,
-                          seed=None if seed is None or seed == "" else seed)
-
-
-def _chat(chat: bool) -> bool:
-    """The chat template only where the model has one (a base model such as Gemma 3 270M has none)."""
-    return bool(chat) and session().has_chat_template
-
-
-def model_note() -> str:
-    """What the KV-cache formula gives for the loaded model, before anything runs."""
-    s = session()
-    kv = kv_shape(s)
-    per = kv.bytes_per_token
-    return note(
-        f"{s.label} on {s.device} ({kv.dtype}): every token adds 2 × {kv.num_layers} layers × {kv.num_kv_heads} KV heads "
-        f"× {kv.head_dim} × {kv.bytes_per_element} bytes = {per:,} bytes to the KV cache; 2,048 tokens hold "
-        f"{nbytes(kv.bytes_for(2048))}. Context length {s.facts.context_length:,} tokens."
-        + ("" if s.has_chat_template else " This model has no chat template: prompts are run as plain text.")
-    )
-
-
-def sweep_choices() -> list[int]:
-    context = session().facts.context_length or MAX_SWEEP_TOKENS
-    return [n for n in SWEEP_LENGTHS if n <= MAX_SWEEP_TOKENS and n + SWEEP_DECODE_STEPS + 1 <= context]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Events (each wrapped by user_errors: bad input becomes one clear message)
-
-
-def _csv(name: str, table: tuple[list[str], list[list]]) -> gr.DownloadButton:
-    header, rows = table
-    return gr.DownloadButton(value=csv_file(name, header, rows), interactive=True)
-
-
-EMPTY_CSV = dict(value=None, interactive=False)
-
-
-@user_errors
-def on_run(prompt, chat, max_new, temperature, seed, use_cache):
-    """One generation, measured: headline numbers, the timeline, the KV-cache panel, each figure's text
-    alternative, the timeline as CSV, and the seed the run used (written back so a link reproduces it)."""
-    tl = timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat), use_cache=bool(use_cache)).to_dict()
-    return (headline_html(tl), timeline_figure(tl), timeline_summary(tl), kv_html(tl), kv_figure(tl), kv_summary(tl),
-            _csv("prefill-decode-timeline", timeline_table(tl)), tl["seed"])
-
-
-@user_errors
-def on_compare(prompt, chat, max_new, temperature, seed):
-    """The same generation with the KV cache on and off (one seed for both, written back)."""
-    cmp = compare_cache(session(), prompt, _params(temperature, seed), max_new, _chat(chat)).to_dict()
-    return (compare_html(cmp), compare_figure(cmp), compare_summary(cmp), _csv("kv-cache-on-off", compare_table(cmp)),
-            cmp["on"]["seed"])
-
-
-@user_errors
-def on_sweep(max_tokens, fresh, progress=gr.Progress()):
-    """Context-length sweep up to max_tokens, with a progress bar; the last output is the link's max_tokens."""
-    def report(i, total, n):
-        progress((i, total), desc=f"prefill of {n:,} tokens ({i + 1} of {total})" if i < total else "done",
-                 unit="lengths")
-
-    sw = context_sweep(session(), max_tokens, fresh=bool(fresh), progress=report).to_dict()
-    return (sweep_figure(sw), sweep_summary(sw), sweep_html(sw), _csv("context-sweep", sweep_table(sw)),
-            int(max_tokens))
-
-
-@user_errors
-def sweep_to(max_tokens, progress=gr.Progress()):
-    """A sweep asked for by a link or a "try this" (max_tokens from the link's field): the menu shows it too."""
-    return (int(max_tokens), *on_sweep(max_tokens, False, progress=progress))
-
-
-@user_errors
-def on_batch(prompts_text, new_tokens, chat):
-    prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
-    b = batch_throughput(session(), prompts, new_tokens, _chat(chat)).to_dict()
-    return batch_figure(b), batch_summary(b), batch_html(b), _csv("batch-throughput", batch_table(b))
-
-
-def _for_this_tab(request: gr.Request | None) -> bool:
-    """Whether the page was opened with a link to this tab (then its view is run on load)."""
-    return bool(request) and request.query_params.get("tab") == "prefill"
-
-
-def linked_run(prompt, chat, max_new, temperature, seed, use_cache, request: gr.Request):
-    """On page load, only for a link to this tab: run its generation (a plain visit runs nothing, so thirty
-    students opening the app do not queue thirty generations)."""
-    if not _for_this_tab(request):
-        return (gr.skip(),) * 8
-    return on_run(prompt, chat, max_new, temperature, seed, use_cache)
-
-
-def linked_sweep(max_tokens, request: gr.Request, progress=gr.Progress()):
-    """On page load, for a link that carries a sweep (max_tokens): run it (cached per model after the first)."""
-    if not _for_this_tab(request) or max_tokens is None:
-        return (gr.skip(),) * 6
-    return sweep_to(max_tokens, progress=progress)
-
-
-def on_page(chat):
-    """After a link's values are applied: the formula note, the sweep lengths for this model, and the chat box
-    (off on a model without a chat template)."""
-    choices = sweep_choices()
-    value = DEFAULT_SWEEP if DEFAULT_SWEEP in choices else choices[-1]
-    return model_note(), gr.Dropdown(choices=choices, value=value), bool(chat) and session().has_chat_template
-
-
-def on_model():
-    """A new model: the formula note and the sweep lengths for it; old results and downloads go."""
-    s = session()
-    choices = sweep_choices()
-    value = DEFAULT_SWEEP if DEFAULT_SWEEP in choices else choices[-1]
-    return (model_note(), gr.Dropdown(choices=choices, value=value), gr.Checkbox(value=s.has_chat_template), None,
-            "", None, "", "", None, "", gr.DownloadButton(**EMPTY_CSV),  # run
-            "", None, "", gr.DownloadButton(**EMPTY_CSV),  # compare
-            None, "", "", gr.DownloadButton(**EMPTY_CSV),  # sweep
-            None, "", "", gr.DownloadButton(**EMPTY_CSV))  # batch
-
-
-# ---------------------------------------------------------------------------------------------------
-# JSON endpoints
-
-
-@user_errors
-def timeline_api(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                 repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 seed: int | None = None, max_new_tokens: int = 32, chat: bool = True, use_cache: bool = True) -> dict:
-    """One generation, timed pass by pass: prompt + sampling parameters + use_cache -> per step (phase, tokens
-    processed, cache length, forward/sampling/step seconds, start time, the token, KV-cache bytes measured from the
-    cache tensors), headline metrics (ttft_s, prefill_s, tpot_mean_s/p50/p90, tokens_per_s, total_s), the KV-cache
-    formula with its check, and peak memory."""
-    s = session()
-    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
-                            frequency_penalty, seed)
-    return timeline(s, prompt, params, max_new_tokens, chat, use_cache=use_cache).to_dict()
-
-
-@user_errors
-def context_sweep_api(max_tokens: int = 256, fresh: bool = False) -> dict:
-    """Context-length sweep up to max_tokens (standard lengths 16, 32, 64...): per length the prefill time and its
-    split (attention scores, projections, MLP, other), decode time per token, KV bytes, peak memory, FLOPs; and
-    linear/quadratic fits of prefill time. Cached per model; fresh=True measures again."""
-    return context_sweep(session(), max_tokens, fresh=fresh).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,7 +107,7 @@ def build(demo: gr.Blocks) -> None:
     gr.Markdown("### What context length costs")
     gr.Markdown(SWEEP_NOTE)
     with gr.Row():
-        sweep_max = gr.Dropdown(choices=list(SWEEP_LENGTHS), value=DEFAULT_SWEEP, allow_custom_value=True,
+        sweep_max = gr.Dropdown(choices=list(SWEEP_LENGTHS), value=ev.DEFAULT_SWEEP, allow_custom_value=True,
                                 label=f"longest prompt (tokens, ≤ {MAX_SWEEP_TOKENS:,})", elem_id="pfd-sweep-max")
         fresh = gr.Checkbox(label="measure again (ignore cached results)", value=False, elem_id="pfd-sweep-fresh",
                             elem_classes=["lie-advanced"])
@@ -317,16 +142,16 @@ def build(demo: gr.Blocks) -> None:
     compare_outputs = [compare_text, compare_plot, compare_alt, compare_csv, seed]
     sweep_outputs = [sweep_plot, sweep_alt, sweep_text, sweep_csv, sweep_link]
     batch_outputs = [batch_plot, batch_alt, batch_text, batch_csv]
-    run = dict(fn=on_run, inputs=[*controls, use_cache], outputs=run_outputs, **model_event)
-    compare = dict(fn=on_compare, inputs=controls, outputs=compare_outputs, **model_event)
-    sweep_from_field = dict(fn=sweep_to, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs], **model_event)
+    run = dict(fn=ev.on_run, inputs=[*controls, use_cache], outputs=run_outputs, **model_event)
+    compare = dict(fn=ev.on_compare, inputs=controls, outputs=compare_outputs, **model_event)
+    sweep_from_field = dict(fn=ev.sweep_to, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs], **model_event)
 
     # Page load: the link's values are applied first; then the note for this model, then (for a link to this
     # tab only) its run and its sweep.
-    loaded.then(on_page, chat, [facts, sweep_max, chat], api_visibility="private", queue=False).then(
-        linked_run, [*controls, use_cache], run_outputs, **model_event).then(
-        linked_sweep, sweep_link, [sweep_max, *sweep_outputs], **model_event)
-    model_changed(demo)(on_model, None, [facts, sweep_max, chat, sweep_link, *run_outputs[:-1], *compare_outputs[:-1],
+    loaded.then(ev.on_page, chat, [facts, sweep_max, chat], api_visibility="private", queue=False).then(
+        ev.linked_run, [*controls, use_cache], run_outputs, **model_event).then(
+        ev.linked_sweep, sweep_link, [sweep_max, *sweep_outputs], **model_event)
+    model_changed(demo)(ev.on_model, None, [facts, sweep_max, chat, sweep_link, *run_outputs[:-1], *compare_outputs[:-1],
                                          *sweep_outputs[:-1], *batch_outputs], api_visibility="private", queue=False)
     # "Try this": a button sets its fields, then runs what it is about (a run; a run and the cache comparison
     # when it turns the cache off; the sweep when it names a longest length).
@@ -339,8 +164,8 @@ def build(demo: gr.Blocks) -> None:
             event.then(**run)
     gr.on([run_btn.click, prompt.submit], **run)
     compare_btn.click(**compare)
-    sweep_btn.click(on_sweep, [sweep_max, fresh], sweep_outputs, **model_event)
-    batch_btn.click(on_batch, [batch_prompts, batch_new, chat], batch_outputs, **model_event)
+    sweep_btn.click(ev.on_sweep, [sweep_max, fresh], sweep_outputs, **model_event)
+    batch_btn.click(ev.on_batch, [batch_prompts, batch_new, chat], batch_outputs, **model_event)
 
-    gr.api(timeline_api, api_name="timeline", concurrency_id=MODEL_CONCURRENCY)
-    gr.api(context_sweep_api, api_name="context_sweep", concurrency_id=MODEL_CONCURRENCY)
+    gr.api(api.timeline_api, api_name="timeline", concurrency_id=MODEL_CONCURRENCY)
+    gr.api(api.context_sweep_api, api_name="context_sweep", concurrency_id=MODEL_CONCURRENCY)
