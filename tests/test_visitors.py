@@ -113,3 +113,27 @@ def test_typed_model_id_is_refused_and_escaped(browser, app_url, screenshot):
         ctx.close()
     finally:
         policy.configure(before)
+
+
+@pytest.mark.skipif(not GEMMA_INSTALLED, reason="Gemma not installed")
+def test_api_callers_choose_their_model_and_nobody_elses_changes(app_url, session, gemma):
+    """Through gradio_client: one caller asks for Gemma with `model`, another (at the same time) generates on the
+    default model and gets exactly its solo tokens; a model outside the allow-list is refused in one sentence."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    text = "The capital of France is"
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    generate = dict(prompt="Name a colour.", temperature=0.0, max_new_tokens=8, chat=True, api_name="/generate")
+    solo = b.predict(**generate)["token_ids"]
+    with ThreadPoolExecutor(2) as pool:
+        on_gemma = pool.submit(a.predict, text, False, model=GEMMA_MODEL, api_name="/tokenize")
+        on_default = pool.submit(b.predict, **generate)
+        assert on_default.result()["token_ids"] == solo
+        assert on_gemma.result()["ids"] == gemma.tokenizer(text).input_ids
+    assert b.predict(text, False, api_name="/tokenize")["ids"] == session.tokenizer(text).input_ids
+    assert a.predict(text, False, api_name="/tokenize")["model"] == DEFAULT_MODEL  # `model` is per call, not sticky
+    with pytest.raises(AppError, match="offers only"):
+        a.predict(text, False, model="someone/huge-model", api_name="/tokenize")

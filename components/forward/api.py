@@ -12,24 +12,24 @@ from .exports import forward_data, surprisal_data
 
 
 @user_errors
-def forward_pass_api(text: str, chat: bool = False) -> dict:
+def forward_pass_api(text: str, chat: bool = False, model: str | None = None) -> dict:
     """One forward pass over a text (chat=True wraps it in the chat template), as data.
 
     Returns the tokens, the data-flow diagram (every box with its module, weight shapes, parameter count and the
     activation shapes of this pass; boxes sum to the model's parameter count), the positional scheme, per-layer
     norms of the residual stream and of each attention and MLP update (rows = layers, columns = tokens), the
     logit lens at the last token and the top next tokens."""
-    s = session()
+    s = session(model)
     return forward_data(s, forward_pass(s, text, chat))
 
 
 @user_errors
-def surprisal_api(text: str, chat: bool = False) -> dict:
+def surprisal_api(text: str, chat: bool = False, model: str | None = None) -> dict:
     """Per-token surprisal of a text: -log2 p(token | the tokens before it), in bits, and the perplexity.
 
     The first token has no surprisal (null): nothing comes before it. Perplexity = 2 ** (mean bits) = exp(mean
     negative log-likelihood), as exp(loss) of model(ids, labels=ids). A one-token text has none: an error says so."""
-    s = session()
+    s = session(model)
     forward = forward_pass(s, text, chat)
     if forward.num_predicted == 0:
         raise InputError("The text is a single token: perplexity needs at least two tokens (one to predict from, one "

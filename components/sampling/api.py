@@ -13,11 +13,11 @@ from ..common import session, user_errors
 def next_token_api(prompt: str, generated_ids: list[int] | None = None, temperature: float = 1.0, top_k: int = 0,
                    top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    presence_penalty: float = 0.0, frequency_penalty: float = 0.0, seed: int | None = None,
-                   chat: bool = True, min_new_tokens: int = 0) -> dict:
+                   chat: bool = True, min_new_tokens: int = 0, model: str | None = None) -> dict:
     """The stage table of one step: prompt + generated_ids so far + sampling parameters -> every active
     stage (survivors, entropy, top candidates with probability, rank and whether they survive), the
     uniform number of this step (the seed's stream) and the token it picks. No token is appended."""
-    s = session()
+    s = session(model)
     params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                             frequency_penalty, seed)
     _, min_new = check_lengths(MAX_NEW_TOKENS, min_new_tokens)
@@ -48,11 +48,11 @@ def next_token_api(prompt: str, generated_ids: list[int] | None = None, temperat
 def generate_api(prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int | None = None, max_new_tokens: int = 32, chat: bool = True,
-                 stop: list[str] | None = None, min_new_tokens: int = 0) -> dict:
+                 stop: list[str] | None = None, min_new_tokens: int = 0, model: str | None = None) -> dict:
     """Generate with the sampling pipeline: prompt + parameters -> token ids, text, stop reason
     (eos, stop_sequence, max_new_tokens), time to first token and per output token, and per step the chosen
     token (probability, rank, the uniform number) with the top candidates of the final distribution."""
-    s = session()
+    s = session(model)
     params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                             frequency_penalty, seed)
     trace = generate(s, prompt, params, max_new_tokens, chat, stop or (), min_new_tokens=min_new_tokens)

@@ -9,10 +9,11 @@ import gradio as gr
 
 from inference.limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline_models
-from inference.tokens import to_dict, tokenize, tokenize_with
+from inference.tokens import tokenize, tokenize_with
 
 from ..common import ASSETS, model_changed, session, user_errors
 from ..export import csv_file
+from .api import tokenize_api
 from .figures import counts_html, language_counts_figure, language_counts_summary, token_chips_html, token_table
 from ..share import share_link
 from ..teaching import LessonPanel
@@ -99,15 +100,6 @@ def run_language_counts():
 def run_comparison(text: str, chat: bool):
     tokenize(session(), text)  # same validation and message as the main view
     return _comparison_html(text, chat)
-
-
-@user_errors
-def tokenize_api(text: str, chat: bool = False) -> dict:
-    """Tokenize text with the loaded model's tokenizer (chat=True wraps it in the chat template).
-
-    Returns ids, readable pieces, special-token flags, character offsets, bytes and counts."""
-    s = session()
-    return {"model": s.model_id, **to_dict(tokenize(s, text, chat))}
 
 
 def build(demo: gr.Blocks) -> None:
