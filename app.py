@@ -24,11 +24,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from components import header
+from components.common import GENERATION_CONCURRENCY, GENERATION_CONCURRENCY_LIMIT
+from components.prefill import api as prefill_api, events as prefill_events
+from components.sampling import api as sampling_api, events as sampling_events
 from components.attention import layout as attention_tab
 from components.beam import layout as beam_tab
 from components.forward import layout as forward_tab
 from components.prefill import layout as prefill_tab
 from components.sampling import layout as sampling_tab
+from components.serving import layout as serving_tab
 from components.tokenizer import layout as tokenizer_tab
 from components.share import page_query, tab_from_query
 from inference import limits
@@ -36,8 +40,8 @@ from inference.model import policy
 from inference.session import current_session, offline_models, switch_model
 
 ASSETS = Path(__file__).parent / "assets"
-# Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost.
-TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab]
+# Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost, serving.
+TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab, serving_tab]
 TAB_NAMES = [tab.__name__.split(".")[1] for tab in TABS]  # components.<name>.layout; the tab id is <name>_tab
 TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf-8"))["steps"]
 
@@ -91,8 +95,28 @@ def build_demo() -> gr.Blocks:
         tour_end.click(lambda: (0, gr.Group(visible=False)), None, [tour_step, tour_panel], api_visibility="private",
                        queue=False)
     demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=1)
+    serve_generations_together(demo)
     explain_full_queue(demo._queue)
     return demo
+
+
+# The handlers that run a whole generation through the model's batcher (inference.serving).
+BATCHED_HANDLERS = (sampling_api.generate_api, sampling_events.generate_to_end, sampling_events.try_to_end,
+                    prefill_api.timeline_api, prefill_events.on_run)
+
+
+def serve_generations_together(demo) -> list[str]:
+    """Move the events of whole generations from the one-at-a-time model group to the generation group, where
+    up to a batch's worth run at once: they only submit rows to the model's batcher and wait for their tokens,
+    while the batcher runs one pass at a time for all of them. Every other model call stays one at a time.
+    Returns the api names (or handler names) moved."""
+    moved = []
+    for fn in demo.fns.values():
+        if getattr(fn, "fn", None) in BATCHED_HANDLERS:
+            fn.concurrency_id = GENERATION_CONCURRENCY
+            fn.concurrency_limit = GENERATION_CONCURRENCY_LIMIT
+            moved.append(fn.api_name or fn.fn.__name__)
+    return moved
 
 
 def queue_full_message(waiting: int, mean_s: float) -> str:
@@ -144,7 +168,8 @@ def limits_html() -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
                    for k, v in [*limits.describe(), *policy.current().describe()])
     note = ("Model calls run one at a time, each using every CPU core; a request that arrives meanwhile waits "
-            "in the queue and says so.")
+            "in the queue and says so. Whole generations are the exception: those that arrive while the model is "
+            f"busy are decoded together, up to {limits.MAX_BATCH_ROWS} in one forward pass.")
     return f"<table class='lie-limits'>{rows}</table><p class='lie-note'>{html.escape(note)}</p>"
 
 

@@ -13,6 +13,7 @@ import gradio as gr
 import torch
 
 from inference.errors import InputError, ModelLoadError
+from inference.limits import MAX_BATCH_ROWS
 from inference.model import policy
 from inference.model.session import ModelSession, get_session, is_loaded
 
@@ -23,6 +24,11 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Every event that runs the model joins this group, so model calls queue one after another instead of
 # fighting over the 2 CPU cores (see README: concurrency).
 MODEL_CONCURRENCY = "model"
+# Whole generations (Sampling's Generate to end and /generate, Prefill & decode runs and /timeline) join this
+# group instead: they must reach the model's batcher together to be decoded in one batch (inference.serving),
+# which runs their passes one at a time itself, so this group may run as many as the batch has rows.
+GENERATION_CONCURRENCY = "generation"
+GENERATION_CONCURRENCY_LIMIT = MAX_BATCH_ROWS
 # A visitor's small per-tab state (ids, step, parameters) is dropped an hour after its last change, so a
 # class of thirty leaves nothing behind.
 STATE_TTL_S = 3600

@@ -106,6 +106,28 @@ MAX_INTERVENTION_TOKENS = 256
 MAX_PATCH_TOKENS = 32
 
 
+# --- Serving a class: generation requests decoded together (inference/serving.py) ----------------------
+# Rows decoded in one forward pass: every visitor's generation that arrives while the model is busy joins the
+# running batch between two steps. Also the number of generation requests the server runs at once.
+MAX_BATCH_ROWS = 32
+# Tokens one prefill pass may process, padding included (newcomers are left-padded to the longest of them);
+# eager attention holds [rows, heads, n, n] scores, so this also bounds the pass's working memory.
+MAX_PASS_TOKENS = 2_048
+# KV-cache bytes of the whole batch: every row padded to the longest row's full length (prompt + max new tokens).
+# SmolLM2 in fp32 keeps 46,080 bytes per token: 512 MB is ~11,600 token slots, e.g. 32 rows of 360 tokens.
+MAX_BATCH_KV_BYTES = 512 * 2**20
+# Keys and values of recent prompts kept per model, so a prompt that begins like an earlier one (the chat template's
+# system prompt, the question a whole class types) prefills only the rest: ~700 tokens of SmolLM2.
+PREFIX_CACHE_BYTES = 32 * 2**20
+# The Serving view (transformers' continuous-batching engine): requests in one burst, tokens each, and the paged
+# KV cache it may allocate (blocks of SERVING_PAGE_TOKENS tokens).
+MAX_BURST_REQUESTS = 16
+MAX_BURST_NEW_TOKENS = 48
+MAX_BURST_PROMPT_TOKENS = 256
+SERVING_PAGE_TOKENS = 16
+MAX_SERVING_BLOCKS = 512
+MAX_SERVING_BATCH_TOKENS = 1_024
+
 # --- The queue (issue 7) ------------------------------------------------------------------------------
 # Model calls run one at a time (see README: concurrency); requests beyond this many waiting are told at
 # once that the queue is full instead of waiting without end.
@@ -131,6 +153,12 @@ def describe() -> list[tuple[str, str]]:
         ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
         ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
         ("Ablation", f"{MAX_INTERVENTION_TOKENS} tokens; patching: {MAX_PATCH_TOKENS} tokens per prompt"),
+        ("Generations decoded together", f"{MAX_BATCH_ROWS} rows per pass, {MAX_PASS_TOKENS:,} prompt tokens per "
+                                         f"prefill pass, {MAX_BATCH_KV_BYTES // 2**20} MB of KV cache per batch, "
+                                         f"{PREFIX_CACHE_BYTES // 2**20} MB of shared prompt prefixes"),
+        ("Serving view burst", f"{MAX_BURST_REQUESTS} requests of up to {MAX_BURST_PROMPT_TOKENS} prompt tokens and "
+                               f"{MAX_BURST_NEW_TOKENS} new tokens; at most {MAX_SERVING_BLOCKS} KV blocks of "
+                               f"{SERVING_PAGE_TOKENS} tokens"),
         ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
         ("Models held in memory", f"{MODEL_MEMORY_BUDGET / 2**30:g} GB in all; the least recently used is unloaded beyond"),
         ("Requests waiting in the queue", f"{QUEUE_SIZE}"),

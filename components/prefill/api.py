@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from inference.sampling import SamplingParams
 from inference.sweep import context_sweep
-from inference.timing import timeline
+from inference.serving import served_timeline
 
 from ..common import session, user_errors
 
@@ -18,11 +18,13 @@ def timeline_api(prompt: str, temperature: float = 0.0, top_k: int = 0, top_p: f
     """One generation, timed pass by pass: prompt + sampling parameters + use_cache -> per step (phase, tokens
     processed, cache length, forward/sampling/step seconds, start time, the token, KV-cache bytes measured from the
     cache tensors), headline metrics (ttft_s, prefill_s, tpot_mean_s/p50/p90, tokens_per_s, total_s), the KV-cache
-    formula with its check, and peak memory."""
+    formula with its check, and peak memory. Requests that arrive together are decoded in one batch (`serving`:
+    how many other requests shared its passes)."""
     s = session(model)
     params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                             frequency_penalty, seed)
-    return timeline(s, prompt, params, max_new_tokens, chat, use_cache=use_cache).to_dict()
+    tl, serving = served_timeline(s, prompt, params, max_new_tokens, chat, use_cache=use_cache)
+    return {**tl.to_dict(), "serving": serving} if serving else tl.to_dict()
 
 
 @user_errors

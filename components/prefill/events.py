@@ -12,8 +12,9 @@ from inference.batch import batch_throughput
 from inference.limits import MAX_SWEEP_TOKENS, SWEEP_DECODE_STEPS, SWEEP_LENGTHS
 from inference.model.kv import kv_shape
 from inference.sampling import SamplingParams
+from inference.serving import served_timeline
 from inference.sweep import context_sweep
-from inference.timing import compare_cache, timeline
+from inference.timing import compare_cache
 
 from ..common import note, session, user_errors
 from ..export import csv_file
@@ -85,8 +86,10 @@ def sweep_choices() -> list[int]:
 def on_run(prompt, chat, max_new, temperature, seed, use_cache):
     """One generation, measured: headline numbers, the timeline, the KV-cache panel, each figure's text
     alternative, the timeline as CSV, and the seed the run used (written back so a link reproduces it)."""
-    tl = timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat), use_cache=bool(use_cache))
-    return (headline_html(tl), timeline_figure(tl), timeline_summary(tl), kv_html(tl), kv_figure(tl), kv_summary(tl),
+    tl, serving = served_timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat),
+                                  use_cache=bool(use_cache))  # batched with other visitors' generations
+    shared = note(serving["note"]) if serving and serving["note"] else ""
+    return (headline_html(tl) + shared, timeline_figure(tl), timeline_summary(tl), kv_html(tl), kv_figure(tl), kv_summary(tl),
             _csv("prefill-decode-timeline", timeline_table(tl)), tl.seed)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from inference.generation import check_lengths, generate, inspect_step
+from inference.generation import check_lengths, inspect_step
 from inference.limits import MAX_NEW_TOKENS
 from inference.sampling import SamplingParams
+from inference.serving import serve
 
 from ..common import session, user_errors
 
@@ -51,11 +52,12 @@ def generate_api(prompt: str, temperature: float = 1.0, top_k: int = 0, top_p: f
                  stop: list[str] | None = None, min_new_tokens: int = 0, model: str | None = None) -> dict:
     """Generate with the sampling pipeline: prompt + parameters -> token ids, text, stop reason
     (eos, stop_sequence, max_new_tokens), time to first token and per output token, and per step the chosen
-    token (probability, rank, the uniform number) with the top candidates of the final distribution."""
+    token (probability, rank, the uniform number) with the top candidates of the final distribution. Requests that
+    arrive together are decoded in one batch (`serving`: how many other requests shared its passes)."""
     s = session(model)
     params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                             frequency_penalty, seed)
-    trace = generate(s, prompt, params, max_new_tokens, chat, stop or (), min_new_tokens=min_new_tokens)
+    trace = serve(s, prompt, params, max_new_tokens, chat, stop or (), min_new_tokens=min_new_tokens)
     return {
         "model": s.model_id,
         **trace.to_dict(steps=False),

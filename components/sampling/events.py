@@ -24,6 +24,7 @@ from inference.errors import InputError
 from inference.generation import StepRecord
 from inference.sampling import SamplingParams
 from inference.sampling_run import SamplingRun, Settings, place_guess
+from inference.serving import run_on, shared_note
 
 from ..common import session, user_errors
 from ..export import csv_file
@@ -328,7 +329,7 @@ def on_predict(state, *values):
 def _generate(state: TabState, c: Controls, settings: Settings, limit: int | None = None):
     """Run on with the KV cache from the run's tokens (at most `limit` more steps), streaming the text a
     few times a second; the views then show the last step (hidden when predicting)."""
-    steps, trace = state.run.run_on(session(), settings, limit)
+    steps, trace = run_on(state.run, session(), settings, limit)  # batched with other visitors' generations
     state.hidden = c.predict
     shown = time.perf_counter()
     for _ in steps:
@@ -342,7 +343,8 @@ def _generate(state: TabState, c: Controls, settings: Settings, limit: int | Non
         timing = (f"This run: {len(trace.token_ids)} tokens, time to first token {trace.ttft_s * 1000:.0f} ms "
                   f"(prefill of {trace.steps[0].tokens_in_pass} tokens)"
                   + (f", then {trace.tpot_s * 1000:.0f} ms per token." if trace.tpot_s else "."))
-    yield render(state, c, settings, timing)
+    shared = shared_note(trace)
+    yield render(state, c, settings, f"{timing}  \n{shared}" if shared else timing)
 
 
 def on_generate(state, *values):

@@ -1,0 +1,120 @@
+"""Serving benchmarks: many users generating at once, batched by the model's batcher vs one after another.
+
+1. Throughput of 1, 4, 16 and 30 concurrent greedy requests (16 new tokens each, different prompts, as a class
+   types them): served together through `inference.serving` (each request in its own thread, as Gradio runs
+   them) vs the same requests one after another with the solo `generate`, in one run. Reported as ratios
+   (serialized time / batched time = the throughput gain), in wall time and in process CPU time: on a machine
+   shared with other jobs wall time swings, CPU time much less. Every batched request must give its solo
+   tokens (greedy).
+2. The 30-user burst against one user alone: all 30 answers back / one answer (the classroom target: <= 5).
+3. Memory of the batch: the most KV-cache bytes the batch held (padding included) vs the rows' own bytes.
+4. Sampled requests: how many of 100 seeds give a different token sequence batched than alone (a row's logits can
+   differ from the solo pass's in the last float bits, which can move a draw that lands on a boundary).
+5. The Serving view: transformers' continuous-batching engine vs a static batch vs one at a time on a burst of
+   10 requests of different lengths (throughput ratios from wall time).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Result, check  # noqa: E402
+from inference.generation import generate  # noqa: E402
+from inference.sampling import SamplingParams  # noqa: E402
+from inference.serving import batcher_of, serve  # noqa: E402
+from inference.session import get_session  # noqa: E402
+
+NEW_TOKENS = 16
+GREEDY = SamplingParams(temperature=0)
+SUBJECTS = ["cats", "dogs", "the sea", "rain", "music", "trees", "the moon", "bread", "winter", "trains", "bees",
+            "clouds", "rivers", "books", "snow", "coffee", "birds", "mountains", "the sun", "apples", "chess", "robots",
+            "stars", "gardens", "boats", "tea", "owls", "deserts", "cities", "friends"]
+PROMPTS = [f"Write one sentence about {s}." for s in SUBJECTS]
+BURST = [("What is the capital of France?", 6), ("Write a short poem about the sea.", 24), ("Name three colours.", 10),
+         ("Explain in one paragraph why the sky is blue, as if to a ten-year-old who loves science.", 24),
+         ("Say hello.", 4), ("List four animals that live in the ocean and one fact about each.", 20),
+         ("What is 12 times 12?", 8), ("Give me a title for a story about a robot who learns to paint.", 12),
+         ("Translate 'good morning' into French.", 6),
+         ("Describe a rainy afternoon in a small town, with sounds and smells.", 24)]
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def serialized(session, prompts, params=None):
+    """Every request alone, one after another (the app before batching)."""
+    w, c = _clock()
+    traces = [generate(session, p, params or GREEDY, NEW_TOKENS, min_new_tokens=NEW_TOKENS) for p in prompts]
+    return traces, time.perf_counter() - w, time.process_time() - c
+
+
+def together(session, prompts, params=None):
+    """Every request in its own thread at once, served by the batcher."""
+    params = params or [GREEDY] * len(prompts)
+    w, c = _clock()
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        traces = list(pool.map(lambda p, q: serve(session, p, q, NEW_TOKENS, min_new_tokens=NEW_TOKENS), prompts,
+                               params))
+    return traces, time.perf_counter() - w, time.process_time() - c
+
+
+def run() -> list[Result]:
+    session = get_session()
+    generate(session, "warm up", GREEDY, 4)
+    results: list[Result] = []
+    one_wall = one_cpu = None
+    for n in (1, 4, 16, 30):
+        prompts = PROMPTS[:n]
+        solo, s_wall, s_cpu = serialized(session, prompts)
+        batched, b_wall, b_cpu = together(session, prompts)
+        same = sum(a.token_ids == b.token_ids for a, b in zip(solo, batched))
+        if n == 1:
+            one_wall, one_cpu = s_wall, s_cpu
+        results.append(check(f"serving: {n} users, serialized / batched time (wall; {same}/{n} greedy equal solo)",
+                             s_wall / b_wall, "ratio"))
+        results.append(check(f"serving: {n} users, serialized / batched time (CPU)", s_cpu / b_cpu, "ratio"))
+        if n == 30:
+            results.append(check("serving: 30 users together / one user alone (wall)", b_wall / one_wall, "ratio", 5.0))
+            results.append(check("serving: 30 users together / one user alone (CPU)", b_cpu / one_cpu, "ratio", 5.0))
+            peak = max(max(t.batch_kv_bytes) for t in batched)
+            own = sum(t.cache_bytes[-1] for t in batched)
+            results.append(check("serving: KV bytes the 30-row batch held at most (padding included), MB", peak / 1e6,
+                                 "MB"))
+            results.append(check("serving: 30 rows' own KV bytes at their end / batch peak", own / peak, "ratio"))
+    b = batcher_of(session)
+    results.append(check("serving: most rows in one pass", b.max_rows, "rows"))
+
+    # Sampled: 100 seeds, 4 at a time (each batch mixes seeds), against the same seeds alone.
+    params = [SamplingParams(temperature=1.0, seed=seed) for seed in range(100)]
+    prompt = PROMPTS[0]
+    solo = [generate(session, prompt, p, NEW_TOKENS).token_ids for p in params]
+    differ = 0
+    for k in range(0, 100, 10):
+        batched, _, _ = together(session, [prompt] * 10, params[k:k + 10])
+        differ += sum(a != t.token_ids for a, t in zip(solo[k:k + 10], batched))
+    results.append(check("serving: sampled runs (of 100 seeds) whose tokens differ batched vs alone", differ, "runs"))
+
+    from inference.continuous import serve_burst
+
+    prompts, budgets = [p for p, _ in BURST], [n for _, n in BURST]
+    serve_burst(session, prompts[:2], budgets[:2], num_blocks=48, max_batch_tokens=128)  # warm-up
+    cmp = serve_burst(session, prompts, budgets, num_blocks=48, max_batch_tokens=128)
+    results.append(check(f"serving view: engine / static batch throughput (texts equal: {cmp.identical('static')})",
+                         cmp.speedup("static"), "ratio"))
+    results.append(check(f"serving view: engine / one at a time throughput (texts equal: "
+                         f"{cmp.identical('sequential')})", cmp.speedup("sequential"), "ratio"))
+    results.append(check("serving view: engine throughput, tokens/s", cmp.continuous.tokens_per_s, "tok/s"))
+    results.append(check("serving view: static batch KV peak / engine KV peak",
+                         cmp.runs["static"].kv_peak_bytes / max(1, cmp.continuous.kv_peak_bytes), "ratio"))
+    return results
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(f"{r.name}: {r.value:.3f} {r.unit} {r.target} {'' if r.ok is None else ('ok' if r.ok else 'MISSED')}")
