@@ -382,6 +382,8 @@ DECODE_TREND = {
 
 def sweep_verdict(sw: Sweep) -> list[str]:
     """The sweep's findings (`inference.sweep.sweep_findings`) in sentences that only claim what they hold."""
+    if not sw.points:
+        return ["Nothing was measured yet: the request's time limit came before the first length."]
     f = sw.findings
     n0, n1 = f.first_tokens, f.last_tokens
     core0, core1 = f.attention_share
