@@ -189,10 +189,10 @@ def _check(session, policy: str, budget: int, sinks: int, recent: int | None) ->
     budget, sinks = int(budget), int(sinks)
     if not MIN_POLICY_BUDGET <= budget <= MAX_POLICY_BUDGET:
         raise InputError(f"The budget must be {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET} tokens.")
-    if not 0 <= sinks <= min(MAX_SINKS, budget - 1):
+    if policy == "sinks" and not 0 <= sinks <= min(MAX_SINKS, budget - 1):
         raise InputError(f"Sinks must be 0 to {min(MAX_SINKS, budget - 1)} (fewer than the budget of {budget}).")
     recent = budget // 2 if recent is None else int(recent)
-    if not 1 <= recent <= budget:
+    if policy == "heavy_hitters" and not 1 <= recent <= budget:
         raise InputError(f"The recent window must be 1 to {budget} tokens (the budget).")
     return budget, sinks if policy == "sinks" else 0, recent if policy == "heavy_hitters" else 0
 
@@ -306,6 +306,8 @@ def compare_policies(session, text: str, budget: int = 64, sinks: int = 4,
 
     deadline = deadline or Deadline()
     names = [p for p in policies if p != "full"]
+    for policy in names:
+        _check(session, policy, budget, sinks, None)  # a clear message before anything runs
     full = evaluate_policy(session, text, "full")
     runs = []
     for i, policy in enumerate(names):
@@ -341,6 +343,9 @@ def sweep_budgets(session, text: str, sinks: int = 4, budgets: Sequence[int] = P
     """Each policy at each budget below the text's length (runs cached one by one; a sweep cut short by the time
     limit keeps what it measured, and running it again goes on from there)."""
     deadline = deadline or Deadline()
+    for policy in policies:
+        if policy not in POLICIES:
+            raise InputError(f"'{str(policy)[:30]}' is not a policy; choose from {', '.join(POLICIES)}.")
     full = evaluate_policy(session, text, "full")
     budgets = sorted({int(b) for b in budgets if MIN_POLICY_BUDGET <= int(b) < full.text_tokens})
     runs: dict[str, list[PolicyRun]] = {p: [] for p in policies if p != "full"}

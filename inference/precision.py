@@ -50,6 +50,15 @@ def weight_bytes(session) -> int:
     return session.analysis("parameter_bytes", (), lambda: parameter_bytes(session.model))
 
 
+INT4_NOTES = {
+    "Q4_1": ("Q4_1 stores each block of 32 weights as 16 evenly spaced levels, exactly what the int4 row's groups of 32 "
+             "can hold, so int4 finds the file's values again: what it loses comes from its bfloat16 activations, and "
+             "on the original weights int4 would cost more."),
+    "other": ("The int4 row quantizes in groups of 32 with its own scales; the file's 4-bit levels (and the tensors "
+              "it kept in 6 or 8 bits) are not all on that grid, so int4 rounds them a second time."),
+}
+
+
 def source_note(session) -> str:
     """What the reference weights are: for a bundled GGUF, 4-bit weights de-quantized to float32."""
     bundled = BUNDLED.get(session.model_id)
@@ -61,9 +70,7 @@ def source_note(session) -> str:
     return (f"{session.label} ships as a GGUF file quantized to about 4 bits per weight ({kind}); loading de-quantized it "
             f"to {dtype_name(session.dtype)}. So the {dtype_name(session.dtype)} reference holds exactly those 4-bit values "
             "(stored in 32 bits), not the original bfloat16 training checkpoint: the rows below measure what each "
-            "precision costs against that reference. The int4 row quantizes in groups of 32 weights, the size of GGUF's "
-            "4-bit blocks, so it can find the file's own 4-bit levels again (for Q4_1 exactly): int4 costs less here "
-            "than it would on the original weights, and bfloat16 costs what rounding those values costs.")
+            "precision costs against that reference. " + INT4_NOTES.get(kind, INT4_NOTES["other"]))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def test_policy_checks_deadline_and_sweep(session):
         evaluate_policy(session, TEXT, "lru")
     short = "The capital of France is Paris, and Rome is"  # 10 tokens
     cut = evaluate_policy(session, short, "window", budget=4, deadline=Deadline(0))
-    assert cut.timed_out and len(cut.nll) == 3  # the first pass only: positions 0..3 predict tokens 1..3
+    assert cut.timed_out and len(cut.nll) == 4  # the first pass only: positions 0..3 predict tokens 1..4
     again = evaluate_policy(session, short, "window", budget=4, deadline=Deadline(None))
     assert not again.timed_out and len(again.nll) == len(ids_of(session, short)) - 1  # cut runs are never cached
     sweep = sweep_budgets(session, TEXT, sinks=2, budgets=(8, 64))
@@ -256,5 +256,9 @@ def test_gemma_local_layers_stop_growing(gemma):
     assert m.global_bytes == [3 * n * per for n in m.lengths]
     assert m.local_bytes == [15 * min(n, 511) * per for n in m.lengths]  # capped at window - 1 from 512 on
     assert m.matches_formula
+    from components.memory.figures import layer_kind_figure, layer_kind_summary
+
+    assert len(layer_kind_figure(m).data) == 4  # local bars, global bars, formula marks, every layer global
+    assert layer_kind_summary(m).startswith("At 1,024 tokens the 15 sliding-window layers hold 15.70 MB")
     with pytest.raises(InputError, match="QuantizedCache"):
         compare_kv_precision(gemma, TEXT)

@@ -52,7 +52,7 @@ def test_policy_views(session):
     assert float(rows[0]["perplexity"]) == pytest.approx(forward_pass(session, TEXT).perplexity, rel=1e-6)
 
     plot, alt = ev.on_sweep(TEXT, 2)
-    assert "at 16" in alt and len(plot.data) == 3
+    assert "at 16" in alt and len(plot.data) == 4  # three policies and the full cache
     plot, alt = ev.on_layers(TEXT, 1024)
     assert plot is None and "has no sliding-window layers" in alt
 
@@ -94,6 +94,12 @@ def test_json_endpoints(client, session):
     assert [r["name"] for r in out["rows"]] == ["plain (float32)", "fp8"] and out["rows"][0]["bytes_per_token"] == 46_080
     with pytest.raises(AppError, match="budget must be"):
         client.predict(TEXT, 1, 0, "window", "", api_name="/kv_policies")
+    with pytest.raises(AppError, match="whole numbers"):
+        client.predict(TEXT, 8, 0, "window", "8,x", api_name="/kv_policies")
+    with pytest.raises(AppError, match="not a policy"):
+        client.predict(TEXT, 8, 0, "lru", "", api_name="/kv_policies")
+    with pytest.raises(AppError, match="not a precision"):
+        client.predict(TEXT, "float8", api_name="/precision")
 
 
 @pytest.mark.browser
@@ -125,3 +131,25 @@ def test_memory_tab_in_the_browser(page, app_url, screenshot):
     page.locator("#share-memory").click()
     page.wait_for_function("() => { const e = document.querySelector('#share-memory-url textarea, "
                            "#share-memory-url input'); return e && e.value.includes('section=sweep'); }")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_gemma_layer_kinds_in_the_browser(page, gemma, screenshot):
+    """With Gemma 3 picked, the tab names its local layers and measures what each kind of layer holds."""
+    from inference.session import GEMMA_MODEL
+
+    page.locator("#lie-model-choice input").click()
+    page.get_by_role("option", name="Gemma 3 270M (base)").click()
+    page.locator("#lie-model-load").click()
+    page.wait_for_function(f"() => document.querySelector('#lie-model-facts .lie-facts').dataset.model === "
+                           f"'{GEMMA_MODEL}'", timeout=240_000)
+    page.get_by_role("tab", name="Memory").click()
+    page.wait_for_selector("#mem-layers-note:has-text('15 of 18 layers use a sliding window of 512 tokens')")
+    page.wait_for_selector("#mem-layers-run", state="visible")
+    page.click("#mem-layers-run")
+    page.wait_for_selector("#mem-layers-plot .js-plotly-plot", timeout=180_000)
+    summary = page.locator("#mem-layers-summary").inner_text()
+    assert "At 1,024 tokens the 15 sliding-window layers hold 15.70 MB" in summary and "equal the formula" in summary
+    assert_no_error(page)
+    screenshot(page, "memory-gemma-layers")

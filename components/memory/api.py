@@ -3,7 +3,9 @@ names of the Python API (`inference.precision`, `inference.kv_policies`)."""
 
 from __future__ import annotations
 
+from inference.errors import InputError
 from inference.kv_policies import POLICIES, compare_policies, sweep_budgets
+from inference.limits import MAX_POLICY_BUDGET, MIN_POLICY_BUDGET
 from inference.precision import compare_kv_precision, compare_precisions
 
 from ..common import session, user_errors
@@ -45,7 +47,21 @@ def kv_policies_api(text: str, budget: int = 64, sinks: int = 4, policies: str =
     read from the tensors and first_evicted_at; the full run also gives the attention every head puts on the first
     token. With `budgets` (comma-separated, e.g. "16,32,64") it returns a sweep: perplexity per policy and budget."""
     names = [p for p in _names(policies, POLICIES[1:]) if p != "full"]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown:
+        raise InputError(f"'{unknown[0][:30]}' is not a policy; choose from {', '.join(POLICIES[1:])}.")
     s = session(model)
     if budgets:
-        return sweep_budgets(s, text, sinks, [int(b) for b in _names(budgets, ())], names).to_dict()
+        return sweep_budgets(s, text, sinks, _budgets(budgets), names).to_dict()
     return compare_policies(s, text, budget, sinks, names).to_dict()
+
+
+def _budgets(value: str) -> list[int]:
+    """Comma-separated budgets, each a whole number of tokens in range."""
+    try:
+        numbers = [int(b) for b in _names(value, ())]
+    except ValueError:
+        raise InputError("budgets must be whole numbers separated by commas, e.g. 16,32,64.") from None
+    if not numbers or len(numbers) > 8 or not all(MIN_POLICY_BUDGET <= b <= MAX_POLICY_BUDGET for b in numbers):
+        raise InputError(f"Give 1 to 8 budgets, each {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET} tokens.")
+    return numbers

@@ -169,8 +169,7 @@ def on_page():
     """The notes and the controls that depend on the loaded model (a link's values are already applied)."""
     lengths = layer_lengths()
     return (model_note(), layers_note(), gr.Dropdown(choices=available_precisions(session())),
-            gr.Dropdown(choices=lengths, value=1024 if 1024 in lengths else lengths[-1], visible=has_windows()),
-            gr.Button(visible=has_windows()))
+            gr.Dropdown(choices=lengths, value=1024 if 1024 in lengths else lengths[-1]), gr.Column(visible=has_windows()))
 
 
 def on_model():

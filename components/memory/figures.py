@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # annotations only: figures never import the model's side
 FONT = dict(size=13)
 PRECISION_COLOUR = {"float32": "#000000", "bfloat16": "#0072B2", "float16": "#56B4E9", "int8": "#E69F00",
                     "int4": "#D55E00"}
+PRECISION_SYMBOL = {"float32": "diamond", "bfloat16": "circle", "float16": "square", "int8": "triangle-up",
+                    "int4": "star"}
 POLICY_STYLE = {  # colour, marker, dash
     "full": ("#000000", "line-ew", "dot"),
     "window": ("#D55E00", "x", "solid"),
@@ -40,7 +42,7 @@ CSS = """
 .mem-table th, .mem-table td { border-bottom: 1px solid var(--border-color-primary); padding: .25rem .55rem; text-align: right; }
 .mem-table th { font-weight: 600; vertical-align: bottom; }
 .mem-table td { white-space: nowrap; }
-.mem-table td:first-child, .mem-table th:first-child { text-align: left; }
+.mem-table td:first-child, .mem-table th:first-child { text-align: left; white-space: normal; min-width: 9rem; }
 .mem-table tr.ref td { font-weight: 600; }
 .mem-table .desc { display: inline-block; text-align: left; font-size: .82rem; color: var(--body-text-color-subdued);
                    min-width: 16rem; max-width: 24rem; white-space: normal; }
@@ -100,6 +102,11 @@ def _divergence(index: int | None, total: int) -> str:
     return "never" if index is None else f"token {index + 1} of {total}"
 
 
+def _differs(index: int | None, total: int) -> str:
+    return (f"its greedy text equals the plain cache's for all {total} tokens" if index is None
+            else f"its greedy text differs from token {index + 1} of {total}")
+
+
 def precision_html(cmp: "PrecisionComparison") -> str:
     """The table: one row per precision, the reference first, and the checks under it."""
     ref = cmp.rows[0]
@@ -138,23 +145,22 @@ def precision_figure(cmp: "PrecisionComparison") -> go.Figure:
     """Two panels sharing the x axis (weight MB): mean KL from the reference, and ms per decode token."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
         "What it costs: mean KL from the reference", "What it runs at: ms per decode token"))
-    for r in cmp.rows:
+    for r in cmp.rows:  # no text on the points: bfloat16 and float16 sit at one size; colour + symbol + legend name them
         colour = PRECISION_COLOUR.get(r.name, "#666666")
         mb = r.weight_bytes / 1e6
-        for col, y, text in ((1, r.mean_kl, _kl(r.mean_kl)), (2, r.ms_per_token, f"{r.ms_per_token:,.0f} ms")):
+        for col, y in ((1, r.mean_kl), (2, r.ms_per_token)):
             fig.add_trace(go.Scatter(
-                x=[mb], y=[y], mode="markers+text", name=r.name, legendgroup=r.name, showlegend=col == 1,
-                marker=dict(size=14, color=colour, symbol="diamond" if r.is_reference else "circle",
+                x=[mb], y=[y], mode="markers", name=r.name, legendgroup=r.name, showlegend=col == 1,
+                marker=dict(size=15, color=colour, symbol=PRECISION_SYMBOL.get(r.name, "circle"),
                             line=dict(width=1, color="#333")),
-                text=[f"{r.name}<br>{text}"], textposition="top center",
                 hovertemplate=(f"<b>{_esc(r.name)}</b><br>weights {nbytes(r.weight_bytes)}<br>mean KL {_kl(r.mean_kl)}"
                                f"<br>{r.ms_per_token:,.1f} ms/token<br>perplexity {r.perplexity:,.2f}<extra></extra>")),
                 row=1, col=col)
     top_kl = max((r.mean_kl for r in cmp.rows), default=0) or 1e-3
     top_ms = max((r.ms_per_token for r in cmp.rows if r.ms_per_token == r.ms_per_token), default=1)
-    fig.update_yaxes(title_text="mean KL(reference ‖ precision), nats", range=[-0.08 * top_kl, 1.35 * top_kl], row=1,
+    fig.update_yaxes(title_text="mean KL(reference ‖ precision), nats", range=[-0.08 * top_kl, 1.3 * top_kl], row=1,
                      col=1)
-    fig.update_yaxes(title_text="ms per decode token", range=[0, 1.3 * top_ms], rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(title_text="ms per decode token", range=[0, 1.3 * top_ms], row=1, col=2)
     top_mb = max(r.weight_bytes for r in cmp.rows) / 1e6
     for col in (1, 2):
         fig.update_xaxes(title_text="weights (MB)", range=[0, 1.15 * top_mb], row=1, col=col)
@@ -245,8 +251,8 @@ def kv_summary(kvc: "KVPrecisionComparison") -> str:
     plain = kvc.rows[0]
     parts = [f"{r.name} holds {r.bytes_per_token:,.0f} bytes per token ({r.bytes_per_token / plain.bytes_per_token:.0%} "
              f"of the plain cache's {plain.bytes_per_token:,.0f}), top-1 agreement {r.top1_agreement:.1%}, mean KL "
-             f"{_kl(r.mean_kl)}, perplexity {r.perplexity:,.3f} vs {plain.perplexity:,.3f}, greedy text differs at "
-             f"{_divergence(r.first_divergence, kvc.new_tokens)}" for r in kvc.rows[1:]]
+             f"{_kl(r.mean_kl)}, perplexity {r.perplexity:,.3f} vs {plain.perplexity:,.3f}; "
+             f"{_differs(r.first_divergence, kvc.new_tokens)}" for r in kvc.rows[1:]]
     return f"{kvc.label}, {kvc.text_tokens} tokens: " + "; ".join(parts) + "."
 
 
@@ -262,7 +268,8 @@ def policies_html(pc: "PolicyComparison") -> str:
     for r in [full, *pc.runs]:
         ratio = r.perplexity / full.perplexity
         rows.append([f"<b>{_esc(r.label)}</b>", f"{r.kept_tokens:,}", nbytes(r.cache_bytes),
-                     f"{r.kept_tokens:,} × {r.bytes_per_token:,} B = {nbytes(r.kept_tokens * r.bytes_per_token)}",
+                     f"{r.kept_tokens:,} × {r.bytes_per_token:,} B "
+                     + ("✓" if r.kept_tokens * r.bytes_per_token == r.cache_bytes else "✗"),
                      _num(r.perplexity, 2), "—" if r is full else f"{ratio:.2f}×",
                      "—" if r is full else f"{r.agreement_with(full):.1%}",
                      "never" if r.first_evicted_at is None else f"position {r.first_evicted_at}", f"{r.seconds:,.1f}"])
@@ -378,14 +385,18 @@ def sweep_figure(sweep: "BudgetSweep") -> go.Figure:
             marker=dict(symbol=marker, size=10, color=colour),
             customdata=[[nbytes(r.cache_bytes)] for r in runs],
             hovertemplate="budget %{x} tokens<br>perplexity %{y:.2f}<br>cache %{customdata[0]}<extra></extra>"))
-    fig.add_hline(y=sweep.full.perplexity, line=dict(color="#000", dash="dot"),
-                  annotation_text=f"full cache ({sweep.text_tokens} tokens): {sweep.full.perplexity:,.2f}",
-                  annotation_position="top right")
+    # A trace, not add_hline: on a log axis plotly places an hline's annotation at the raw value, off the plot.
+    fig.add_trace(go.Scatter(x=[sweep.budgets[0], sweep.budgets[-1]], y=[sweep.full.perplexity] * 2, mode="lines",
+                             line=dict(color="#000", dash="dot", width=2), hoverinfo="skip",
+                             name=f"full cache ({sweep.text_tokens} tokens): {sweep.full.perplexity:,.2f}"))
     fig.update_xaxes(title_text="budget: tokens each layer keeps (log scale)", type="log",
                      tickvals=sweep.budgets, ticktext=[str(b) for b in sweep.budgets])
     values = [r.perplexity for runs in sweep.runs.values() for r in runs] + [sweep.full.perplexity]
-    fig.update_yaxes(title_text="perplexity of the text (log scale)", type="log",
-                     range=[math.log10(min(values) * 0.9), math.log10(max(values) * 1.15)])
+    low, high = min(values) * 0.9, max(values) * 1.15
+    ticks = [m * 10 ** k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5) if low <= m * 10 ** k <= high]
+    fig.update_yaxes(title_text="perplexity of the text (log scale)", type="log", tickvals=ticks,
+                     ticktext=[f"{t:,g}" for t in ticks], range=[math.log10(low), math.log10(high)])
     return _layout(fig, 420, f"Perplexity as the budget grows ({sweep.sinks} sinks for StreamingLLM)")
 
 
@@ -403,21 +414,34 @@ def sweep_summary(sweep: "BudgetSweep") -> str:
 
 
 def layer_kind_figure(m: "LayerKindMemory") -> go.Figure:
+    """Stacked bars per context length: the sliding-window layers' bytes at the bottom, the global layers' on top
+    (measured from the cache tensors), the formula's marks at the top of each part, and what every layer keeping
+    every token would hold."""
     fig = go.Figure()
     x = [f"{n:,}" for n in m.lengths]
-    fig.add_trace(go.Bar(x=x, y=m.global_bytes, name=f"{len(m.global_layers)} global layers (keep every token)",
-                         marker_color=GLOBAL, text=[nbytes(b) for b in m.global_bytes], textposition="outside"))
-    fig.add_trace(go.Bar(x=x, y=m.local_bytes,
-                         name=f"{len(m.local_layers)} sliding-window layers (keep the last {m.window - 1})",
+    tallest = max(lb + gb for lb, gb in zip(m.local_bytes, m.global_bytes))
+
+    def label(values: list[int]) -> list[str]:  # no text in a part too thin to hold it (the hover has it)
+        return [nbytes(v) if v > 0.2 * tallest else "" for v in values]
+
+    fig.add_trace(go.Bar(x=x, y=m.local_bytes, name=f"{len(m.local_layers)} sliding-window layers (keep the last "
+                                                     f"{m.window - 1})",
                          marker_color=LOCAL, marker_pattern=dict(shape="/", fgcolor="#ffffff", solidity=0.25),
-                         text=[nbytes(b) for b in m.local_bytes], textposition="outside"))
-    fig.add_trace(go.Scatter(x=x + x, y=m.global_formula + m.local_formula, mode="markers", name="formula",
-                             marker=dict(symbol="line-ew-open", size=26, color="#333", line=dict(width=3, color="#333"))))
-    fig.update_layout(barmode="group")
+                         text=label(m.local_bytes), textposition="inside", insidetextanchor="middle"))
+    fig.add_trace(go.Bar(x=x, y=m.global_bytes, name=f"{len(m.global_layers)} global layers (keep every token)",
+                         marker_color=GLOBAL, text=label(m.global_bytes), textposition="inside",
+                         insidetextanchor="middle"))
+    tops = [lf + gf for lf, gf in zip(m.local_formula, m.global_formula)]
+    fig.add_trace(go.Scatter(x=x + x, y=m.local_formula + tops, mode="markers", name="formula",
+                             marker=dict(symbol="line-ew-open", size=40, color="#333", line=dict(width=3, color="#333"))))
+    layers = len(m.local_layers) + len(m.global_layers)
+    every = [layers * n * m.bytes_per_token_layer for n in m.lengths]
+    fig.add_trace(go.Scatter(x=x, y=every, mode="lines+markers", name=f"if all {layers} layers kept every token",
+                             line=dict(color="#555", dash="dot", width=2), marker=dict(size=7, color="#555")))
+    fig.update_layout(barmode="stack", bargap=0.35)
     fig.update_xaxes(title_text="tokens in the cache")
-    fig.update_yaxes(title_text="KV-cache bytes (measured from the tensors)",
-                     range=[0, 1.2 * max(m.local_bytes + m.global_bytes)])
-    return _layout(fig, 420, "KV cache held by each kind of layer as the context grows")
+    fig.update_yaxes(title_text="KV cache (bytes)", range=[0, 1.1 * max(every)])
+    return _layout(fig, 440, "KV cache held by each kind of layer as the context grows")
 
 
 def layer_kind_summary(m: "LayerKindMemory") -> str:

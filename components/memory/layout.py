@@ -126,11 +126,12 @@ def build(demo: gr.Blocks) -> None:
 
     gr.Markdown("### 4 · Sliding-window layers")
     layers_note = gr.HTML(elem_id="mem-layers-note")
-    with gr.Row():
-        max_tokens.render()
-        layers_btn = gr.Button("Measure each kind of layer", scale=1, elem_id="mem-layers-run")
-    layers_plot = gr.Plot(show_label=False, elem_id="mem-layers-plot")
-    layers_alt = _alt("mem-layers-summary")
+    with gr.Column(elem_id="mem-layers-box") as layers_box:  # shown for a model with sliding-window layers only
+        with gr.Row():
+            max_tokens.render()
+            layers_btn = gr.Button("Measure each kind of layer", scale=1, elem_id="mem-layers-run")
+        layers_plot = gr.Plot(show_label=False, elem_id="mem-layers-plot")
+        layers_alt = _alt("mem-layers-summary")
 
     views = dict(precision_html=precision_html, precision_plot=precision_plot, precision_alt=precision_alt,
                  precision_csv=precision_csv, kv_html=kv_html, kv_plot=kv_plot, kv_alt=kv_alt,
@@ -140,7 +141,7 @@ def build(demo: gr.Blocks) -> None:
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     section_inputs = [section, text, dtypes, budget, sinks, max_tokens]
     all_views = [views[name] for name in ALL_OUTPUTS]
-    page_outputs = [model_note, layers_note, dtypes, max_tokens, layers_btn]
+    page_outputs = [model_note, layers_note, dtypes, max_tokens, layers_box]
 
     loaded.then(on_page, None, page_outputs, api_visibility="private", queue=False).then(
         linked_section, section_inputs, all_views, **model_event)
