@@ -353,9 +353,23 @@ def _private_drafter(target, drafter_session) -> tuple:
         if key not in _private:
             while len(_private) >= SPEC_PRIVATE_DRAFTERS:  # a copy holds the drafter's weights again
                 _private.pop(next(iter(_private)))
+            from transformers.generation.candidate_generator import AssistantVocabTranslatorCache
+
             with drafter_session.lock:
                 model = copy.deepcopy(drafter_session.model).eval()
-            _private[key] = (model, copy.deepcopy(target.tokenizer), copy.deepcopy(drafter_session.tokenizer))
+            target_tokenizer, drafter_tokenizer = copy.deepcopy(target.tokenizer), copy.deepcopy(drafter_session.tokenizer)
+            # The pruned LM head keeps the drafter's tokens in the order its get_vocab() lists them, and a fast
+            # tokenizer lists them in a hash order that changes from process to process: in id order, a seed gives
+            # the same tokens in every process, not only within one.
+            vocab = dict(sorted(drafter_tokenizer.get_vocab().items(), key=lambda item: item[1]))
+            drafter_tokenizer.get_vocab = lambda: dict(vocab)
+            # The translator prunes the LM head when it is made, and the new nn.Linear's initialisation draws from
+            # torch's global generator: made here, as generate() would make it (same cache, same arguments), it
+            # cannot shift the random numbers of the first seeded run.
+            with torch.random.fork_rng(devices=[]):
+                AssistantVocabTranslatorCache.get_translator(target_tokenizer, drafter_tokenizer, target.facts.vocab_size,
+                                                             assistant_model=model, assistant_prune_lm_head=True)
+            _private[key] = (model, target_tokenizer, drafter_tokenizer)
         return _private[key]
 
 

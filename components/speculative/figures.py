@@ -84,6 +84,16 @@ def _message_figure(text: str, height: int = 180) -> go.Figure:
     return fig
 
 
+def short_name(d) -> str:
+    """A drafter in a few words, for axis labels."""
+    if d.kind == "prompt_lookup":
+        return "prompt lookup"
+    if d.kind == "early_exit":
+        return f"early exit, {d.layers} layers"
+    name = (d.model_id or d.spec).rsplit("/", 1)[-1]
+    return f"{name} (another tokenizer)" if d.kind == "universal" else name
+
+
 def passes_line(t: SpeculativeTrace) -> str:
     """'48 tokens in 19 target passes instead of 48'."""
     n = len(t.token_ids)
@@ -160,14 +170,19 @@ def step_chips(step: SpecStep) -> str:
                                                                    if below else "")
         if i < step.accepted:
             chips.append(_chip(piece, "spd-acc", "✓", title + " · accepted", below))
-        elif i == step.accepted and not step.cut:
+        elif i == step.accepted and step.cut:  # the run ends at this draft token: transformers stops the step here
+            chips.append(_chip(piece, "spd-tgt", "■", title + " · kept as the step's last token: the run ends here "
+                               "(end of sequence or max new tokens), so transformers does not count it as a match"))
+        elif i == step.accepted:
             chips.append(_chip(piece, "spd-rej", "✗", title + " · rejected", below))
         else:
             chips.append(_chip(piece, "spd-dis", "", title + " · discarded (after a rejection)", ""))
     if not step.proposed:
         chips.append('<span class="spd-none">no draft (no match in the text, or no room left): a plain decode '
                      'step</span>')
-    kind = "bonus" if step.bonus else ("replacement" if step.proposed and not step.cut else "target")
+    if step.cut:
+        return "".join(chips)
+    kind = "bonus" if step.bonus else ("replacement" if step.proposed else "target")
     label = {"bonus": "bonus token (every draft accepted)", "replacement": "the target's own token, in place of the "
              "rejected draft", "target": "the target's own token"}[kind]
     target = _chip(step.target_piece, "spd-bonus" if kind == "bonus" else "spd-tgt", "★" if kind == "bonus" else "→",
@@ -259,7 +274,9 @@ def acceptance_figure(t: SpeculativeTrace) -> go.Figure:
     steps = [s.index + 1 for s in t.steps]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_bar(x=steps, y=[s.accepted for s in t.steps], name="accepted draft tokens", marker_color=ACCEPTED)
-    fig.add_bar(x=steps, y=[len(s.proposed) - s.accepted for s in t.steps], name="rejected or discarded",
+    if any(s.cut for s in t.steps):
+        fig.add_bar(x=steps, y=[int(s.cut) for s in t.steps], name="kept: the run ended there", marker_color=TARGET)
+    fig.add_bar(x=steps, y=[len(s.proposed) - s.accepted - int(s.cut) for s in t.steps], name="rejected or discarded",
                 marker_color=REJECTED, marker_pattern=dict(shape="x", **HATCH))
     running, proposed, accepted = [], 0, 0
     for s in t.steps:
@@ -374,7 +391,7 @@ def rule_figure(t: SpeculativeTrace, step_index: int | None) -> go.Figure:
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_xaxes(tickangle=-35, title_text="tokens (the most likely under p and q, the draft, the chosen)")
     fig.update_yaxes(title_text="probability", rangemode="tozero")
-    return _layout(fig, 430, title)
+    return _layout(fig, 450, title).update_layout(margin=dict(l=110, b=130))  # room for the slanted first label
 
 
 def rule_summary(t: SpeculativeTrace, step_index: int | None) -> str:
@@ -425,7 +442,7 @@ def sweep_figure(sw: DraftSweep) -> go.Figure:
     fig.update_yaxes(title_text="accepted (%)", range=[0, 105], row=2, col=1, secondary_y=False)
     fig.update_yaxes(title_text="tokens / pass", rangemode="tozero", row=2, col=1, secondary_y=True, showgrid=False)
     fig.update_xaxes(dtick=1, title_text="k: draft tokens per step", row=2, col=1)
-    title = (f"{_esc(sw.drafter.label)} · best k = {best.num_draft_tokens} ({_times(best.speedup)})" if best
+    title = (f"{_esc(sw.drafter.label)} · best k here = {best.num_draft_tokens} ({_times(best.speedup)})" if best
              else _esc(sw.drafter.label))
     return _layout(fig, 560, title, legend_rows=2)
 
@@ -439,8 +456,11 @@ def sweep_summary(sw: DraftSweep) -> str:
     same = [p.same_as_plain for p in sw.points if p.same_as_plain is not None]
     proof = (" Every k gave exactly the tokens of plain greedy decoding." if same and all(same)
              else " Some k gave other tokens than plain greedy decoding!" if same else "")
-    return (f"Best k on this machine: {best.num_draft_tokens} ({_times(best.speedup)} vs plain decoding). "
-            + "; ".join(parts) + "." + proof + cut)
+    lead = (f"Best k on this machine: {best.num_draft_tokens} ({_times(best.speedup)} vs plain decoding). "
+            if best.speedup >= 1 else
+            f"No k beats plain decoding here with this drafter; the least slow is k = {best.num_draft_tokens} "
+            f"({_times(best.speedup)}). ")
+    return lead + "; ".join(parts) + "." + proof + cut
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,7 +470,7 @@ def sweep_summary(sw: DraftSweep) -> str:
 def compare_figure(cmp: DrafterComparison) -> go.Figure:
     if not cmp.runs:
         return _message_figure("No drafter ran (time or pass budget reached first).")
-    names = [f"{i + 1}. {t.drafter.label[:38]}" for i, t in enumerate(cmp.runs)]
+    names = [f"{i + 1}. {short_name(t.drafter)}" for i, t in enumerate(cmp.runs)]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["Speedup vs plain decoding", "Acceptance rate (%)"])
     fig.add_bar(y=names, x=[t.speedup or 0 for t in cmp.runs], orientation="h", showlegend=False,
@@ -464,10 +484,9 @@ def compare_figure(cmp: DrafterComparison) -> go.Figure:
     fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=2)
     fig.update_xaxes(range=[0, max([t.speedup or 0 for t in cmp.runs] + [1.0]) * 1.3], row=1, col=1)
     fig.update_xaxes(range=[0, 120], row=1, col=2)
-    fig.update_layout(margin=dict(l=320))
-    height = 160 + 46 * len(cmp.runs)
+    height = 170 + 46 * len(cmp.runs)
     return _layout(fig, height, f"{len(cmp.runs)} drafters, k = {cmp.num_draft_tokens}, same prompt").update_layout(
-        margin=dict(l=320))
+        margin=dict(l=240))
 
 
 def compare_summary(cmp: DrafterComparison) -> str:
@@ -477,7 +496,9 @@ def compare_summary(cmp: DrafterComparison) -> str:
              f"{t.drafter_passes} drafter passes" for t in cmp.runs]
     same = [t.same_as_plain for t in cmp.runs if t.same_as_plain is not None]
     proof = " All gave exactly the tokens of plain greedy decoding." if same and all(same) else ""
-    return "; ".join(parts) + "." + proof
+    cut = (f" Stopped early ({cmp.stop_reason.replace('_', ' ')}): the drafters measured so far." if cmp.timed_out
+           else "")
+    return "; ".join(parts) + "." + proof + cut
 
 
 def compare_html(cmp: DrafterComparison) -> str:
