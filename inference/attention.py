@@ -26,6 +26,7 @@ import torch
 from .errors import InputError
 from .lens import LogitLens
 from .limits import ATTENTION_MEMORY_BUDGET, MAX_ATTENTION_TOKENS
+from .model.anatomy import layer_windows
 from .model.hooks import hooks
 from .patterns import SUMMARIES, DecodeStep, head_summaries, pack, pack_tensor, unpack
 from .recorded import RecordedAttention, RecordedPrefill, record_prefill, shared_prefill
@@ -51,6 +52,7 @@ class AttentionMaps:
     decode: DecodeStep
     hidden_norms: np.ndarray = field(repr=False)  # [layers+1, n] float32: |residual stream|, row 0 the embeddings
     capture_seconds: float = 0.0  # the whole recording: the shared prefill, the decode step and both analyses
+    windows: list[int | None] = field(default_factory=list)  # per layer: sliding-window length, None = global
     _record: RecordedAttention = field(default=None, repr=False)  # the packed layers (shared with the recording)
     _other_bytes: int = 0  # bytes of everything else the recording keeps (forward arrays, lens, decode rows)
     _recapture: Callable[[int], np.ndarray] = field(default=None, repr=False)  # layer -> packed, by a model pass
@@ -198,6 +200,7 @@ def _maps(session, recording: RecordedPrefill) -> AttentionMaps:
         decode=record.decode,
         hidden_norms=recording.hidden_norms,
         capture_seconds=recording.seconds,
+        windows=layer_windows(session),
         _record=record,
         _other_bytes=recording.forward_bytes() + record.fixed_bytes(),
         _recapture=lambda layer: capture_layer(session, ids, layer),

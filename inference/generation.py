@@ -337,7 +337,10 @@ def inspect_step(session, prompt: str, params: SamplingParams, generated_ids: Se
     step's uniform number lands (or, with `forced`, a what-if token taken instead). Uses the stored
     logits when the step is recent (no model call). Returns (record, trace, seed used)."""
     ids = prompt_ids(session, prompt, chat)
-    generated = [int(i) for i in generated_ids]
+    try:
+        generated = [int(i) for i in generated_ids]
+    except (TypeError, ValueError):
+        raise InputError("generated_ids must be a list of token ids, for example [791, 6149].") from None
     vocab = session.facts.vocab_size
     if any(not 0 <= i < vocab for i in generated) or (forced is not None and not 0 <= forced < vocab):
         raise InputError(f"Token ids must be between 0 and {vocab - 1:,}.")

@@ -222,3 +222,21 @@ def test_layer_out_of_range(maps, layer):
 def test_head_out_of_range(maps, head):
     with pytest.raises(InputError, match="Head .* does not exist: each layer has 9 heads, numbered 0 to 8"):
         maps.pattern(0, head)
+
+
+def test_gemma_local_layers_are_marked_as_its_config_says(gemma, session):
+    from components.attention.events import _overview
+    from components.attention.exports import attention_data
+
+    maps = capture_attention(gemma, "The cat sat on the mat.")
+    cfg = gemma.model.config.get_text_config()
+    expected = [cfg.sliding_window if t == "sliding_attention" else None for t in cfg.layer_types]
+    assert maps.windows == expected and any(expected) and not all(expected)  # interleaved local and global
+    grid, _ = _overview(maps, "entropy", 0, None)
+    local_rows = [i for i, w in enumerate(expected) if w]
+    assert grid.count('class="lie-att-local"') == len(local_rows)
+    assert f">{local_rows[0]} local</th>" in grid and f"last {cfg.sliding_window} tokens" in grid
+    assert attention_data(maps, local_rows[0], 0)["sliding_window"] == cfg.sliding_window
+    assert attention_data(maps, expected.index(None), 0)["sliding_window"] is None
+    plain, _ = _overview(capture_attention(session, "The cat sat on the mat."), "entropy", 0, None)
+    assert "lie-att-local" not in plain  # SmolLM2 attends globally everywhere

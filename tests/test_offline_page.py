@@ -19,7 +19,7 @@ from conftest import ROOT, _free_port, assert_no_error
 
 # Each tab's first figure: a Plotly plot drawn inside the tab that is showing (Gradio keeps one panel per tab).
 # Most tabs draw one on opening; these wait for their button.
-FIRST_VIEW_BUTTON = {"prefill": "#pfd-run"}
+FIRST_VIEW_BUTTON = {"prefill": "#pfd-run", "speculative": "#spd-run", "memory": "#mem-kv-run"}
 VISIBLE_PANEL_PLOT = """() => [...document.querySelectorAll('[role=tabpanel]')]
     .some(p => p.offsetParent !== null && p.querySelector('.js-plotly-plot .main-svg'))"""
 
@@ -48,7 +48,11 @@ def test_the_page_asks_only_its_own_server_on_every_tab(browser, app_url, screen
                                    ".some(e => e.innerText.trim() === t)", arg=tab.TITLE)
             if name in FIRST_VIEW_BUTTON:
                 page.locator(FIRST_VIEW_BUTTON[name]).click()
-            page.wait_for_function(VISIBLE_PANEL_PLOT)
+            try:
+                page.wait_for_function(VISIBLE_PANEL_PLOT, timeout=240_000)  # a button tab measures first
+            except Exception:
+                screenshot(page, f"offline-no-plot-{name}")
+                raise AssertionError(f"the {name} tab showed no figure") from None
         page.get_by_text("Limits on this server").click()
         page.wait_for_selector("#lie-limits table.lie-limits", state="visible")
         page.wait_for_timeout(1000)  # anything a figure or font asks for late

@@ -54,8 +54,10 @@ def _gqa_note(maps: AttentionMaps, layer: int, head: int | None) -> str:
     return f'<div class="lie-att-note">{html.escape(shared)}</div>'
 
 
-def _what(layer: int, head: int | None) -> str:
-    return f"Layer {layer}, " + ("mean over heads" if head is None else f"head {head}")
+def _what(layer: int, head: int | None, windows: list[int | None] = ()) -> str:
+    window = windows[layer] if layer < len(windows) else None
+    local = f" (local: a {window}-token sliding window)" if window else ""
+    return f"Layer {layer}{local}, " + ("mean over heads" if head is None else f"head {head}")
 
 
 def _heatmap(maps: AttentionMaps, layer: int, head: int | None):
@@ -64,9 +66,10 @@ def _heatmap(maps: AttentionMaps, layer: int, head: int | None):
     weights = maps.pattern(layer, head)  # [n, n]
     decode_row = decode.row(layer, head)  # [n+1]
     pieces = maps.tokens.pieces
-    figure = attention_heatmap(weights, pieces, f"{_what(layer, head)} · hatched grey = masked (a later token)",
+    what = _what(layer, head, maps.windows)
+    figure = attention_heatmap(weights, pieces, f"{what} · hatched grey = masked (a later token)",
                                decode_row=decode_row, decode_piece=decode.piece)
-    return figure, attention_summary(weights, pieces, _what(layer, head), decode_row, decode.piece)
+    return figure, attention_summary(weights, pieces, what, decode_row, decode.piece)
 
 
 def _focus(maps: AttentionMaps, layer: int, head: int | None, token: int | None) -> str:
@@ -90,7 +93,8 @@ def _overview(maps: AttentionMaps, metric: str, layer: int, head: int | None):
         raise InputError(f"Unknown summary {metric!r}; pick one of: {', '.join(SUMMARIES)}.")
     label, unit = SUMMARIES[metric]
     values = maps.summaries[metric]  # [layers, heads]
-    return (overview_html(values, label, unit, maps.queries_per_kv_head, selected=(layer, head)),
+    return (overview_html(values, label, unit, maps.queries_per_kv_head, selected=(layer, head),
+                          windows=maps.windows),
             overview_summary(values, label, unit))
 
 

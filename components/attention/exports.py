@@ -23,6 +23,7 @@ def attention_data(maps: AttentionMaps, layer: int, head: int) -> dict:
         "num_kv_heads": maps.num_kv_heads,
         "layer": layer,
         "head": head,
+        "sliding_window": maps.windows[layer] if layer < len(maps.windows) else None,  # None: global attention
         "kv_head": maps.kv_head(head),
         "heads_sharing_kv": maps.heads_sharing(head),
         "weights": np.round(maps.pattern(layer, head), 5).tolist(),

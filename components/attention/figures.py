@@ -146,8 +146,10 @@ def overview_html(
     unit: str,
     group_size: int,
     selected: tuple[int, int | None] | None = None,
+    windows: list[int | None] | None = None,
 ) -> str:
     """Layer x head grid of one summary value per head, as a clickable HTML table.
+    windows: per layer, its sliding-window length (a local layer, marked) or None (global attention).
 
     values [layers, heads]. Each cell carries data-layer / data-head so a click can open that head; the
     last column (mean over the layer's heads) opens the layer's mean map. Columns are grouped by the KV
@@ -185,13 +187,25 @@ def overview_html(
     for layer in range(layers):
         cells = "".join(cell(float(values[layer, h]), layer, h) for h in range(heads))
         cells += cell(float(values[layer].mean()), layer, None)
-        body.append(f"<tr><th>{layer}</th>{cells}</tr>")
+        window = windows[layer] if windows and layer < len(windows) else None
+        name = (f'<th class="lie-att-local" title="local layer: each token sees only the last {window} tokens">'
+                f"{layer} local</th>" if window else f"<th>{layer}</th>")
+        body.append(f"<tr>{name}{cells}</tr>")
     return (
         f'<div class="lie-att-overview"><div class="lie-att-caption">{html.escape(label)} ({html.escape(unit)}); '
-        f"darker = higher{'' if unit == 'weight' else ' (within this grid)'}. Click a cell to open that head.</div>"
+        f"darker = higher{'' if unit == 'weight' else ' (within this grid)'}. Click a cell to open that head."
+        f"{_local_note(windows)}</div>"
         f'<table><thead><tr><th></th>{groups}<th></th></tr><tr><th>layer</th>{head_row}<th>mean</th></tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _local_note(windows: list[int | None] | None) -> str:
+    local = [w for w in windows or [] if w]
+    if not local:
+        return ""
+    return (f" Layers marked <b>local</b> ({len(local)} of {len(windows)}) use a sliding window: each token sees only "
+            f"the last {max(local)} tokens; the others attend to the whole text.")
 
 
 def token_focus_html(pieces: list[str], special: list[bool], row: np.ndarray, query: int, top: int = 4) -> str:

@@ -54,6 +54,7 @@ OVERVIEW_CSS = """
 .lie-att-overview th { font-weight: 600; padding: 1px 3px; text-align: right; white-space: nowrap; }
 .lie-att-overview thead th { text-align: center; }
 .lie-att-overview th.lie-att-group { border-bottom: 1px solid #888; font-weight: 500; }
+.lie-att-overview th.lie-att-local { color: #b45309; white-space: nowrap; }
 .lie-att-cell { padding: 2px 2px; text-align: center; cursor: pointer; border: 1px solid #fff; min-width: 2.3em; }
 .lie-att-cell:hover { outline: 2px solid #d55e00; outline-offset: -2px; }
 .lie-att-cell.selected { outline: 3px solid #d55e00; outline-offset: -3px; font-weight: 700; }

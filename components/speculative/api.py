@@ -35,7 +35,7 @@ def admit_drafter(drafter: str | None) -> str:
     if policy.current().allow_any and spec:
         return validate_model_id(spec)
     raise ModelLoadError(f"Draft models on this server: {', '.join(draft_models())}; its host has not allowed "
-                         f"{spec or 'an empty name'}.")
+                         f"{spec[:80] or 'an empty name'}.")
 
 
 def sampling_params(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=None) -> SamplingParams:
