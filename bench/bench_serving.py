@@ -2,12 +2,13 @@
 
 1. Throughput of 1, 4, 16 and 30 concurrent greedy requests (16 new tokens each, different prompts, as a class
    types them): served together through `inference.serving` (each request in its own thread, as Gradio runs
-   them) vs the same requests one after another with the solo `generate`, in one run. Reported as ratios
-   (serialized time / batched time = the throughput gain), in wall time and in process CPU time: on a machine
-   shared with other jobs wall time swings, CPU time much less. Every batched request must give its solo
-   tokens (greedy).
+   them) vs the same requests one after another with plain transformers (`model.generate`, greedy), and vs
+   transformers' own continuous batching (`generate_batch` on the sdpa twin), all in one run. Reported as ratios
+   (serialized time / batched time = the throughput gain; ours / generate_batch), in wall time and in process CPU
+   time: on a machine shared with other jobs wall time swings, CPU time much less. Every batched request must give
+   model.generate's tokens (greedy).
 2. The 30-user burst against one user alone: all 30 answers back / one answer (the classroom target: <= 5).
-3. Memory of the batch: the most KV-cache bytes the batch held (padding included) vs the rows' own bytes.
+3. Memory of the batch: the most KV-cache bytes the batch held (padding included).
 4. Sampled requests: how many of 100 seeds give a different token sequence batched than alone (a row's logits can
    differ from the solo pass's in the last float bits, which can move a draw that lands on a boundary).
 5. The Serving view: transformers' continuous-batching engine vs a static batch vs one at a time on a burst of
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +26,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Result, check  # noqa: E402
-from inference.generation import generate  # noqa: E402
+from inference.generation import generate, prompt_ids  # noqa: E402
+from inference.model.twin import sdpa_twin  # noqa: E402
 from inference.sampling import SamplingParams  # noqa: E402
 from inference.serving import batcher_of, serve  # noqa: E402
 from inference.session import get_session  # noqa: E402
 
-NEW_TOKENS = 16
+# LIE_BENCH_QUICK=1: small settings (1 and 4 users, 8 tokens, 10 seeds, a 4-request burst) to check the bench runs.
+QUICK = os.environ.get("LIE_BENCH_QUICK") == "1"
+NEW_TOKENS = 8 if QUICK else 16
+USERS = (1, 4) if QUICK else (1, 4, 16, 30)
+SEEDS = 10 if QUICK else 100
 GREEDY = SamplingParams(temperature=0)
 SUBJECTS = ["cats", "dogs", "the sea", "rain", "music", "trees", "the moon", "bread", "winter", "trains", "bees",
             "clouds", "rivers", "books", "snow", "coffee", "birds", "mountains", "the sun", "apples", "chess", "robots",
@@ -47,11 +54,38 @@ def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def serialized(session, prompts, params=None):
-    """Every request alone, one after another (the app before batching)."""
+def serialized(session, prompts):
+    """Every request alone, one after another, with plain transformers (model.generate, greedy): token ids each."""
+    import torch
+
+    rows = [prompt_ids(session, p) for p in prompts]
     w, c = _clock()
-    traces = [generate(session, p, params or GREEDY, NEW_TOKENS, min_new_tokens=NEW_TOKENS) for p in prompts]
-    return traces, time.perf_counter() - w, time.process_time() - c
+    out = []
+    with torch.inference_mode():
+        for row in rows:
+            ids = torch.tensor([row])
+            gen = session.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                         max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                         pad_token_id=session.tokenizer.pad_token_id)
+            out.append(gen[0, len(row):].tolist())
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def engine(session, prompts):
+    """The same requests through transformers' continuous batching (`generate_batch`, explicit cache size)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    twin = sdpa_twin(session)
+    rows = [prompt_ids(session, p) for p in prompts]
+    config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                              eos_token_id=session.tokenizer.eos_token_id, pad_token_id=session.tokenizer.pad_token_id)
+    blocks = sum(-(-(len(r) + NEW_TOKENS) // 16) for r in rows) + 4
+    w, c = _clock()
+    out = twin.generate_batch(rows, generation_config=config, progress_bar=False,
+                              continuous_batching_config=ContinuousBatchingConfig(
+                                  num_blocks=blocks, max_batch_tokens=512, use_cuda_graph=False))
+    return [o.generated_tokens for o in out.values()], time.perf_counter() - w, time.process_time() - c
 
 
 def together(session, prompts, params=None):
@@ -69,40 +103,48 @@ def run() -> list[Result]:
     generate(session, "warm up", GREEDY, 4)
     results: list[Result] = []
     one_wall = one_cpu = None
-    for n in (1, 4, 16, 30):
+    engine(session, PROMPTS[:2])  # warm-up (the twin, the engine's first pass)
+    for n in USERS:
         prompts = PROMPTS[:n]
         solo, s_wall, s_cpu = serialized(session, prompts)
         batched, b_wall, b_cpu = together(session, prompts)
-        same = sum(a.token_ids == b.token_ids for a, b in zip(solo, batched))
+        theirs, e_wall, e_cpu = engine(session, prompts)
+        same = sum(a == b.token_ids for a, b in zip(solo, batched))
         if n == 1:
             one_wall, one_cpu = s_wall, s_cpu
-        results.append(check(f"serving: {n} users, serialized / batched time (wall; {same}/{n} greedy equal solo)",
-                             s_wall / b_wall, "ratio"))
-        results.append(check(f"serving: {n} users, serialized / batched time (CPU)", s_cpu / b_cpu, "ratio"))
-        if n == 30:
-            results.append(check("serving: 30 users together / one user alone (wall)", b_wall / one_wall, "ratio", 5.0))
-            results.append(check("serving: 30 users together / one user alone (CPU)", b_cpu / one_cpu, "ratio", 5.0))
+        results.append(check(f"serving: {n} users, model.generate one at a time / batched time (wall; {same}/{n} "
+                             "greedy equal model.generate)", s_wall / b_wall, "ratio"))
+        results.append(check(f"serving: {n} users, model.generate one at a time / batched time (CPU)", s_cpu / b_cpu,
+                             "ratio"))
+        same_engine = sum(a == b for a, b in zip(solo, theirs))
+        results.append(check(f"serving: {n} users, batched time / transformers generate_batch time (wall; "
+                             f"{same_engine}/{n} equal)", b_wall / e_wall, "ratio"))
+        if n == USERS[-1]:
+            results.append(check(f"serving: {n} users together / one user alone (wall)", b_wall / one_wall, "ratio",
+                                 5.0))
+            results.append(check(f"serving: {n} users together / one user alone (CPU)", b_cpu / one_cpu, "ratio",
+                                 5.0))
             peak = max(max(t.batch_kv_bytes) for t in batched)
-            own = sum(t.cache_bytes[-1] for t in batched)
-            results.append(check("serving: KV bytes the 30-row batch held at most (padding included), MB", peak / 1e6,
-                                 "MB"))
-            results.append(check("serving: 30 rows' own KV bytes at their end / batch peak", own / peak, "ratio"))
+            results.append(check(f"serving: KV bytes the {n}-row batch held at most (padding included), MB",
+                                 peak / 1e6, "MB"))
     b = batcher_of(session)
     results.append(check("serving: most rows in one pass", b.max_rows, "rows"))
 
     # Sampled: 100 seeds, 4 at a time (each batch mixes seeds), against the same seeds alone.
-    params = [SamplingParams(temperature=1.0, seed=seed) for seed in range(100)]
+    params = [SamplingParams(temperature=1.0, seed=seed) for seed in range(SEEDS)]
     prompt = PROMPTS[0]
     solo = [generate(session, prompt, p, NEW_TOKENS).token_ids for p in params]
     differ = 0
-    for k in range(0, 100, 10):
+    for k in range(0, SEEDS, 10):
         batched, _, _ = together(session, [prompt] * 10, params[k:k + 10])
         differ += sum(a != t.token_ids for a, t in zip(solo[k:k + 10], batched))
-    results.append(check("serving: sampled runs (of 100 seeds) whose tokens differ batched vs alone", differ, "runs"))
+    results.append(check(f"serving: sampled runs (of {SEEDS} seeds) whose tokens differ batched vs alone", differ,
+                         "runs"))
 
     from inference.continuous import serve_burst
 
-    prompts, budgets = [p for p, _ in BURST], [n for _, n in BURST]
+    burst = BURST[:4] if QUICK else BURST
+    prompts, budgets = [p for p, _ in burst], [n for _, n in burst]
     serve_burst(session, prompts[:2], budgets[:2], num_blocks=48, max_batch_tokens=128)  # warm-up
     cmp = serve_burst(session, prompts, budgets, num_blocks=48, max_batch_tokens=128)
     results.append(check(f"serving view: engine / static batch throughput (texts equal: {cmp.identical('static')})",

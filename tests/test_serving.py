@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from conftest import assert_no_error
 from inference import serving
-from inference.generation import generate
+from inference.generation import generate, prompt_ids
 from inference.model import batch_cache
 from inference.model.run import new_cache
 from inference.sampling import SamplingParams
@@ -35,11 +36,22 @@ def _together(session, calls):
         return list(pool.map(go, calls))
 
 
-def test_greedy_rows_batched_together_equal_their_solo_runs(session):
-    solo = [generate(session, p, GREEDY, 6) for p in PROMPTS]
+@pytest.fixture(scope="module")
+def solo(session):
+    """Each prompt's greedy run alone (6 tokens): the reference the batched runs must equal."""
+    return [generate(session, p, GREEDY, 6) for p in PROMPTS]
+
+
+def test_greedy_rows_batched_together_equal_their_solo_runs(session, solo):
     before = batcher_of(session).passes
     served = _together(session, [lambda s, p=p: serve(s, p, GREEDY, 6) for p in PROMPTS])
     assert [t.token_ids for t in served] == [t.token_ids for t in solo]
+    for prompt, t in zip(PROMPTS, served):  # and transformers' own greedy generate, alone
+        ids = torch.tensor([prompt_ids(session, prompt)])
+        with torch.inference_mode():
+            out = session.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                                         pad_token_id=session.tokenizer.pad_token_id)
+        assert t.token_ids == [i for i in out[0, ids.shape[1]:].tolist() if i != session.tokenizer.pad_token_id]
     assert [t.stop_reason for t in served] == [t.stop_reason for t in solo]
     assert [t.text for t in served] == [t.text for t in solo]
     assert all(isinstance(t, ServedTrace) for t in served)
@@ -53,10 +65,10 @@ def test_greedy_rows_batched_together_equal_their_solo_runs(session):
 
 def test_each_row_keeps_its_own_sampling_seed_and_stop_rules(session):
     runs = [
-        dict(prompt=PROMPTS[0], params=SamplingParams(temperature=0.8, top_k=40, seed=7), max_new_tokens=10),
-        dict(prompt=PROMPTS[1], params=SamplingParams(temperature=1.2, top_p=0.9, seed=11), max_new_tokens=6),
+        dict(prompt=PROMPTS[0], params=SamplingParams(temperature=0.8, top_k=40, seed=7), max_new_tokens=6),
+        dict(prompt=PROMPTS[1], params=SamplingParams(temperature=1.2, top_p=0.9, seed=11), max_new_tokens=4),
         dict(prompt=PROMPTS[2], params=GREEDY, max_new_tokens=12, stop=(" sea",)),
-        dict(prompt=PROMPTS[3], params=SamplingParams(temperature=1.0, seed=3), max_new_tokens=8, min_new_tokens=8),
+        dict(prompt=PROMPTS[3], params=SamplingParams(temperature=1.0, seed=3), max_new_tokens=5, min_new_tokens=5),
     ]
     solo = [generate(session, r["prompt"], r["params"], r["max_new_tokens"], stop=r.get("stop", ()),
                      min_new_tokens=r.get("min_new_tokens", 0)) for r in runs]
@@ -67,13 +79,13 @@ def test_each_row_keeps_its_own_sampling_seed_and_stop_rules(session):
         assert b.stop_reason == a.stop_reason and (b.params.seed is None or b.seed == a.seed)
         assert b.token_ids == a.token_ids  # sampled rows too (these seeds do not sit on a float boundary)
         assert [s.draw for s in b.steps] == [s.draw for s in a.steps]  # the same uniform numbers
-    assert served[2].stop_reason == "stop_sequence" and len(served[3].token_ids) == 8
+    assert served[2].stop_reason == "stop_sequence" and len(served[3].token_ids) == 5
 
 
 def test_a_row_joins_a_running_batch_and_leaves_without_waiting_for_the_longest(session):
-    long_solo = generate(session, PROMPTS[2], GREEDY, 24, min_new_tokens=24)
+    long_solo = generate(session, PROMPTS[2], GREEDY, 14, min_new_tokens=14)
     short_solo = generate(session, PROMPTS[0], GREEDY, 3, min_new_tokens=3)
-    long_run = serving.served_generation(session, PROMPTS[2], GREEDY, 24, min_new_tokens=24)
+    long_run = serving.served_generation(session, PROMPTS[2], GREEDY, 14, min_new_tokens=14)
     records, done = [], {}
 
     def consume():
@@ -82,7 +94,7 @@ def test_a_row_joins_a_running_batch_and_leaves_without_waiting_for_the_longest(
 
     thread = threading.Thread(target=consume)
     thread.start()
-    while len(records) < 4:  # the long run is decoding: the short one joins mid-flight
+    while len(records) < 3:  # the long run is decoding: the short one joins mid-flight
         time.sleep(0.01)
     short = serve(session, PROMPTS[0], GREEDY, 3, min_new_tokens=3)
     done["short_at"] = len(records)
@@ -90,11 +102,10 @@ def test_a_row_joins_a_running_batch_and_leaves_without_waiting_for_the_longest(
     assert long_run.trace.token_ids == long_solo.token_ids
     assert short.token_ids == short_solo.token_ids
     assert short.shared_with_max == 1 and long_run.trace.shared_with_max == 1
-    assert done["short_at"] < 24  # the short one was back while the long one was still decoding
+    assert done["short_at"] < 14  # the short one was back while the long one was still decoding
 
 
-def test_a_consumer_that_leaves_early_takes_its_row_out_and_the_others_go_on(session):
-    solo = generate(session, PROMPTS[1], GREEDY, 10, min_new_tokens=10)
+def test_a_consumer_that_leaves_early_takes_its_row_out_and_the_others_go_on(session, solo):
 
     def quitter(s):
         run = serving.served_generation(s, PROMPTS[0], GREEDY, 40, min_new_tokens=40)
@@ -103,33 +114,33 @@ def test_a_consumer_that_leaves_early_takes_its_row_out_and_the_others_go_on(ses
                 break
         return run.trace
 
-    quit_trace, stayed = _together(session, [quitter, lambda s: serve(s, PROMPTS[1], GREEDY, 10, min_new_tokens=10)])
+    quit_trace, stayed = _together(session, [quitter, lambda s: serve(s, PROMPTS[1], GREEDY, 6)])
     assert len(quit_trace.token_ids) <= 4
-    assert stayed.token_ids == solo.token_ids
+    assert stayed.token_ids == solo[1].token_ids
     deadline = time.time() + 10
     while batcher_of(session).rows and time.time() < deadline:  # the worker drops the row at its next step
         time.sleep(0.05)
     assert not batcher_of(session).rows
 
 
-def test_caps_bound_the_rows_of_a_pass(session, monkeypatch):
+def test_caps_bound_the_rows_of_a_pass(session, solo, monkeypatch):
     monkeypatch.setattr(serving, "MAX_BATCH_ROWS", 2)
     b = batcher_of(session)
     b.max_rows = 0
-    served = _together(session, [lambda s, p=p: serve(s, p, GREEDY, 4) for p in PROMPTS])
+    served = _together(session, [lambda s, p=p: serve(s, p, GREEDY, 6) for p in PROMPTS])
     assert b.max_rows <= 2 and max(t.shared_with_max for t in served) <= 1
-    assert [t.token_ids for t in served] == [generate(session, p, GREEDY, 4).token_ids for p in PROMPTS]
+    assert [t.token_ids for t in served] == [t.token_ids for t in solo]
 
 
 def test_runs_the_batch_cannot_hold_are_served_alone(session):
-    trace = serve(session, PROMPTS[0], GREEDY, 4, use_cache=False)  # recompute mode: no cache to batch
+    trace = serve(session, PROMPTS[0], GREEDY, 2, use_cache=False)  # recompute mode: no cache to batch
     assert not isinstance(trace, ServedTrace)
-    assert trace.token_ids == generate(session, PROMPTS[0], GREEDY, 4, use_cache=False).token_ids
+    assert trace.token_ids == generate(session, PROMPTS[0], GREEDY, 2, use_cache=False).token_ids
     assert shared_note(trace) == ""
 
 
 def test_the_trace_says_what_was_shared(session):
-    served = _together(session, [lambda s, p=p: serve(s, p, GREEDY, 5, min_new_tokens=5) for p in PROMPTS[:3]])
+    served = _together(session, [lambda s, p=p: serve(s, p, GREEDY, 4) for p in PROMPTS[:3]])
     t = served[0]
     d = t.to_dict(steps=False)
     assert d["token_ids"] == t.token_ids and d["serving"]["shared_with_max"] == t.shared_with_max
@@ -138,15 +149,14 @@ def test_the_trace_says_what_was_shared(session):
     assert f"up to {t.shared_with_max} other request" in note
 
 
-def test_served_timeline_measures_each_rows_own_kv_cache(session):
+def test_served_timeline_measures_each_rows_own_kv_cache(session, solo):
     params = GREEDY
     results = _together(session, [lambda s, p=p: served_timeline(s, p, params, 6) for p in PROMPTS[:3]])
     for tl, sv in results:
         assert sv is not None and tl.kv_matches()  # the row's own slots, measured from the batch's tensors
         assert tl.kv_bytes == tl.kv_formula_bytes
         assert tl.to_dict()["metrics"]["new_tokens"] == len(tl.token_ids)
-    solo = [generate(session, p, params, 6).token_ids for p in PROMPTS[:3]]
-    assert [tl.token_ids for tl, _ in results] == solo
+    assert [tl.token_ids for tl, _ in results] == [t.token_ids for t in solo[:3]]
 
 
 def test_batch_cache_rows_survive_padding_joining_and_dropping(session):
@@ -170,8 +180,8 @@ def test_batch_cache_rows_survive_padding_joining_and_dropping(session):
 
 def test_gemma_rows_batch_inside_its_sliding_window(gemma):
     prompts = ["The capital of France is", "Once upon a time"]
-    solo = [generate(gemma, p, GREEDY, 5, chat=False).token_ids for p in prompts]
-    served = _together(gemma, [lambda s, p=p: serve(s, p, GREEDY, 5, chat=False) for p in prompts])
+    solo = [generate(gemma, p, GREEDY, 3, chat=False).token_ids for p in prompts]
+    served = _together(gemma, [lambda s, p=p: serve(s, p, GREEDY, 3, chat=False) for p in prompts])
     assert [t.token_ids for t in served] == solo
     assert batch_cache.fits_window(gemma, 511) and not batch_cache.fits_window(gemma, 600)
 
@@ -247,3 +257,33 @@ def test_a_burst_over_the_caps_is_refused_in_one_sentence(session):
         serve_burst(session, ["x"] * 40, [4] * 40)
     with pytest.raises(InputError, match="KV blocks"):
         serve_burst(session, ["Write a long story about the sea."], [40], num_blocks=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# In the browser: the "shared" note, and the Serving view
+
+
+@pytest.mark.browser
+def test_browser_shared_note_and_the_serving_view(page, app_url, screenshot):
+    from gradio_client import Client
+
+    # Another visitor's long generation is decoding while this one runs Prefill & decode: their passes are shared.
+    other = Client(app_url, verbose=False)
+    page.get_by_role("tab", name="Prefill & decode").click()
+    job = other.submit("Write a long story about the sea.", temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
+                       repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, seed=0,
+                       max_new_tokens=48, chat=True, stop=[], min_new_tokens=48, api_name="/generate")
+    page.click("#pfd-run")
+    page.wait_for_selector("#pfd-headline:has-text('shared')")
+    assert "other request" in page.locator("#pfd-headline").inner_text()
+    assert job.result()["serving"]["shared_with_max"] >= 1
+
+    page.get_by_role("tab", name="Serving").click()
+    page.locator("#srv-burst textarea").fill("Say hello. | 2\nName a colour. | 4\nWhat is 2 + 2? | 3")
+    page.click("#srv-run")
+    page.wait_for_selector("#srv-headline-table", timeout=120_000)
+    page.wait_for_selector("#srv-schedule .js-plotly-plot")
+    page.wait_for_selector("#srv-gantt .js-plotly-plot")
+    assert page.locator("#srv-headline-table").inner_text().count("✓ same") == 2
+    assert_no_error(page)
+    screenshot(page, "serving-burst")

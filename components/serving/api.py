@@ -16,7 +16,7 @@ def serving_api(prompts: list[str], max_new_tokens: list[int] | int = 16, chat: 
     and decode requests, waiting requests, KV blocks in use), throughput from wall time, CPU time, KV memory; and
     whether the baselines' texts equal the engine's."""
     s = session(model)
-    prompts = list(prompts or [])
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])  # one prompt given as a string
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, (int, float)) else list(max_new_tokens or [])
     return serve_burst(s, prompts, budgets, bool(chat) and s.has_chat_template, num_blocks,
                        max_batch_tokens).to_dict()

@@ -152,8 +152,8 @@ def schedule_figure(cmp: BurstComparison) -> go.Figure:
                 row=2, col=1)
     fig.add_scatter(x=x, y=[s.blocks_used for s in steps], name=f"KV blocks in use (of {cmp.num_blocks})",
                     mode="lines+markers", line=dict(color=BLOCKS, width=2), row=2, col=1, secondary_y=True)
-    fig.update_yaxes(autorange="reversed", row=1, col=1, title_text="request (prompt+budget)")
-    fig.update_yaxes(title_text="tokens in the pass", row=2, col=1, rangemode="tozero")
+    fig.update_yaxes(autorange="reversed", row=1, col=1, title_text="request")
+    fig.update_yaxes(title_text="tokens", row=2, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="KV blocks", row=2, col=1, secondary_y=True, rangemode="tozero", showgrid=False)
     fig.update_xaxes(title_text="engine step (one forward pass each)", row=2, col=1)
     return _layout(fig, 360 + 22 * len(cmp.prompts),
@@ -167,7 +167,7 @@ def schedule_summary(cmp: BurstComparison) -> str:
     widest = max(steps, key=lambda s: len(s.decode) + len(s.prefill))
     waited = sum(1 for i in range(len(cmp.prompts)) if any(i in s.waiting for s in steps))
     split = sum(1 for s in steps for i, n in s.prefill if n < cmp.prompt_tokens[i])
-    return (f"The engine served {len(cmp.prompts)} requests in {len(steps)} forward passes; the fullest pass carried "
+    return (f"Rows are the requests, labelled #n (prompt tokens + token budget). The engine served {len(cmp.prompts)} requests in {len(steps)} forward passes; the fullest pass carried "
             f"{len(widest.decode) + len(widest.prefill)} requests ({widest.tokens} tokens). {waited} requests waited for "
             f"room before their first pass; {split} prefill chunks were part of a prompt split over passes. At most "
             f"{max(s.blocks_used for s in steps)} of {cmp.num_blocks} KV blocks were in use; a finished request's "
@@ -196,6 +196,7 @@ def gantt_figure(cmp: BurstComparison) -> go.Figure:
     style = {"waiting": (WAITING, "", "waiting"), "prefill": (PREFILL, "", "prefill (first token)"),
              "decode": (DECODE, "", "decode"), "held": (HELD, "/", "finished, held until the batch ends")}
     labels = [_label(cmp, i) for i in range(len(cmp.prompts))]
+    shown: set[str] = set()  # each state once in the legend
     for row, mode in enumerate(modes, start=1):
         segs = list(_segments(cmp.runs[mode]))
         for state, (colour, pattern, name) in style.items():
@@ -204,9 +205,10 @@ def gantt_figure(cmp: BurstComparison) -> go.Figure:
                 continue
             fig.add_bar(y=[labels[i] for i, *_ in part], x=[end - start for *_, start, end in part],
                         base=[start for *_, start, _ in part], orientation="h", name=name, legendgroup=state,
-                        showlegend=row == 1 or state == "held", marker=dict(color=colour, pattern_shape=pattern),
+                        showlegend=state not in shown, marker=dict(color=colour, pattern_shape=pattern),
                         hovertemplate=f"%{{y}} {state}: %{{base:.2f}} s to %{{x:.2f}} s later<extra></extra>",
                         row=row, col=1)
+            shown.add(state)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="seconds since the burst arrived", row=len(modes), col=1)
