@@ -47,9 +47,11 @@ KIND_NAMES = {"choice": "list of choices", "regex": "regular expression", "json_
 # Presets the Sampling tab offers (and the lesson uses): a yes/no answer, a date, a person.
 YES_NO = ("yes", "no")
 DATE_REGEX = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"  # YYYY-MM-DD with a real month and day
+# Bounded, as a real app would: without the bounds a sampled run can write digits or letters until it runs out
+# of tokens (measured: '"age": 21336538220860086748827638...' at temperature 1).
 PERSON_SCHEMA = {
     "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "properties": {"name": {"type": "string", "maxLength": 40}, "age": {"type": "integer", "minimum": 0, "maximum": 150}},
     "required": ["name", "age"],
 }
 
@@ -124,7 +126,8 @@ class Constraint:
             return "one of " + " / ".join(json.dumps(c, ensure_ascii=False) for c in self.spec)
         if self.kind == "regex":
             return f"text matching /{self.spec}/"
-        return f"JSON matching the schema {self.spec}"
+        schema = self.spec if len(self.spec) <= 100 else self.spec[:99] + "…"
+        return f"JSON matching the schema {schema}"
 
 
 def _normalise(kind: str, spec: Any) -> Any:

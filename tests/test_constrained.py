@@ -51,7 +51,8 @@ def is_valid(constraint: Constraint, text: str) -> bool:
         return False
     schema = json.loads(constraint.spec)
     return (isinstance(value, dict) and set(value) == set(schema["properties"]) and isinstance(value["name"], str)
-            and isinstance(value["age"], int) and not isinstance(value["age"], bool))
+            and len(value["name"]) <= 40 and isinstance(value["age"], int) and not isinstance(value["age"], bool)
+            and 0 <= value["age"] <= 150)
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +224,9 @@ def test_every_constrained_output_is_valid_on_20_prompts(session):
     free_valid = 0
     for prompt, constraint in PROMPTS:
         for params in (GREEDY, SamplingParams(temperature=1.0, seed=1)):
-            run = generate(session, prompt, params, 40, constraint=constraint)
+            run = generate(session, prompt, params, 64, constraint=constraint)
             assert run.stop_reason == "eos" and run.valid, (prompt, run.text)
             assert is_valid(constraint, run.text), (prompt, run.text)
-        free = generate(session, prompt, GREEDY, 40)
+        free = generate(session, prompt, GREEDY, 64)
         free_valid += is_valid(constraint, free.text.strip())
     print(f"unconstrained greedy text valid (trimmed): {free_valid} of {len(PROMPTS)}")

@@ -501,7 +501,10 @@ def _validity_badge(v: Validity | None) -> str:
 
 
 def _p(p: float | None) -> str:
-    return "" if p is None else _percent(p)
+    """A probability in the aligned table: tiny ones as "<0.01%" (their digits say nothing at a glance)."""
+    if p is None:
+        return ""
+    return "<0.01%" if 0 < p < 1e-4 else _percent(p)
 
 
 def compare_tokens_html(c: Comparison) -> str:
