@@ -138,46 +138,11 @@ def test_the_endpoints_take_a_constraint_an_ablation_and_compare(client, session
 # Browser
 
 
-def _open_tab(page) -> None:
-    page.get_by_role("tab", name="Sampling").click()
-    page.wait_for_selector("#smp-text .smp-next")
-    page.locator("#lesson-structured").get_by_text("Lesson: Structured output").click()  # open its accordion
-    page.wait_for_selector("#try-structured-0")
-
-
 @pytest.mark.browser
-def test_constraint_and_compare_in_the_browser(page, app_url, screenshot):
-    _open_tab(page)
-    labels = [t.label for t in LESSON.tries]
-    page.locator(f"#try-structured-{labels.index(next(l for l in labels if l.startswith('JSON')))}").click()
-    page.wait_for_selector("#smp-status:has-text('valid output')", timeout=120_000)
-    assert page.locator("#smp-constraint-kind input[value='json_schema']").is_checked()
-    assert "constraint (grammar mask)" in page.locator("#smp-table").inner_text()
-    assert re.fullmatch(r'\{"name": ".*", "age": \d+\}', page.locator("#smp-text .smp-text").inner_text()
-                        .replace("■ ended: the model chose its end-of-sequence token", "").replace("<|im_end|>", "")
-                        .strip())
-    assert_no_error(page)
-    screenshot(page, "sampling-constraint-json")
-
-    # The compare try: two temperatures side by side, the first difference marked.
-    page.locator(f"#try-structured-{labels.index(next(l for l in labels if l.startswith('Compare')))}").click()
-    page.wait_for_selector("#smp-compare-tokens table.smp-cmp", timeout=180_000)
-    page.wait_for_selector("#smp-compare-plot .js-plotly-plot")
-    assert "temperature: A 0.3 · B 1.2" in page.locator("#smp-compare-status").inner_text()
-    assert page.locator("#smp-compare-tokens td.div").count() > 0
-    assert_no_error(page)
-    page.locator("#smp-compare-box").scroll_into_view_if_needed()
-    screenshot(page, "sampling-compare-temperatures")
-    page.locator("#share-sampling").click()
-    page.wait_for_function("() => document.querySelector('#share-sampling-url input, #share-sampling-url textarea')"
-                           ".value.includes('compare=1')")
-    query = parse_qs(urlparse(page.locator("#share-sampling-url textarea, #share-sampling-url input").first
-                              .input_value()).query)
-    assert query["b_temperature"] == ["1.2"] and query["temperature"] == ["0.3"] and query["compare"] == ["1"]
-
-
-@pytest.mark.browser
-def test_a_link_opens_a_constrained_run_compared_without_the_constraint(page, app_url, screenshot):
+def test_a_link_compares_a_constrained_run_and_the_json_try_shows_the_mask(page, app_url, screenshot):
+    """One browser test (the event functions above cover the rest): a shared link opens a constrained run
+    compared with the same run without the constraint, its share link keeps both; the JSON try then fills
+    the stage table with the grammar's mask and the text is JSON."""
     link = dict(tab="sampling", prompt=YESNO_TRY["prompt"], chat=1, seed=42, temperature=0, max_new_tokens=4,
                 constraint_kind="choice", constraint="yes\nno", compare=1, b_temperature=0, b_seed=42,
                 b_constraint=0, steps=2)
@@ -188,4 +153,25 @@ def test_a_link_opens_a_constrained_run_compared_without_the_constraint(page, ap
     assert "A is valid" in status and "constraint: A one of" in status
     assert page.locator("#smp-compare-tokens").inner_text().count("removed (A)") == 1
     assert_no_error(page)
+    page.locator("#smp-compare-box").scroll_into_view_if_needed()
     screenshot(page, "sampling-compare-with-without-constraint")
+    page.locator("#share-sampling").click()
+    page.wait_for_function("() => document.querySelector('#share-sampling-url input, #share-sampling-url textarea')"
+                           ".value.includes('compare=1')")
+    query = parse_qs(urlparse(page.locator("#share-sampling-url textarea, #share-sampling-url input").first
+                              .input_value()).query)
+    assert query["constraint_kind"] == ["choice"] and query["b_constraint"] in (["0"], ["false"], ["False"])
+
+    # The JSON try of the lesson: the grammar's mask as a stage, the text valid JSON.
+    page.locator("#lesson-structured").get_by_text("Lesson: Structured output").click()  # open its accordion
+    labels = [t.label for t in LESSON.tries]
+    page.locator(f"#try-structured-{labels.index(next(l for l in labels if l.startswith('JSON')))}").click()
+    page.wait_for_selector("#smp-status:has-text('valid output (JSON matching')", timeout=120_000)  # not yes/no's
+    assert page.locator("#smp-constraint-kind input[value='json_schema']").is_checked()
+    assert "constraint (grammar mask)" in page.locator("#smp-table").inner_text()
+    assert re.fullmatch(r'\{"name": ".*", "age": \d+\}', page.locator("#smp-text .smp-text").inner_text()
+                        .replace("■ ended: the model chose its end-of-sequence token", "").replace("<|im_end|>", "")
+                        .strip())
+    assert_no_error(page)
+    page.locator("#smp-text").scroll_into_view_if_needed()
+    screenshot(page, "sampling-constraint-json")

@@ -252,7 +252,7 @@ def waterfall_summary(record: StepRecord) -> str:
     took = "is taken" if record.draw is None else "is drawn"
     grammar = ""
     if record.removed_mass is not None:
-        grammar = (f" The constraint allowed {record.allowed_tokens:,} tokens and removed "
+        grammar = (f" The constraint allowed {_tokens(record.allowed_tokens)} and removed "
                    f"{_percent(record.removed_mass)} of the model's probability.")
     return (f"{head}{body}; {_quoted(record.pieces[chosen])} {took} (p = {_percent(record.chosen_prob)}, "
             f"the model alone gave it {_percent(record.raw_prob)}).{grammar}")
@@ -369,7 +369,7 @@ def stage_explanations(params: SamplingParams, min_new: int, record: StepRecord 
     t, th = params.temperature, params.repetition_penalty
     grammar = ""
     if constraint is not None and record is not None and record.removed_mass is not None:
-        grammar = (f"The grammar ({html.escape(constraint.describe())}) allows {record.allowed_tokens:,} tokens here; "
+        grammar = (f"The grammar ({html.escape(constraint.describe())}) allows {_tokens(record.allowed_tokens)} here; "
                    f"every other token → −∞. That removed <b>{_percent(record.removed_mass)}</b> of the model's "
                    "probability; the allowed tokens are renormalised.")
     return {
@@ -429,7 +429,7 @@ def status_markdown(run: SamplingRun, view: int, record: StepRecord, params: Sam
         lines.append(f"EOS blocked: {view} of at least {min_new} new tokens so far (EOS had p = "
                      f"{record.eos_blocked_prob:.1%} just before the block).")
     if record.removed_mass is not None:
-        lines.append(f"Constraint: the grammar allowed **{record.allowed_tokens:,}** tokens here and removed "
+        lines.append(f"Constraint: the grammar allowed **{_tokens(record.allowed_tokens)}** here and removed "
                      f"**{record.removed_mass:.1%}** of the model's probability.")
     if valid is not None and run.constraint is not None:
         lines.append(validity_text(valid, run.constraint))
@@ -498,6 +498,11 @@ def _validity_badge(v: Validity | None) -> str:
         return ""
     ok = v.exact or v.trimmed
     return f'<span class="smp-cmp-valid {"ok" if ok else "bad"}">{"✔" if ok else "✘"} {html.escape(v.describe())}</span>'
+
+
+def _tokens(n: int) -> str:
+    """'1 token', '2,048 tokens'."""
+    return f"{n:,} token" + ("" if n == 1 else "s")
 
 
 def _p(p: float | None) -> str:
