@@ -48,6 +48,17 @@ MAX_REPETITION_PENALTY = 10.0
 MAX_PRESENCE_PENALTY = 2.0
 MAX_FREQUENCY_PENALTY = 2.0
 MAX_SEED = 2**32 - 1  # fits a JSON number exactly and torch.Generator.manual_seed
+# Constrained decoding: the characters of a regex or a JSON schema, and the choices of a list. A grammar is
+# compiled against the whole vocabulary (a few ms to ~0.1 s for these sizes) and cached per model.
+MAX_CONSTRAINT_CHARS = 2_000
+MAX_CHOICES = 32
+MAX_CHOICE_CHARS = 200
+# Whitespace characters a JSON schema's grammar allows in a row (between tokens of the JSON): without a bound
+# a model that likes newlines can fill a whole run with indentation.
+MAX_JSON_WHITESPACE = 16
+# Two runs side by side (the compare view): new tokens per run. Both runs are generated step by step together,
+# and each position is one column of the aligned view.
+MAX_COMPARE_NEW_TOKENS = 64
 
 
 # --- Attention tab (issue 3) ----------------------------------------------------------------------
@@ -150,6 +161,9 @@ def describe() -> list[tuple[str, str]]:
         ("Prompt tokens for generation and beam search", f"{MAX_PROMPT_TOKENS:,}"),
         ("New tokens per generation", f"{MAX_NEW_TOKENS:,}"),
         ("Stop sequences", f"{MAX_STOP_SEQUENCES} of up to {MAX_STOP_CHARS} characters"),
+        ("Constraint (structured output)", f"a regex or JSON schema of {MAX_CONSTRAINT_CHARS:,} characters, or "
+                                           f"{MAX_CHOICES} choices"),
+        ("Two runs compared", f"{MAX_COMPARE_NEW_TOKENS} new tokens each"),
         ("Beams", f"1 to {MAX_NUM_BEAMS}"),
         ("New tokens per beam search", f"{MAX_BEAM_NEW_TOKENS}"),
         ("Attention maps", f"{MAX_ATTENTION_TOKENS} tokens, {ATTENTION_MEMORY_BUDGET // 10**6} MB kept per prompt"),
