@@ -119,6 +119,32 @@ QUEUE_SIZE = 64
 REQUEST_SECONDS = 90
 
 
+# --- Memory tab: precision, KV-cache precision, bounded caches ------------------------------------
+# Tokens of a text compared across weight precisions. Each precision is a copy of the model (one alive at a time:
+# SmolLM2 in float32 is 0.54 GB, Gemma 3 270M 1.07 GB) that runs over the text once, then PRECISION_REPEATS
+# timed greedy runs of PRECISION_NEW_TOKENS tokens, alternating with the float32 model (2 x 2 x 8 decode passes per
+# precision: a request for three precisions stays well under REQUEST_SECONDS on a busy 2-core CPU).
+MAX_PRECISION_TOKENS = 512
+PRECISION_NEW_TOKENS = 8
+PRECISION_REPEATS = 2
+# Tokens of a text run through a KV cache one decode pass per token (the quantized cache, each eviction policy):
+# ~30 ms a pass for SmolLM2 on an idle 2-core CPU, so 512 tokens take ~15 s per cache.
+MAX_KV_EVAL_TOKENS = 512
+# The quantized KV cache's first pass (its per-tensor scale is fixed on these tokens), then greedy tokens after
+# the text, generated with each cache to find where their texts part.
+KV_PREFILL_TOKENS = 32
+KV_NEW_TOKENS = 24
+# Eviction policies: tokens a cache may keep (the budget), sink tokens, the budgets of the perplexity sweep (the
+# lesson's 300-token text takes ~2,400 decode passes over the three policies at these budgets).
+MIN_POLICY_BUDGET = 4
+MAX_POLICY_BUDGET = 512
+MAX_SINKS = 16
+POLICY_SWEEP_BUDGETS = (16, 32, 64)
+# Bytes per kind of layer (sliding-window vs global) at long context: a prefill in chunks up to this length.
+MAX_LAYER_KIND_TOKENS = 2_048
+LAYER_KIND_CHUNK = 256
+
+
 def describe() -> list[tuple[str, str]]:
     """Every cap a user can run into, in words, for the UI's limits panel and the README."""
     return [
@@ -134,8 +160,33 @@ def describe() -> list[tuple[str, str]]:
         ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
         ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
         ("Ablation", f"{MAX_INTERVENTION_TOKENS} tokens; patching: {MAX_PATCH_TOKENS} tokens per prompt"),
+        ("Speculative decoding", f"1 to {MAX_DRAFT_TOKENS} draft tokens, {MAX_SPEC_NEW_TOKENS} new tokens per run; "
+         f"k sweep and drafter comparison {MAX_SPEC_SWEEP_NEW_TOKENS} tokens per run, {MAX_SPEC_SWEEP_PASSES:,} "
+         "forward passes in all"),
         ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
         ("Models held in memory", f"{MODEL_MEMORY_BUDGET / 2**30:g} GB in all; the least recently used is unloaded beyond"),
         ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
         ("Model time per request", f"{REQUEST_SECONDS} s; a longer run stops there and shows what it computed"),
+        ("Memory tab", f"precisions over {MAX_PRECISION_TOKENS} tokens; KV caches and eviction policies over "
+                       f"{MAX_KV_EVAL_TOKENS} tokens, budgets {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET}, up to {MAX_SINKS} sinks"),
     ]
+
+
+# --- Speculative decoding tab -----------------------------------------------------------------------
+# Draft tokens per step (num_draft_tokens): the verification pass scores k + 1 positions; beyond 8 a 2-core CPU
+# only loses (the k sweep shows where the curve turns).
+MAX_DRAFT_TOKENS = 8
+# New tokens per speculative run. Each run is followed by plain decoding of the same tokens (the speedup's
+# reference), so a run costs about twice this many target passes, plus the drafter's passes.
+MAX_SPEC_NEW_TOKENS = 128
+# New tokens per run of the k sweep and of the drafter comparison (8 runs of up to this many tokens, plus three
+# plain runs), and all forward passes (target and drafter) one such request may run; it stops there with the
+# runs it finished. 48 tokens x 11 runs is ~530 target passes; a model drafter adds k passes per step.
+MAX_SPEC_SWEEP_NEW_TOKENS = 48
+MAX_SPEC_SWEEP_PASSES = 2_000
+MAX_SPEC_COMPARE_DRAFTERS = 6
+# Tokens drawn in the sampling rule's figure (the most likely under p and under q, the draft and chosen tokens).
+SPEC_RULE_TOKENS = 12
+# A drafter with another tokenizer, when sampling, runs on a private copy of its weights (transformers prunes its
+# LM head in place): one such copy is kept (SmolLM2-135M: ~0.5 GB).
+SPEC_PRIVATE_DRAFTERS = 1

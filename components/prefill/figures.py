@@ -364,7 +364,8 @@ def sweep_figure(sw: Sweep) -> go.Figure:
     fig.update_xaxes(title_text="tokens in the cache", row=2, col=1)
     fig.update_xaxes(title_text="prompt tokens", type="category", row=2, col=2)
     fig.update_yaxes(rangemode="tozero")
-    title = f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw.device)}"
+    title = (f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw.device)}" if ns else
+             "Context-length sweep: the time limit stopped it before the first length (run it again)")
     return _layout(fig, 840, title, legend_rows=4)
 
 
@@ -381,6 +382,8 @@ DECODE_TREND = {
 
 def sweep_verdict(sw: Sweep) -> list[str]:
     """The sweep's findings (`inference.sweep.sweep_findings`) in sentences that only claim what they hold."""
+    if not sw.points:
+        return ["Nothing was measured yet: the request's time limit came before the first length."]
     f = sw.findings
     n0, n1 = f.first_tokens, f.last_tokens
     core0, core1 = f.attention_share
@@ -474,7 +477,7 @@ def sweep_html(sw: Sweep) -> str:
                      "each run (malloc_trim) so the increase is this run's own")
     note = (f"{'Cached result (measured earlier for this model); tick “measure again” to re-run. ' if sw.cached else ''}"
             f"Each length: the fastest of up to 3 prefills (fewer for long prompts), then "
-            f"{sw.points[0].decode_steps} decode passes (median). Memory: {mem_kind}. "
+            f"{sw.points[0].decode_steps if sw.points else 0} decode passes (median). Memory: {mem_kind}. "
             "Timings on a shared CPU are noisy."
             + (" The request's time limit stopped this sweep before its longest lengths; the lengths measured are "
                "kept, so running it again goes on from there." if sw.timed_out else ""))
