@@ -43,7 +43,7 @@ from .limits import MAX_ABLATION_SPEC_CHARS, MAX_INTERVENTION_TOKENS, MAX_PATCH_
 from .model.hooks import hooks, resolve
 from .model.run import last_logits_only, new_cache, prefix_cache
 from .model.vocab import pieces
-from .tokens import clean_text, tokenize
+from .tokens import clean_text as _checked_text, tokenize
 
 MODES = ("zero", "mean")
 BLOCK_KINDS = ("attn", "mlp")
@@ -238,7 +238,7 @@ class AblationResult:
 
 
 def _ids(session, text: str, chat: bool, cap: int = MAX_INTERVENTION_TOKENS) -> torch.Tensor:
-    view = tokenize(session, clean_text(text), bool(chat))
+    view = tokenize(session, _checked_text(text), bool(chat))
     if len(view.ids) > cap:
         raise InputError(f"The text is {len(view.ids):,} tokens; {'patching' if cap == MAX_PATCH_TOKENS else 'ablation'} "
                          f"takes at most {cap} tokens. Shorten it and try again.")
@@ -266,7 +266,7 @@ _ABLATABLE = ("blocks.*.attn.hook_z", "blocks.*.hook_attn_out", "blocks.*.hook_m
 def clean_run(session, text: str, chat: bool = False) -> CleanRun:
     """The unablated pass over a text (one pass, cached per text, shared by every ablation of it): its next-token
     distribution and the positional means of every writable point (observed on the fly, never copied whole)."""
-    text, chat = clean_text(text), bool(chat)
+    text, chat = _checked_text(text), bool(chat)
 
     def compute() -> CleanRun:
         ids = _ids(session, text, chat)
@@ -296,7 +296,7 @@ def clean_probs(session, text: str, chat: bool = False) -> np.ndarray:
 def ablate(session, text: str, heads=(), blocks=(), mode: str = "zero", chat: bool = False) -> AblationResult:
     """The next-token distribution with the given heads / blocks zero- or mean-ablated, beside the clean one.
     Cached per (text, ablation); one model pass once the text's clean run is cached."""
-    text, chat = clean_text(text), bool(chat)
+    text, chat = _checked_text(text), bool(chat)
     ablation = check_ablation(session, heads, blocks, mode)
 
     def compute() -> AblationResult:
@@ -364,7 +364,7 @@ def head_sweep(session, text: str, layers: Sequence[int] | None = None, mode: st
 
     A sweep the time limit cut short (`timed_out`) is not cached; hand it back as `resume` and the next call
     runs only the layers it had not reached (a `resume` of another sweep is ignored)."""
-    text, chat = clean_text(text), bool(chat)
+    text, chat = _checked_text(text), bool(chat)
     f = session.facts
     layers = sorted({_whole(l, "Layer", 0, f.num_layers - 1) for l in (range(f.num_layers) if layers is None else layers)})
     if not layers:
@@ -482,11 +482,11 @@ class PromptPair:
         return [p for p, (a, b) in enumerate(zip(self.clean_ids, self.corrupt_ids)) if a != b]
 
 
-def prompt_pair(session, clean_text_: str, corrupt_text: str, chat: bool = False) -> PromptPair:
+def prompt_pair(session, clean_text: str, corrupt_text: str, chat: bool = False) -> PromptPair:
     """Tokenize both prompts and check that they can be patched: the same number of tokens (patching copies
     position by position), different from each other, within MAX_PATCH_TOKENS."""
-    clean = tokenize(session, clean_text(clean_text_, "clean prompt"), bool(chat))
-    corrupt = tokenize(session, clean_text(corrupt_text, "corrupted prompt"), bool(chat))
+    clean = tokenize(session, _checked_text(clean_text, "clean prompt"), bool(chat))
+    corrupt = tokenize(session, _checked_text(corrupt_text, "corrupted prompt"), bool(chat))
     n, m = len(clean.ids), len(corrupt.ids)
     problem = None
     if max(n, m) > MAX_PATCH_TOKENS:
@@ -505,9 +505,9 @@ def prompt_pair(session, clean_text_: str, corrupt_text: str, chat: bool = False
     return PromptPair(clean.ids, corrupt.ids, clean.pieces, corrupt.pieces, problem)
 
 
-def _pair(session, clean_text_: str, corrupt_text: str, chat: bool,
+def _pair(session, clean_text: str, corrupt_text: str, chat: bool,
           same_allowed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    pair = prompt_pair(session, clean_text_, corrupt_text, chat)
+    pair = prompt_pair(session, clean_text, corrupt_text, chat)
     if pair.problem and not (same_allowed and pair.clean_ids == pair.corrupt_ids):
         raise InputError(pair.problem)
     device = session.device
@@ -520,12 +520,12 @@ def _check_site(site: str, allowed=SITES) -> str:
     return site
 
 
-def patched_logits(session, clean_text_: str, corrupt_text: str, site: str, layer: int,
+def patched_logits(session, clean_text: str, corrupt_text: str, site: str, layer: int,
                    positions: Sequence[int], chat: bool = False) -> torch.Tensor:
     """The corrupted run's last-position logits [V] with the clean run's `site` activation of `layer` put in at
     `positions` (all of them at once). For checks and the cell view."""
     _check_site(site, (*SITES, "resid_post"))
-    clean_ids, corrupt_ids = _pair(session, clean_text_, corrupt_text, chat, same_allowed=True)
+    clean_ids, corrupt_ids = _pair(session, clean_text, corrupt_text, chat, same_allowed=True)
     name = f"blocks.{layer}.{_SITE_POINT[site]}"
     with session.lock, torch.inference_mode():
         with hooks(session, read=[name], dtype=None, device=session.device) as rec:
@@ -543,7 +543,7 @@ def patched_logits(session, clean_text_: str, corrupt_text: str, site: str, laye
     return out.logits[0, -1].float()
 
 
-def patch_sweep(session, clean_text_: str, corrupt_text: str, site: str = "resid_pre", chat: bool = False,
+def patch_sweep(session, clean_text: str, corrupt_text: str, site: str = "resid_pre", chat: bool = False,
                 deadline: Deadline | None = None, progress: Callable[[float, str], None] | None = None,
                 resume: PatchSweep | None = None) -> PatchSweep:
     """Patch the clean run's `site` into the corrupted run at every (layer, position), one cell at a time.
@@ -553,14 +553,14 @@ def patch_sweep(session, clean_text_: str, corrupt_text: str, site: str = "resid
     only positions p..n-1, row l patching layer l at p. That is layers x n(n+1)/2 token-rows in all instead of
     layers x n^2. Cached per (texts, site); a sweep the time limit cut short, handed back as `resume`, continues
     where it stopped."""
-    clean_text_, corrupt_text, chat = clean_text(clean_text_, "clean prompt"), clean_text(corrupt_text, "corrupted prompt"), bool(chat)
+    clean_text, corrupt_text, chat = _checked_text(clean_text, "clean prompt"), _checked_text(corrupt_text, "corrupted prompt"), bool(chat)
     _check_site(site)
 
     def compute() -> PatchSweep:
         deadline_ = deadline or Deadline()
         f = session.facts
         model = session.model
-        clean_ids, corrupt_ids = _pair(session, clean_text_, corrupt_text, chat)
+        clean_ids, corrupt_ids = _pair(session, clean_text, corrupt_text, chat)
         n, layers = clean_ids.shape[1], f.num_layers
         names = [f"blocks.{l}.{_SITE_POINT[site]}" for l in range(layers)]
         started = time.perf_counter()
@@ -626,4 +626,4 @@ def patch_sweep(session, clean_text_: str, corrupt_text: str, site: str = "resid
             corrupt_answer_prob=float(torch.softmax(corrupt_logits, -1)[a]), names=dict(zip(seen, pieces(session, seen))),
         )
 
-    return session.analysis("patch_sweep", (clean_text_, corrupt_text, chat, site), compute)
+    return session.analysis("patch_sweep", (clean_text, corrupt_text, chat, site), compute)

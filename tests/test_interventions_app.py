@@ -10,7 +10,7 @@ import torch
 from gradio_client.exceptions import AppError
 
 from inference.deadline import Deadline
-from inference.interventions import ablate, head_sweep, patch_sweep
+from inference.interventions import ablate, patch_sweep
 from conftest import assert_no_error
 
 TEXT = "apple river mountain seven blue window. apple river mountain seven blue"
@@ -54,7 +54,7 @@ def test_ablate_endpoint_matches_the_python_api(client, session):
 
 def test_patch_and_sweep_endpoints(client, session):
     result = client.predict(clean_text=CLEAN, corrupt_text=CORRUPT, site="resid_pre", chat=False, api_name="/patch")
-    sweep = patch_sweep(session, CLEAN, CORRUPT)
+    sweep = patch_sweep(session, clean_text=CLEAN, corrupt_text=CORRUPT)  # the endpoint's names, as keywords
     assert (result["clean_token"], result["corrupt_token"]) == ("·Paris", "·Rome")
     effect = np.array(result["effect"], dtype=float)
     assert effect.shape == (30, 9) and np.allclose(effect, sweep.effect, atol=1e-5)
@@ -170,8 +170,12 @@ def _cell_xy(page, plot: str, x: int, y: int) -> tuple[float, float]:
 
 
 @pytest.mark.browser
-def test_ablate_a_head_from_the_attention_tab(page, session, screenshot):
+def test_ablate_from_the_attention_tab_then_patch_from_a_try_this_button(page, session, screenshot):
+    """The one browser test of the tab: a head ablated from the Attention tab shows its before/after bars; the
+    lesson's patching button draws the heatmap with both answers named; a click on a cell opens that run; prompts
+    of different lengths get their sentence as they are typed."""
     ablate(session, "The capital of France is", heads=[(17, 4)])  # cached: the click shows it at once
+    patch_sweep(session, CLEAN, CORRUPT, deadline=Deadline(None))
     page.get_by_role("tab", name="Attention", exact=True).click()
     page.wait_for_selector("#att-overview td[data-layer]")
     page.locator("#att-overview td[data-layer='17'][data-head='4']").click()
@@ -185,16 +189,7 @@ def test_ablate_a_head_from_the_attention_tab(page, session, screenshot):
     assert page.locator("#int-text textarea").input_value() == "The capital of France is"
     assert page.locator("#int-bars .trace.bars").count() == 2  # before and after, side by side
     assert "zero-ablated: L17H4" in page.locator("#int-info").inner_text()
-    assert_no_error(page)
-    screenshot(page, "interventions-ablate-from-attention")
 
-
-@pytest.mark.browser
-def test_patching_grid_from_a_try_this_button(page, session, screenshot):
-    patch_sweep(session, CLEAN, CORRUPT, deadline=Deadline(None))  # cached: the button shows the grid at once
-    head_sweep(session, TEXT, [16, 17], "zero")
-    page.get_by_role("tab", name="Interventions", exact=True).click()
-    page.wait_for_selector("#int-bars .js-plotly-plot")
     page.get_by_role("button", name="Patching: the Eiffel Tower or the Colosseum?").click()
     page.wait_for_function("document.querySelector('#int-patch-summary').innerText.startsWith('Clean answer ·Paris')")
     assert "corrupted answer ·Rome" in page.locator("#int-patch-summary").inner_text()
@@ -208,26 +203,10 @@ def test_patching_grid_from_a_try_this_button(page, session, screenshot):
     page.wait_for_function("document.querySelector('#int-cell').innerText.includes('Layer 29, position #8')")
     assert page.locator("#int-cell-layer input[type=number]").input_value() == "29"
     assert_no_error(page)
-    screenshot(page, "interventions-patching")
-
-    # The head sweep: a click on a cell fills the list and shows that run's bars.
-    page.locator("#int-text textarea").fill(TEXT)
-    page.locator("#int-sweep-from input[type=number]").fill("16")
-    page.locator("#int-sweep-from input[type=number]").press("Enter")
-    page.locator("#int-sweep-to input[type=number]").fill("17")
-    page.locator("#int-sweep-to input[type=number]").press("Enter")
-    page.locator("#int-sweep-run").click()
-    page.wait_for_function("document.querySelector('#int-sweep-summary').innerText.includes('loses most without head L16H0')")
-    page.wait_for_selector("#int-sweep-grid .js-plotly-plot .heatmaplayer")
-    page.wait_for_function("(document.querySelector('#int-sweep-grid .js-plotly-plot') || {})._ev?.__lieBound")
-    x, y = _cell_xy(page, "int-sweep-grid", 0, 16)
-    page.mouse.click(x, y)
-    page.wait_for_function("document.querySelector('#int-bars-summary').innerText.startsWith('With L16H0 switched off')")
-    screenshot(page, "interventions-sweep")
+    screenshot(page, "interventions")
 
     # Prompts of different lengths: the sentence appears as they are typed.
     box = page.locator("#int-corrupt textarea, #int-corrupt input").first
     box.fill(LONGER[:-1])
     box.type(LONGER[-1])  # typed, as a person does: the check runs on each keystroke
     page.wait_for_function("document.querySelector('#int-pair').innerText.includes('the corrupted one 12')")
-    screenshot(page, "interventions-token-mismatch")

@@ -58,8 +58,8 @@ TAB_CSS = """
 """
 CELL_CSS = """
 .int-cell-head { font-size: 1rem; margin: .2rem 0 .4rem 0; }
-.int-top { border-collapse: collapse; font-size: .95rem; min-width: 22rem; }
-.int-top td { padding: 2px 8px; border-bottom: 1px solid #eee; }
+.int-top { border-collapse: collapse; font-size: .95rem; min-width: 22rem; border: none !important; }
+.int-top td { padding: 2px 8px; border: none !important; border-bottom: 1px solid #e5e5e5 !important; }
 .int-tok { font-family: var(--font-mono); white-space: pre; }
 .int-bar-cell { width: 14rem; }
 .int-bar { display: inline-block; height: .8rem; background: #0072B2; border-radius: 2px; }
