@@ -88,15 +88,21 @@ class Ablation:
 _BLOCK_POINT = {"attn": "hook_attn_out", "mlp": "hook_mlp_out"}
 
 
+def _shown(value, limit: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut short (a request may send 300,000 characters)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _whole(value, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InputError(f"{name} {value!r} does not exist: it must be a whole number from {low} to {high}.")
+        raise InputError(f"{name} {_shown(value)} does not exist: it must be a whole number from {low} to {high}.")
     return int(value)
 
 
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+        raise InputError(f"mode must be one of {', '.join(MODES)}; got {_shown(mode)}.")
     return mode
 
 
@@ -516,7 +522,7 @@ def _pair(session, clean_text: str, corrupt_text: str, chat: bool,
 
 def _check_site(site: str, allowed=SITES) -> str:
     if site not in allowed:
-        raise InputError(f"site must be one of {', '.join(allowed)}; got {site!r}.")
+        raise InputError(f"site must be one of {', '.join(allowed)}; got {_shown(site)}.")
     return site
 
 
