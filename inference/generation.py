@@ -41,7 +41,7 @@ import torch
 from .constrained import Constraint, GrammarState, matches
 from .deadline import Deadline
 from .errors import InputError
-from .interventions import Ablation, _means, writers
+from .interventions import Ablation, prompt_means, writers
 from .limits import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_SEED, MAX_STOP_CHARS, MAX_STOP_SEQUENCES, REQUEST_SECONDS
 from .model.hooks import hooks
 from .model.run import forward_last, new_cache
@@ -310,7 +310,7 @@ def ablation_writers(session, ablation: Ablation | None, prompt: Sequence[int]) 
         def compute():
             ids = torch.tensor([list(prompt)], device=session.device)
             with session.lock, torch.inference_mode():
-                return _means(session, ids, ablation)
+                return prompt_means(session, ids, ablation)
 
         means = session.analysis("ablation_means", (tuple(prompt), ablation), compute)
     return writers(ablation, means)

@@ -112,9 +112,12 @@ COMPARE_TOP_K = 8
 # Tokens of a prompt that is ablated (one extra forward pass per ablation; a head sweep runs one pass per layer
 # with one batch row per head).
 MAX_INTERVENTION_TOKENS = 256
-# Tokens of each prompt of a patching pair: the sweep runs one pass per layer with one batch row per position,
-# i.e. layers x n x n token-passes (30 x 10 x 10 = 3,000 for a 10-token prompt on SmolLM2; n = 32 is 30,720).
+# Tokens of each prompt of a patching pair: the sweep runs one pass per position with one batch row per layer over
+# the positions from there on, i.e. layers x n(n+1)/2 token-rows (30 x 55 = 1,650 for a 10-token prompt on SmolLM2;
+# n = 32 is 15,840, about ten plain passes over a 1,600-token prompt).
 MAX_PATCH_TOKENS = 32
+# Characters of a list of heads and blocks to ablate ('L17H4, mlp L0': 2,000 characters name every head of SmolLM2).
+MAX_ABLATION_SPEC_CHARS = 2_000
 
 
 # --- The queue (issue 7) ------------------------------------------------------------------------------
