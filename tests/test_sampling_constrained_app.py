@@ -105,7 +105,7 @@ def test_an_ablated_run_is_marked_everywhere(session):
     (dict(constraint_kind="regex", constraint="a(b"), "The regular expression cannot be used"),
     (dict(constraint_kind="json_schema", constraint="{"), "The JSON schema is not valid JSON"),
     (dict(ablation="L99H0"), "Layer 99 does not exist"),
-    (dict(ablation="head five"), "Could not read 'head'"),
+    (dict(ablation="head five"), "'head five' is not a head or a block"),
     (dict(min_new_tokens=2), "cannot be combined with a constraint"),
 ])
 def test_a_bad_constraint_or_ablation_gives_one_clear_message(session, change, message):
