@@ -30,6 +30,7 @@ from components.sampling import api as sampling_api, events as sampling_events
 from components.attention import layout as attention_tab
 from components.beam import layout as beam_tab
 from components.forward import layout as forward_tab
+from components.interventions import layout as interventions_tab
 from components.memory import layout as memory_tab
 from components.prefill import layout as prefill_tab
 from components.sampling import layout as sampling_tab
@@ -43,8 +44,8 @@ from inference.session import current_session, offline_models, switch_model
 
 ASSETS = Path(__file__).parent / "assets"
 # Lesson order (the Hugging Face course's outline): tokens, attention, sampling, beam search, cost, serving.
-TABS = [tokenizer_tab, forward_tab, attention_tab, sampling_tab, beam_tab, prefill_tab, speculative_tab, memory_tab,
-        serving_tab]
+TABS = [tokenizer_tab, forward_tab, attention_tab, interventions_tab, sampling_tab, beam_tab, prefill_tab,
+        speculative_tab, memory_tab, serving_tab]
 TAB_NAMES = [tab.__name__.split(".")[1] for tab in TABS]  # components.<name>.layout; the tab id is <name>_tab
 TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf-8"))["steps"]
 

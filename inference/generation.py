@@ -17,6 +17,14 @@ pipeline without a model call.
 The model itself is reached through `inference.model` only: `run.forward_last` (one pass, last position's
 logits), `run.new_cache` (the KV cache), `vocab.eos_ids` and `vocab.token_texts`. `sampling_run.SamplingRun`
 drives the same steps one at a time, forwards and back, as a student explores a run.
+
+Two options change what a run is:
+    constraint  structured output (`constrained.Constraint`): the grammar's mask is one more stage of every
+                step (after the penalties, before temperature), and each record says how many tokens the
+                grammar allowed and how much of the model's probability it removed;
+    ablation    an `interventions.Ablation` on every forward pass of the run (prefill and decode alike): the
+                stages and records are the ablated model's. Mean ablation uses the prompt's means, as
+                `interventions.ablated` does.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .constrained import Constraint, GrammarState, matches
 from .deadline import Deadline
 from .errors import InputError
+from .interventions import Ablation, prompt_means, writers
 from .limits import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, MAX_SEED, MAX_STOP_CHARS, MAX_STOP_SEQUENCES, REQUEST_SECONDS
+from .model.hooks import hooks
 from .model.run import forward_last, new_cache
 from .model.vocab import eos_ids, token_texts
 from .sampling import (
@@ -94,6 +105,10 @@ class StepRecord:
     sampling_s: float = 0.0  # pipeline + draw + this record
     step_s: float = 0.0  # whole step
     stop_reason: str | None = None  # set on the step that ended the run
+    # with a constraint: tokens the grammar allowed here, and the model's probability on the tokens it removed
+    # (1 - the sum of the raw softmax over the allowed tokens): high = the model wanted something else
+    allowed_tokens: int | None = None
+    removed_mass: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -124,6 +139,9 @@ class GenerationTrace:
     ttft_s: float | None = None  # time to first token: prefill + the first step's sampling
     tpot_s: float | None = None  # mean time per later token
     total_s: float = 0.0
+    constraint: Constraint | None = None
+    ablation: Ablation | None = None
+    valid: bool | None = None  # with a constraint, once the run ended: the text is a complete valid output
 
     @property
     def prefill_s(self) -> float | None:
@@ -147,6 +165,13 @@ class GenerationTrace:
             "ttft_s": self.ttft_s,
             "tpot_s": self.tpot_s,
             "total_s": self.total_s,
+            "constraint": None if self.constraint is None else {"kind": self.constraint.kind,
+                                                                  "spec": self.constraint.text},
+            "ablation": None if self.ablation is None else {"heads": [list(h) for h in self.ablation.heads],
+                                                              "blocks": [list(b) for b in self.ablation.blocks],
+                                                              "mode": self.ablation.mode,
+                                                              "label": self.ablation.describe()},
+            "valid": self.valid,
         }
         if steps:
             out["steps"] = [s.to_dict() for s in self.steps]
@@ -250,18 +275,54 @@ def logits_store(session) -> LogitsStore:
     return session.analysis("sampling_logits_store", (), LogitsStore)
 
 
-def step_logits(session, prompt: Sequence[int], generated: Sequence[int]) -> tuple[torch.Tensor, bool]:
-    """The logits [V] for the token after prompt + generated, from the store or one forward pass.
-    Returns (logits, whether the model ran)."""
+def store_key(prompt: Sequence[int], generated: Sequence[int], ablation: Ablation | None = None) -> tuple:
+    """The store's key: the context, and the ablation its logits were computed under (if any)."""
     key = tuple(prompt) + tuple(generated)
+    return key if ablation is None or ablation.empty else (ablation, *key)
+
+
+def step_logits(session, prompt: Sequence[int], generated: Sequence[int],
+                ablation: Ablation | None = None) -> tuple[torch.Tensor, bool]:
+    """The logits [V] for the token after prompt + generated (with the ablation on, if any), from the store
+    or one forward pass. Returns (logits, whether the model ran)."""
+    key = store_key(prompt, generated, ablation)
     store = logits_store(session)
     logits = store.get(key)
     if logits is not None:
         return logits, False
-    logits, _ = forward_last(session, key)
+    logits, _ = run_forward(session, tuple(prompt) + tuple(generated), ablation_writers(session, ablation, prompt))
     logits = logits.cpu()
     store.put(key, logits)
     return logits, True
+
+
+# ---------------------------------------------------------------------------------------------------
+# A forward pass with an ablation on
+
+
+def ablation_writers(session, ablation: Ablation | None, prompt: Sequence[int]) -> dict | None:
+    """The hook-point writers that put `ablation` on a pass (None: no ablation). Mean ablation replaces a
+    component by its mean over the prompt's positions (computed once per prompt and kept)."""
+    if ablation is None or ablation.empty:
+        return None
+    means = {}
+    if ablation.mode == "mean":
+        def compute():
+            ids = torch.tensor([list(prompt)], device=session.device)
+            with session.lock, torch.inference_mode():
+                return prompt_means(session, ids, ablation)
+
+        means = session.analysis("ablation_means", (tuple(prompt), ablation), compute)
+    return writers(ablation, means)
+
+
+def run_forward(session, ids: Sequence[int], write: dict | None, cache=None) -> tuple[torch.Tensor, float]:
+    """`forward_last`, with the ablation's writers on this pass only (the lock is held from putting them on
+    to taking them off, so no other request's pass ever runs ablated)."""
+    if not write:
+        return forward_last(session, ids, cache)
+    with session.lock, hooks(session, write=write):
+        return forward_last(session, ids, cache)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -270,8 +331,10 @@ def step_logits(session, prompt: Sequence[int], generated: Sequence[int]) -> tup
 
 def choose(session, logits: torch.Tensor, prompt: Sequence[int], generated: Sequence[int], params: SamplingParams,
            u: float, min_new_tokens: int = 0, *, forced: int | None = None, top_n: int = TOP_N,
-           samples: int = 0, sample_seed: int = 0, extra_ids: Sequence[int] = ()) -> tuple[StepRecord, LogitsTrace]:
+           samples: int = 0, sample_seed: int = 0, extra_ids: Sequence[int] = (),
+           grammar: GrammarState | None = None) -> tuple[StepRecord, LogitsTrace]:
     """Apply the pipeline to one step's logits, draw with u (or take `forced`), and summarize the step.
+    `grammar`: a constraint's state after `generated` (its mask is the "constraint" stage).
 
     The same function serves `generate`, the UI's single steps and the `next_token` endpoint, so all three
     agree token for token.
@@ -279,7 +342,13 @@ def choose(session, logits: torch.Tensor, prompt: Sequence[int], generated: Sequ
     start = time.perf_counter()
     eos = eos_ids(session)
     blocked = eos if len(generated) < min_new_tokens else []
-    trace = process_logits(logits, prompt, generated, params, blocked_ids=blocked)
+    if grammar is not None and min_new_tokens:
+        raise InputError("min new tokens cannot be combined with a constraint: the grammar decides where the "
+                         "output ends. Set min new tokens to 0.")
+    if grammar is not None and forced is not None and not grammar.accepts(forced):
+        raise InputError(grammar.refusal(forced))
+    trace = process_logits(logits, prompt, generated, params, blocked_ids=blocked,
+                           mask=None if grammar is None else grammar.apply)
     draw: Draw = draw_token(trace.probs, None if params.greedy else u)
     token = draw.token_id if forced is None else int(forced)
     ids, stages = summarize(trace, top_n, extra_ids=[token, draw.token_id, *extra_ids])
@@ -326,16 +395,23 @@ def choose(session, logits: torch.Tensor, prompt: Sequence[int], generated: Sequ
         forced=forced is not None and token != draw.token_id,
         samples=[(i, piece_of[i], c, q) for (i, c), q in zip(counted, counted_p)] if samples else None,
     )
+    if grammar is not None:
+        allowed = grammar.allowed  # [V] bool
+        model_probs = trace.stage_probs()[0]  # [V] the raw softmax: what the model itself wanted
+        record.allowed_tokens = int(allowed.sum())
+        record.removed_mass = max(0.0, 1.0 - float(model_probs.double()[allowed].sum()))
     record.sampling_s = time.perf_counter() - start
     return record, trace
 
 
 def inspect_step(session, prompt: str, params: SamplingParams, generated_ids: Sequence[int] = (), *,
                  chat: bool = True, min_new_tokens: int = 0, samples: int = 0, top_n: int = TOP_N,
-                 extra_ids: Sequence[int] = (), forced: int | None = None) -> tuple[StepRecord, LogitsTrace, int]:
+                 extra_ids: Sequence[int] = (), forced: int | None = None, constraint: Constraint | None = None,
+                 ablation: Ablation | None = None) -> tuple[StepRecord, LogitsTrace, int]:
     """The next step after prompt + generated_ids, without generating: the stage table, and where the
     step's uniform number lands (or, with `forced`, a what-if token taken instead). Uses the stored
-    logits when the step is recent (no model call). Returns (record, trace, seed used)."""
+    logits when the step is recent (no model call). With a constraint, the grammar's state is rebuilt from
+    generated_ids; with an ablation, the logits are the ablated model's. Returns (record, trace, seed used)."""
     ids = prompt_ids(session, prompt, chat)
     try:
         generated = [int(i) for i in generated_ids]
@@ -347,13 +423,14 @@ def inspect_step(session, prompt: str, params: SamplingParams, generated_ids: Se
     if len(generated) >= MAX_NEW_TOKENS:
         raise InputError(f"At most {MAX_NEW_TOKENS} new tokens can be generated; got {len(generated)} already.")
     seed = pick_seed(params)
+    grammar = None if constraint is None else GrammarState(session, constraint, generated)
     start = time.perf_counter()
-    logits, ran = step_logits(session, ids, generated)
+    logits, ran = step_logits(session, ids, generated, ablation)
     forward_s = time.perf_counter() - start
     u = uniform_at(seed, len(generated))
     record, trace = choose(session, logits, ids, generated, params, u, min_new_tokens, top_n=top_n,
                            samples=samples, sample_seed=seed * 1009 + len(generated), extra_ids=extra_ids,
-                           forced=forced)
+                           forced=forced, grammar=grammar)
     record.phase = "recompute" if ran else "stored"
     record.tokens_in_pass = len(ids) + len(generated) if ran else 0
     record.forward_s = forward_s if ran else 0.0
@@ -374,11 +451,14 @@ class Generation:
     `prefix_ids`: tokens already generated (a what-if branch or a run continued from the UI); they are
     prefilled together with the prompt and count towards max/min new tokens. `deadline` (default: the
     server's REQUEST_SECONDS from now) ends the run with stop reason "time_limit" between two steps.
+    `constraint`: structured output (the grammar's mask in every step); `ablation`: on every forward pass.
+    `last_trace` is the LogitsTrace of the latest step (the whole distributions; only the latest is kept).
     """
 
     def __init__(self, session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True,
                  stop=(), use_cache: bool = True, *, min_new_tokens: int = 0, prefix_ids: Sequence[int] = (),
-                 keep_logits: bool = False, top_n: int = TOP_N, deadline: Deadline | None = None):
+                 keep_logits: bool = False, top_n: int = TOP_N, deadline: Deadline | None = None,
+                 constraint: Constraint | None = None, ablation: Ablation | None = None):
         if not isinstance(params, SamplingParams):
             raise TypeError("params must be a SamplingParams")
         self.session = session
@@ -394,10 +474,17 @@ class Generation:
         self.keep_logits = keep_logits
         self.top_n = top_n
         self.deadline = deadline or Deadline()
+        if ablation is not None and not isinstance(ablation, Ablation):
+            raise TypeError("ablation must be an interventions.Ablation (see interventions.check_ablation)")
+        ablation = None if ablation is None or ablation.empty else ablation
         self.trace = GenerationTrace(
             prompt=prompt, chat=bool(chat), prompt_ids=self.prompt_ids, params=params, seed=pick_seed(params),
             max_new_tokens=max_new, min_new_tokens=min_new, stop=check_stop(stop), use_cache=bool(use_cache),
+            constraint=constraint, ablation=ablation,
         )
+        self._grammar = None if constraint is None else GrammarState(session, constraint, self.generated)
+        self._write = ablation_writers(session, ablation, self.prompt_ids)
+        self.last_trace: LogitsTrace | None = None
         self._uniforms = uniform_stream(self.trace.seed, len(self.generated))
         self._cache = None
         self._started: float | None = None
@@ -421,13 +508,13 @@ class Generation:
         """The forward pass of this step: prefill, one decode token, or (no cache) the whole sequence."""
         context = self.prompt_ids + self.generated
         if not self.trace.use_cache:
-            logits, seconds = forward_last(self.session, context)
+            logits, seconds = run_forward(self.session, context, self._write)
             return logits, "recompute", len(context), 0, seconds
         if self._cache is None:
             self._cache = new_cache(self.session)
-            logits, seconds = forward_last(self.session, context, self._cache)
+            logits, seconds = run_forward(self.session, context, self._write, self._cache)
             return logits, "prefill", len(context), self._cache.get_seq_length(), seconds
-        logits, seconds = forward_last(self.session, self.generated[-1:], self._cache)
+        logits, seconds = run_forward(self.session, self.generated[-1:], self._write, self._cache)
         return logits, "decode", 1, self._cache.get_seq_length(), seconds
 
     def step(self) -> StepRecord:
@@ -440,10 +527,12 @@ class Generation:
         u = next(self._uniforms)
         logits, phase, n_tokens, cache_len, forward_s = self._forward()
         if self.keep_logits:
-            logits_store(self.session).put(tuple(self.prompt_ids + self.generated), logits.cpu())
-        record, _ = choose(self.session, logits, self.prompt_ids, self.generated, trace.params, u,
-                           trace.min_new_tokens, top_n=self.top_n)
+            logits_store(self.session).put(store_key(self.prompt_ids, self.generated, trace.ablation), logits.cpu())
+        record, self.last_trace = choose(self.session, logits, self.prompt_ids, self.generated, trace.params, u,
+                                         trace.min_new_tokens, top_n=self.top_n, grammar=self._grammar)
         record.phase, record.tokens_in_pass, record.cache_len, record.forward_s = phase, n_tokens, cache_len, forward_s
+        if self._grammar is not None:
+            self._grammar.accept(record.token_id)
         self.generated.append(record.token_id)
         trace.token_ids.append(record.token_id)
         trace.steps.append(record)
@@ -465,6 +554,8 @@ class Generation:
             trace.stop_reason = "time_limit"
         record.stop_reason = trace.stop_reason
         trace.text = self.session.tokenizer.decode(self.generated, skip_special_tokens=True)  # ~0.1 ms
+        if trace.stop_reason is not None and trace.constraint is not None:
+            trace.valid = matches(self.session, trace.constraint, trace.text)
 
 
 def stop_reason(session, prompt: Sequence[int], generated: Sequence[int], stop: Sequence[str],
@@ -500,8 +591,11 @@ def generate(session, prompt: str, params: SamplingParams, max_new_tokens: int, 
              use_cache: bool = True, **kwargs) -> GenerationTrace:
     """Generate up to max_new_tokens after `prompt` with the sampling pipeline; every step recorded.
 
-    Greedy (temperature 0) gives the same tokens as `model.generate(do_sample=False)`. Keyword extras:
-    min_new_tokens (EOS is blocked until then), prefix_ids, keep_logits, top_n.
+    Greedy (temperature 0) gives the same tokens as `model.generate(do_sample=False)`; with a constraint,
+    the same tokens as `model.generate(do_sample=False, logits_processor=[xgrammar's processor])`. Keyword
+    extras: min_new_tokens (EOS is blocked until then), prefix_ids, keep_logits, top_n, deadline,
+    constraint (a constrained.Constraint: steps gain .allowed_tokens and .removed_mass), ablation (an
+    interventions.Ablation on every forward pass).
     """
     run = Generation(session, prompt, params, max_new_tokens, chat, stop, use_cache, **kwargs)
     for _ in run:

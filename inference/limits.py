@@ -48,6 +48,17 @@ MAX_REPETITION_PENALTY = 10.0
 MAX_PRESENCE_PENALTY = 2.0
 MAX_FREQUENCY_PENALTY = 2.0
 MAX_SEED = 2**32 - 1  # fits a JSON number exactly and torch.Generator.manual_seed
+# Constrained decoding: the characters of a regex or a JSON schema, and the choices of a list. A grammar is
+# compiled against the whole vocabulary (a few ms to ~0.1 s for these sizes) and cached per model.
+MAX_CONSTRAINT_CHARS = 2_000
+MAX_CHOICES = 32
+MAX_CHOICE_CHARS = 200
+# Whitespace characters a JSON schema's grammar allows in a row (between tokens of the JSON): without a bound
+# a model that likes newlines can fill a whole run with indentation.
+MAX_JSON_WHITESPACE = 16
+# Two runs side by side (the compare view): new tokens per run. Both runs are generated step by step together,
+# and each position is one column of the aligned view.
+MAX_COMPARE_NEW_TOKENS = 64
 
 
 # --- Attention tab (issue 3) ----------------------------------------------------------------------
@@ -101,9 +112,12 @@ COMPARE_TOP_K = 8
 # Tokens of a prompt that is ablated (one extra forward pass per ablation; a head sweep runs one pass per layer
 # with one batch row per head).
 MAX_INTERVENTION_TOKENS = 256
-# Tokens of each prompt of a patching pair: the sweep runs one pass per layer with one batch row per position,
-# i.e. layers x n x n token-passes (30 x 10 x 10 = 3,000 for a 10-token prompt on SmolLM2; n = 32 is 30,720).
+# Tokens of each prompt of a patching pair: the sweep runs one pass per position with one batch row per layer over
+# the positions from there on, i.e. layers x n(n+1)/2 token-rows (30 x 55 = 1,650 for a 10-token prompt on SmolLM2;
+# n = 32 is 15,840, about ten plain passes over a 1,600-token prompt).
 MAX_PATCH_TOKENS = 32
+# Characters of a list of heads and blocks to ablate ('L17H4, mlp L0': 2,000 characters name every head of SmolLM2).
+MAX_ABLATION_SPEC_CHARS = 2_000
 
 
 # --- Serving a class: generation requests decoded together (inference/serving.py) ----------------------
@@ -172,6 +186,9 @@ def describe() -> list[tuple[str, str]]:
         ("Prompt tokens for generation and beam search", f"{MAX_PROMPT_TOKENS:,}"),
         ("New tokens per generation", f"{MAX_NEW_TOKENS:,}"),
         ("Stop sequences", f"{MAX_STOP_SEQUENCES} of up to {MAX_STOP_CHARS} characters"),
+        ("Constraint (structured output)", f"a regex or JSON schema of {MAX_CONSTRAINT_CHARS:,} characters, or "
+                                           f"{MAX_CHOICES} choices"),
+        ("Two runs compared", f"{MAX_COMPARE_NEW_TOKENS} new tokens each"),
         ("Beams", f"1 to {MAX_NUM_BEAMS}"),
         ("New tokens per beam search", f"{MAX_BEAM_NEW_TOKENS}"),
         ("Attention maps", f"{MAX_ATTENTION_TOKENS} tokens, {ATTENTION_MEMORY_BUDGET // 10**6} MB kept per prompt"),

@@ -3,7 +3,12 @@
 The order is the one transformers' `generate()` applies (checked against transformers 5.23):
 
     raw -> repetition penalty -> presence/frequency penalties -> [EOS blocked: min new tokens]
-        -> temperature -> top-k -> top-p -> min-p -> softmax -> draw
+        -> [constraint: the grammar's mask] -> temperature -> top-k -> top-p -> min-p -> softmax -> draw
+
+A constraint (structured output, `constrained.py`) is a logits processor passed to `generate(logits_processor=
+[...])`: transformers puts such processors after its own processors (penalties, min new tokens) and before the
+sampling warpers (temperature, top-k, top-p, min-p) (`GenerationMixin._get_logits_processor`), so the mask
+sits exactly there. It sets every token the grammar forbids to -inf; the later stages work on what is left.
 
 Each filter sets removed tokens to -inf (transformers' `filter_value`), so softmax gives them probability
 exactly 0. Temperature 0 means greedy: transformers refuses it when sampling, so we map it to argmax,
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +48,7 @@ STAGES = (
     "repetition_penalty",
     "presence_frequency",
     "min_new_tokens",
+    "constraint",
     "temperature",
     "top_k",
     "top_p",
@@ -54,6 +60,7 @@ STAGE_LABELS = {
     "repetition_penalty": "repetition penalty",
     "presence_frequency": "presence / frequency",
     "min_new_tokens": "EOS blocked (min new tokens)",
+    "constraint": "constraint (grammar mask)",
     "temperature": "temperature",
     "top_k": "top-k",
     "top_p": "top-p",
@@ -245,9 +252,12 @@ class LogitsTrace:
 
 
 def process_logits(logits: torch.Tensor, prompt_ids: Sequence[int], generated_ids: Sequence[int],
-                   params: SamplingParams, *, blocked_ids: Sequence[int] = ()) -> LogitsTrace:
+                   params: SamplingParams, *, blocked_ids: Sequence[int] = (),
+                   mask: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LogitsTrace:
     """Run the pipeline on one step's logits [V] (float32). `blocked_ids`: tokens forbidden at this step
-    (EOS while fewer than min_new_tokens have been generated). Only active stages are recorded."""
+    (EOS while fewer than min_new_tokens have been generated). `mask`: a constraint's grammar mask at this
+    step (logits -> logits with the forbidden tokens at -inf; see constrained.GrammarState.apply). Only
+    active stages are recorded."""
     if logits.dim() != 1:
         raise ValueError(f"process_logits takes the logits of one step, shape [V]; got {tuple(logits.shape)}")
     logits = logits.float()
@@ -268,6 +278,8 @@ def process_logits(logits: torch.Tensor, prompt_ids: Sequence[int], generated_id
                                                            params.frequency_penalty))
     if blocked_ids:
         add("min_new_tokens", block_tokens(current, blocked_ids))
+    if mask is not None:
+        add("constraint", mask(current))
     if params.greedy:
         add("greedy", apply_greedy(current))
     else:
@@ -354,7 +366,7 @@ class StageSummary:
     kept: list[bool]
 
 
-FILTERS = {"min_new_tokens", "top_k", "top_p", "min_p", "greedy"}  # the stages that can remove tokens
+FILTERS = {"min_new_tokens", "constraint", "top_k", "top_p", "min_p", "greedy"}  # the stages that can remove tokens
 RANK_DEPTH = 64  # ranks up to here come from one top-k per stage; deeper ones from a full comparison
 
 

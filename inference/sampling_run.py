@@ -15,6 +15,10 @@ stepping, branching and running on agree token for token. A step recomputes the 
 the prompt and the tokens so far in one forward pass, unless the session's logits store still holds them.
 When the run ends is decided by `generation.stop_reason`, the rule `generate` stops by.
 
+A run may have a constraint (structured output: the grammar's mask is a stage of every step, its state
+rebuilt from the step's prefix) and an ablation (on every forward pass). Both belong to the run, like its
+prompt and seed: changing either starts a new run.
+
 The run is plain data (no session, no tensors, one small `ChosenToken` per step), so it can live in a
 visitor's state; the methods that run the model take the session.
 """
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Iterator, Sequence
 
+from .constrained import Constraint, check
 from .generation import (
     STOP_REASONS,
     Generation,
@@ -37,6 +42,7 @@ from .generation import (
     prompt_ids,
     stop_reason,
 )
+from .interventions import Ablation
 from .limits import MAX_NEW_TOKENS
 from .model.vocab import token_texts
 from .sampling import LogitsTrace, SamplingParams
@@ -71,11 +77,14 @@ class ChosenToken:
     draw: float | None  # the uniform number; None when greedy
     forced: bool = False  # picked by the user (what-if), not by the draw
     eos_blocked: bool = False  # EOS was blocked at this step (min new tokens)
+    removed_mass: float | None = None  # with a constraint: the model's probability the grammar removed here
+    allowed_tokens: int | None = None  # with a constraint: tokens the grammar allowed here
 
     @classmethod
     def of(cls, record: StepRecord) -> "ChosenToken":
         return cls(record.token_id, record.piece, record.text, record.chosen_prob, record.raw_prob,
-                   record.chosen_rank, record.draw, record.forced, record.eos_blocked)
+                   record.chosen_rank, record.draw, record.forced, record.eos_blocked, record.removed_mass,
+                   record.allowed_tokens)
 
     @property
     def how(self) -> str:
@@ -94,13 +103,19 @@ class SamplingRun:
     tokens: list[ChosenToken] = field(default_factory=list)
     stop_reason: str | None = None  # None while the run can go on (see generation.STOP_REASONS)
     stop_sequence: str | None = None  # the stop sequence that matched
+    constraint: Constraint | None = None  # structured output: the grammar's mask in every step
+    ablation: Ablation | None = None  # on every forward pass of the run
 
     @classmethod
-    def start(cls, session, prompt: str, chat: bool = True, seed: int | None = None) -> "SamplingRun":
-        """A run with nothing generated yet. Checks the prompt; no seed picks a random one (kept, so the run
-        can be repeated)."""
+    def start(cls, session, prompt: str, chat: bool = True, seed: int | None = None,
+              constraint: Constraint | None = None, ablation: Ablation | None = None) -> "SamplingRun":
+        """A run with nothing generated yet. Checks the prompt (and compiles the constraint, so a bad one fails
+        here); no seed picks a random one (kept, so the run can be repeated)."""
         ids = prompt_ids(session, prompt, chat)
-        return cls(session.model_id, prompt, bool(chat), pick_seed(SamplingParams(seed=seed)), ids)
+        check(session, constraint)
+        ablation = None if ablation is None or ablation.empty else ablation
+        return cls(session.model_id, prompt, bool(chat), pick_seed(SamplingParams(seed=seed)), ids,
+                   constraint=constraint, ablation=ablation)
 
     @property
     def token_ids(self) -> list[int]:
@@ -131,7 +146,8 @@ class SamplingRun:
         `samples` draws for the histogram; `extra_ids` candidates to include in the record."""
         record, trace, _ = inspect_step(session, self.prompt, self.params(settings), self.token_ids[:step],
                                         chat=self.chat, min_new_tokens=settings.min_new_tokens, samples=samples,
-                                        extra_ids=extra_ids, forced=forced)
+                                        extra_ids=extra_ids, forced=forced, constraint=self.constraint,
+                                        ablation=self.ablation)
         return record, trace
 
     # -----------------------------------------------------------------------------------------------
@@ -151,9 +167,10 @@ class SamplingRun:
         self.stop_reason = self.stop_sequence = None
 
     def branch(self, session, step: int, token_id: int, settings: Settings) -> StepRecord:
-        """What-if: at `step` take `token_id` instead, dropping the tokens after it."""
-        self.truncate(step)
+        """What-if: at `step` take `token_id` instead, dropping the tokens after it (a token the run's
+        constraint forbids there is refused, and the run is left as it was)."""
         record, _ = self.inspect(session, step, settings, forced=int(token_id))
+        self.truncate(step)
         record.forced = True  # chosen by the user, even where the draw agrees
         self._add(session, record, settings)
         return record
@@ -164,7 +181,7 @@ class SamplingRun:
         added to the run as it is yielded, and the trace of those passes (timings; filled as they run)."""
         generation = Generation(session, self.prompt, self.params(settings), settings.max_new_tokens, self.chat,
                                 settings.stop, min_new_tokens=settings.min_new_tokens, prefix_ids=self.token_ids,
-                                keep_logits=True)
+                                keep_logits=True, constraint=self.constraint, ablation=self.ablation)
 
         def steps() -> Iterator[StepRecord]:
             for record in generation if limit is None else islice(generation, limit):

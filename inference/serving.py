@@ -497,9 +497,11 @@ def batcher_of(session) -> Batcher:
 
 
 def batchable(session, run: Generation) -> bool:
-    """Whether a run can share a padded batch: it uses the KV cache, and its whole context fits every
-    sliding window of the model (Gemma 3: 512 tokens)."""
-    return run.trace.use_cache and batch_cache.fits_window(session, len(run.prompt_ids) + run.trace.max_new_tokens)
+    """Whether a run can share a padded batch: it uses the KV cache, has no ablation, and its whole context fits
+    every sliding window of the model (Gemma 3: 512 tokens)."""
+    ablation = run.trace.ablation  # hooks on the shared model would reach every row of the batch: served alone
+    return (run.trace.use_cache and (ablation is None or ablation.empty)
+            and batch_cache.fits_window(session, len(run.prompt_ids) + run.trace.max_new_tokens))
 
 
 def served_generation(session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True,
@@ -544,7 +546,8 @@ def run_on(sampling_run, session, settings, limit: int | None = None):
     generation = served_generation(session, sampling_run.prompt, sampling_run.params(settings),
                                    settings.max_new_tokens, sampling_run.chat, settings.stop,
                                    min_new_tokens=settings.min_new_tokens, prefix_ids=sampling_run.token_ids,
-                                   keep_logits=True, limit=limit)
+                                   keep_logits=True, constraint=sampling_run.constraint,
+                                   ablation=sampling_run.ablation, limit=limit)
 
     def steps() -> Iterator[StepRecord]:
         for record in generation:

@@ -13,6 +13,18 @@ from inference.errors import InputError
 from inference.interventions import Ablation, ablate, ablated, head_sweep, patch_sweep, patched_logits
 
 TEXT = "The capital of France is"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for these tests: on a shared, loaded CPU two threads mostly wait for each other
+    (measured at load 6 on 2 cores: a 20-token pass took 0.12 CPU-s with one thread, 0.9 with two). The numbers
+    compared do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 CLEAN = "The Eiffel Tower is in the city of"
 CORRUPT = "The Colosseum is in the city of"
 
@@ -148,3 +160,99 @@ def test_bad_requests(session):
         ablate(session, TEXT, blocks=[("ffn", 0)])
     with pytest.raises(InputError, match="mode"):
         ablate(session, TEXT, heads=[(0, 0)], mode="half")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The text form of an ablation, the block columns of the sweep, unfinished sweeps that continue
+
+
+def test_parse_ablation_reads_heads_and_blocks_and_writes_them_back(session):
+    from inference.interventions import parse_ablation
+
+    a = parse_ablation(session, " l17h4; L 17 H 5,MLP L0, attn3 , L2 attention\n", "mean")
+    assert a == Ablation(((17, 4), (17, 5)), (("mlp", 0), ("attn", 3), ("attn", 2)), "mean")
+    assert a.spec == "L17H4, L17H5, mlp L0, attn L3, attn L2"
+    assert parse_ablation(session, a.spec, "mean") == a  # the text form round-trips
+    assert parse_ablation(session, "L1H1, L1H1").heads == ((1, 1),)  # duplicates once
+    assert parse_ablation(session, "").empty and parse_ablation(session, "  ,; ").empty
+    with pytest.raises(InputError, match="'head 4' is not a head or a block"):
+        parse_ablation(session, "L17H4, head 4")
+    with pytest.raises(InputError, match="Head 9 does not exist"):
+        parse_ablation(session, "L17H9")
+    with pytest.raises(InputError, match="Layer 30 does not exist"):
+        parse_ablation(session, "mlp L30")
+    with pytest.raises(InputError, match="mode"):
+        parse_ablation(session, "L0H0", "half")
+    with pytest.raises(InputError, match="at most 2,000"):
+        parse_ablation(session, "L0H0, " * 400)
+
+
+def test_sweep_block_columns_equal_single_block_ablations(session):
+    sweep = head_sweep(session, TEXT, layers=[0], mode="mean")
+    for column, kind in enumerate(("attn", "mlp")):
+        single = ablate(session, TEXT, blocks=[(kind, 0)], mode="mean")
+        assert sweep.block_delta_logprob[0, column] == pytest.approx(single.delta_logprob, abs=1e-4)
+        assert sweep.block_kl[0, column] == pytest.approx(single.kl, abs=1e-4)
+    assert sweep.names[sweep.clean_token_id] == "·Paris" and sweep.done == [0]
+
+
+class _StopAfter:
+    """A deadline that expires after `checks` looks (one per layer or position): a sweep cut short on purpose."""
+
+    def __init__(self, checks: int):
+        self.left = checks
+
+    @property
+    def expired(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def test_a_sweep_cut_short_continues_where_it_stopped(session):
+    layers = [2, 3, 4]
+    part = head_sweep(session, TEXT, layers=layers, mode="zero", deadline=_StopAfter(1))
+    assert part.timed_out and part.done == [2] and np.isnan(part.kl[3]).all()
+    rest = head_sweep(session, TEXT, layers=layers, mode="zero", resume=part)
+    assert not rest.timed_out and rest.done == layers
+    np.testing.assert_array_equal(rest.delta_logprob[2], part.delta_logprob[2])  # kept, not run again
+    assert rest.delta_logprob[4, 1] == pytest.approx(ablate(session, TEXT, heads=[(4, 1)]).delta_logprob, abs=1e-4)
+    # A resume of another sweep is ignored: the sweep starts over.
+    other = head_sweep(session, TEXT, layers=[5], mode="zero", resume=part)
+    assert other.done == [5]
+
+
+def test_a_patching_sweep_cut_short_continues_where_it_stopped(session):
+    clean, corrupt = "The capital of France is", "The capital of Italy is"  # 5 tokens: a short sweep
+    part = patch_sweep(session, clean, corrupt, site="mlp_out", deadline=_StopAfter(2))
+    assert part.timed_out and part.done == [0, 1]
+    full = patch_sweep(session, clean, corrupt, site="mlp_out", deadline=Deadline(None), resume=part)
+    assert not full.timed_out and full.done == [0, 1, 2, 3, 4] and (full.clean_piece, full.corrupt_piece) == ("·Paris", "·Rome")
+    np.testing.assert_array_equal(full.effect[:, :2], part.effect[:, :2])  # kept, not run again
+    one = patched_logits(session, clean, corrupt, "mlp_out", 0, [3])
+    assert float(torch.softmax(one, -1)[full.clean_token_id]) == pytest.approx(full.clean_prob[0, 3], abs=1e-4)
+
+
+def test_prompt_pairs_say_what_stops_them(session):
+    from inference.interventions import prompt_pair
+
+    pair = prompt_pair(session, CLEAN, CORRUPT)
+    assert pair.problem is None and pair.differing == [1, 2, 3] and len(pair.clean_pieces) == 9
+    longer = prompt_pair(session, CLEAN, "The big Colosseum of Rome is in the city of")
+    assert longer.problem.startswith("The clean prompt is 9 tokens and the corrupted one 12")
+    assert "Make the clean prompt 3 tokens longer" in longer.problem
+    assert "must differ" in prompt_pair(session, CLEAN, CLEAN).problem
+    assert "at most 32 tokens" in prompt_pair(session, CLEAN, "word " * 40).problem
+
+
+def test_patching_from_the_kv_cache_on_gemma_with_sliding_window_layers(gemma):
+    """Gemma 3 keeps 5 of every 6 layers in sliding-window caches: the sweep's passes start from a copy of the
+    corrupted run's cache of those layers too, and each cell still equals its own full patched pass."""
+    clean, corrupt = "Paris is the capital of", "Rome is the capital of"  # 6 tokens with Gemma's <bos>
+    sweep = patch_sweep(gemma, clean, corrupt, site="resid_pre", deadline=Deadline(None))
+    assert (sweep.clean_piece, sweep.corrupt_piece) == ("·France", "·Italy")
+    assert sweep.effect.shape == (gemma.facts.num_layers, len(sweep.clean_tokens))
+    for layer, position in [(0, 1), (9, 1), (17, len(sweep.clean_tokens) - 1)]:
+        one = patched_logits(gemma, clean, corrupt, "resid_pre", layer, [position])
+        assert float(torch.softmax(one, -1)[sweep.clean_token_id]) == pytest.approx(sweep.clean_prob[layer, position],
+                                                                                    abs=1e-4)
+    assert sweep.effect[0, 1] == pytest.approx(1.0, abs=1e-3)  # the whole detail, before any layer: all restored

@@ -28,8 +28,8 @@ GREEDY = [0, 0, 1.0, 0.0, 1.0, 0.0, 0.0]
 
 
 def controls(prompt=PROMPT, chat=True, seed=7, values=VALUES, max_new=12, min_new=0, stop="", predict=False,
-             guess=""):
-    return [prompt, chat, seed, *values, max_new, min_new, stop, predict, guess]
+             guess="", kind="none", constraint="", ablation="", mode="zero"):
+    return [prompt, chat, seed, *values, max_new, min_new, stop, predict, guess, kind, constraint, ablation, mode]
 
 
 def named(out) -> dict:
@@ -177,11 +177,11 @@ def test_stop_sequence_and_min_new_tokens_in_the_ui(session):
 def test_the_lesson_tries_set_known_fields_and_say_what_happens(session):
     """The lesson's tries: the first stops at a blank line (a \\n\\n stop sequence), the third breaks a loop."""
     lesson = load_lesson("sampling")
-    assert len(lesson.tries) == 3
+    assert len(lesson.tries) == 3  # the constraint and compare tries: lesson "structured"
     values = [t.values for t in lesson.tries]
     assert values[0]["stop"] == "\\n\\n" and ev.parse_stop(values[0]["stop"]) == ["\n\n"]
     for v in values:
-        assert set(v) <= set(ev.CONTROL_NAMES)
+        assert set(v) <= set(ev.CONTROL_NAMES) | set(ev.COMPARE_NAMES) | {"compare"}
     # What the lesson claims about the default model, measured.
     greedy = list(ev.try_to_end(*try_controls(values[0])))
     assert named(greedy[-1])["state"].run.stop_reason == "stop_sequence"

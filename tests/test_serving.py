@@ -137,6 +137,12 @@ def test_runs_the_batch_cannot_hold_are_served_alone(session):
     assert not isinstance(trace, ServedTrace)
     assert trace.token_ids == generate(session, PROMPTS[0], GREEDY, 2, use_cache=False).token_ids
     assert shared_note(trace) == ""
+    from inference.interventions import parse_ablation
+
+    ablation = parse_ablation(session, "mlp L0")  # hooks on the shared model would reach every row: served alone
+    trace = serve(session, PROMPTS[0], GREEDY, 2, ablation=ablation)
+    assert not isinstance(trace, ServedTrace)
+    assert trace.token_ids == generate(session, PROMPTS[0], GREEDY, 2, ablation=ablation).token_ids
 
 
 def test_the_trace_says_what_was_shared(session):

@@ -16,7 +16,7 @@ from components.export import csv_file, json_file
 from components.teaching import load_lesson, lesson_facts, lesson_names, render_lesson
 from inference.timeline import kv_shape
 
-TAB_LESSONS = {"tokenizer", "forward", "attention", "sampling", "beam", "prefill"}
+TAB_LESSONS = {"tokenizer", "forward", "attention", "interventions", "sampling", "beam", "prefill"}
 # Claims a lesson may make about the model, and the fact each must equal.
 CLAIMS = {
     r"(\d[\d,]*) (?:decoder |transformer )?layers": lambda f, kv: f.num_layers,

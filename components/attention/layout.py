@@ -40,7 +40,8 @@ METRICS = [(label, name) for name, (label, _unit) in SUMMARIES.items()]
 
 # How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/attention.md).
 INTRO = (f"Run a prompt, then move the **layer** and **head** sliders or click a cell of the overview; pick a token "
-         f"to see what it looks at. Every view re-draws from one cached model pass. Limits: {MAX_ATTENTION_TOKENS} "
+         f"to see what it looks at; **Ablate this head →** switches the head off and shows what changes. Every view "
+         f"re-draws from one cached model pass. Limits: {MAX_ATTENTION_TOKENS} "
          f"tokens per prompt, at most {ATTENTION_MEMORY_BUDGET / 1e6:.0f} MB kept per prompt (past about 480 tokens "
          f"a layer you re-open may need one more model pass); the logit lens shows the top {LENS_TOP_K} guesses per "
          f"layer at the last {LENS_MAX_POSITIONS} positions.")
@@ -109,6 +110,8 @@ def build(demo: gr.Blocks) -> None:
                 layer = gr.Slider(0, facts.num_layers - 1, value=0, step=1, label="layer (0 = first)", elem_id="att-layer")
                 head = gr.Slider(0, facts.num_heads - 1, value=0, step=1, label="head", elem_id="att-head")
                 mean = gr.Checkbox(label="mean over heads", value=False, elem_id="att-mean", min_width=120)
+                # Opens the Interventions tab with this text, layer and head (the whole attention block under "mean").
+                ablate = gr.Button("Ablate this head →", size="sm", elem_id="att-ablate", scale=0, min_width=170)
             heatmap = gr.Plot(show_label=False, elem_id="att-heatmap")
             heatmap_alt = gr.Markdown(elem_id="att-heatmap-summary", elem_classes=["lie-alt"])
             note = gr.HTML(elem_id="att-gqa", css_template=HEAD_CSS)
@@ -163,4 +166,7 @@ def build(demo: gr.Blocks) -> None:
     metric.input(show_overview, [state, layer, head, mean, metric], [overview, overview_alt],
                  api_visibility="private", show_progress="hidden")
     prepare.click(prepare_map_csv, [state, layer, head, mean], map_csv, api_visibility="private")
+    # The Interventions tab is built after this one and wires the button (components/interventions/layout.py).
+    demo.intervention_sources = [*getattr(demo, "intervention_sources", []),
+                                 ("attention", ablate.click, [text, chat, layer, head, mean])]
     gr.api(attention_api, api_name="attention", concurrency_id=MODEL_CONCURRENCY)

@@ -14,11 +14,11 @@ import json
 import gradio as gr
 
 from inference.limits import (
-    MAX_SEED,
     MAX_BEAM_NEW_TOKENS,
     MAX_LENGTH_PENALTY,
     MAX_NUM_BEAMS,
     MAX_PROMPT_TOKENS,
+    MAX_SEED,
     MIN_LENGTH_PENALTY,
 )
 
@@ -66,8 +66,8 @@ def build(demo: gr.Blocks) -> None:
                 predict = gr.Checkbox(label="Predict first (hide until Reveal)", value=False, elem_id="beam-predict",
                                       scale=2, min_width=160)
                 reveal_btn = gr.Button("Reveal 👀", elem_id="beam-reveal", scale=1, min_width=100)
-    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="seed for the sampled run", scale=0, min_width=160,
-                     elem_id="beam-seed", elem_classes=["lie-advanced"], render=False)
+    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="seed for the sampled run", scale=0,
+                     min_width=160, elem_id="beam-seed", elem_classes=["lie-advanced"], render=False)
     fields = {"prompt": prompt, "chat": chat, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
               "length_penalty": length_penalty, "early_stopping": early_stopping, "seed": seed, "predict": predict}
     loaded = share_link(demo, "beam", fields)

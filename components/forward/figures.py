@@ -43,6 +43,8 @@ TAB_NAMES = {"attention_tab": "Attention", "sampling_tab": "Sampling", "tokenize
 # The tab that opens a kind of box further (the steps inside the attention block inherit its tab: box_links).
 TAB_OF_KIND = {"ids": "tokenizer_tab", "attention": "attention_tab", "attn_weights": "attention_tab",
                "rope": "attention_tab", "logits": "sampling_tab", "softmax": "sampling_tab", "lm_head": "sampling_tab"}
+# Boxes whose whole block the Interventions tab can switch off ("Ablate this block →").
+ABLATABLE_KINDS = ("attention", "mlp")
 MAX_SURPRISAL_COLOUR = 16.0  # bits: 1 in 65,536; anything rarer gets the darkest red
 
 
@@ -238,6 +240,8 @@ def explain_html(diagram: Diagram, box: Box | None, texts: dict, link: str | Non
     table = f'<table class="fw-facts">{"".join(rows)}</table>' if rows else ""
     button = (f'<button class="fw-link" id="fw-open" data-tab="{html.escape(link)}">{html.escape(link_label(link))}</button>'
               if link else "")
+    if box.kind in ABLATABLE_KINDS:  # the Interventions tab switches this block off (the diagram draws layer 0)
+        button += '<button class="fw-ablate" id="fw-ablate">Ablate this block (layer 0) →</button>'
     return (f'<div class="fw-explain"><h4>{html.escape(box.title)}</h4><p>{_explain_text(diagram, box, texts)}</p>{button}'
             f"{table}</div>")
 

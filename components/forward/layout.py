@@ -63,7 +63,9 @@ EXPLAIN_CSS = """
 .fw-link { display: block; width: 100%; margin: .5rem 0; padding: .55rem 1rem; font-size: 1.05rem; font-weight: 600;
            border: 1px solid var(--button-secondary-border-color, #bbb); border-radius: 8px; cursor: pointer;
            background: var(--button-secondary-background-fill, #fff); color: var(--button-secondary-text-color, #111); }
-.fw-link:hover { background: var(--button-secondary-background-fill-hover, #f0f0f0); }
+.fw-link:hover, .fw-ablate:hover { background: var(--button-secondary-background-fill-hover, #f0f0f0); }
+.fw-ablate { display: block; width: 100%; margin: .5rem 0; padding: .55rem 1rem; font-size: 1.05rem; font-weight: 600;
+             border: 2px solid #d55e00; border-radius: 8px; cursor: pointer; background: #fff; color: #8a3b00; }
 .fw-explain h4 { margin: 0 0 .3rem 0; font-size: 1.1rem; }
 .fw-explain p { font-size: 1rem; line-height: 1.45; }
 .fw-facts { border-collapse: collapse; font-size: .9rem; margin-top: .4rem; }
@@ -106,7 +108,8 @@ const place = () => {
 };
 watch('value', () => setTimeout(place, 60));  // after the diagram has re-drawn its selection too
 element.addEventListener('click', (event) => {
-  if (event.target.closest('.fw-link')) trigger('open_tab', {});
+  if (event.target.closest('.fw-ablate')) trigger('ablate_block', {});
+  else if (event.target.closest('.fw-link')) trigger('open_tab', {});
 });
 """
 
@@ -257,5 +260,8 @@ def build(demo: gr.Blocks) -> None:
     tabs = getattr(demo, "tabs", None)
     if tabs is not None:  # app.py hands over its gr.Tabs so the explanation's link can switch tab
         explain.open_tab(open_tab, [state], tabs, api_visibility="private", show_progress="hidden")
+    # "Ablate this block →" under the attention or MLP box: the Interventions tab (built later) wires it.
+    demo.intervention_sources = [*getattr(demo, "intervention_sources", []),
+                                 ("forward", explain.ablate_block, [state])]
     gr.api(forward_pass_api, api_name="forward_pass", concurrency_id=MODEL_CONCURRENCY)
     gr.api(surprisal_api, api_name="surprisal", concurrency_id=MODEL_CONCURRENCY)

@@ -1,4 +1,5 @@
-"""Sampling tab, the event handlers: one step at a time, generate to the end, what-if, predict then reveal.
+"""Sampling tab, the event handlers: one step at a time, generate to the end, what-if, predict then reveal, a
+constraint (structured output) and an ablation on the run, and two runs compared side by side.
 
 The run itself is `inference.sampling_run.SamplingRun` (its tokens, its seed, when it ends); a visitor's state
 (`TabState`) holds that run's plain data and what the tab shows of it: the step on view and whether the newest
@@ -20,8 +21,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from inference.ablation_text import format_ablation, parse_ablation
+from inference.compare import RunSpec, compare_runs
+from inference.constrained import PRESETS, Constraint, validity
 from inference.errors import InputError
 from inference.generation import StepRecord
+from inference.interventions import Ablation
+from inference.limits import MAX_COMPARE_NEW_TOKENS
 from inference.sampling import SamplingParams
 from inference.sampling_run import SamplingRun, Settings, place_guess
 from inference.serving import run_on, shared_note
@@ -30,6 +36,10 @@ from ..common import session, user_errors
 from ..export import csv_file
 from .exports import STAGE_CSV_HEADER, TRACE_CSV_HEADER, stage_rows, trace_rows
 from .figures import (
+    compare_figure,
+    compare_status,
+    compare_summary,
+    compare_tokens_html,
     draw_figure,
     draw_summary,
     ended_text,
@@ -45,9 +55,14 @@ from .figures import (
 
 log = logging.getLogger(__name__)
 PARAMS = ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"]
-CONTROL_NAMES = ["prompt", "chat", "seed", *PARAMS, "max_new_tokens", "min_new_tokens", "stop", "predict", "guess"]
+CONTROL_NAMES = ["prompt", "chat", "seed", *PARAMS, "max_new_tokens", "min_new_tokens", "stop", "predict", "guess",
+                 "constraint_kind", "constraint", "ablation", "ablation_mode"]
 VIEW_NAMES = ["text", "status", "hidden_note", "panels", "waterfall", "waterfall_alt", "table", "draw", "draw_alt",
               "whatif", "stage_csv", "trace_csv", "seed", "steps", "state"]
+# Run B of the comparison: its own sampling settings, seed, model, constraint on/off and ablation.
+B_PARAMS = ["b_temperature", "b_top_k", "b_top_p", "b_min_p", "b_repetition_penalty"]
+COMPARE_NAMES = [*B_PARAMS, "b_seed", "b_model", "b_constraint", "b_ablation"]
+COMPARE_VIEW_NAMES = ["compare_tokens", "compare_status", "compare_plot", "compare_alt", "compare_on", "compare_box"]
 SAMPLES = 100  # draws in the "sample 100 times" histogram
 ENDED = "The run has ended: press Reset, or branch at an earlier step."
 
@@ -69,20 +84,33 @@ class Controls:
     stop: str
     predict: bool
     guess: str
+    constraint_kind: str = "none"
+    constraint: str = ""  # the choices (one per line), the regex or the JSON schema
+    ablation: str = ""  # "L3H2, mlp L0"
+    ablation_mode: str = "zero"
 
     @classmethod
     def of(cls, values) -> "Controls":
         if len(values) != len(CONTROL_NAMES):
             raise TypeError(f"expected {len(CONTROL_NAMES)} controls ({', '.join(CONTROL_NAMES)}), got {len(values)}")
         prompt, chat, seed, *rest = values
-        params, (max_new, min_new, stop, predict, guess) = rest[: len(PARAMS)], rest[len(PARAMS):]
+        params, rest = rest[: len(PARAMS)], rest[len(PARAMS):]
+        max_new, min_new, stop, predict, guess, kind, constraint, ablation, mode = rest
         seed = None if seed is None or seed == "" else seed
-        return cls(prompt, bool(chat), seed, tuple(params), max_new, min_new, stop or "", bool(predict), guess or "")
+        return cls(prompt, bool(chat), seed, tuple(params), max_new, min_new, stop or "", bool(predict), guess or "",
+                   kind or "none", constraint or "", ablation or "", mode or "zero")
 
     def read(self) -> Settings:
         """Validate; one clear sentence on the first bad value."""
         params = SamplingParams(**dict(zip(PARAMS, self.values)), seed=self.seed)
         return Settings.checked(params, self.max_new_tokens, self.min_new_tokens, parse_stop(self.stop))
+
+    def run_constraint(self) -> Constraint | None:
+        return Constraint.from_text(self.constraint_kind, self.constraint)
+
+    def run_ablation(self) -> Ablation | None:
+        ablation = parse_ablation(session(), self.ablation, self.ablation_mode)
+        return None if ablation.empty else ablation
 
 
 def parse_stop(text: str | None) -> list[str]:
@@ -111,15 +139,18 @@ class TabState:
 def new_state(c: Controls) -> TabState:
     """A fresh run: nothing generated yet, viewing the first step. An empty seed box gets a random seed,
     which the views write back into the box (so a link carries it)."""
-    return TabState(SamplingRun.start(session(), c.prompt, c.chat, c.seed), hidden=c.predict)
+    run = SamplingRun.start(session(), c.prompt, c.chat, c.seed, c.run_constraint(), c.run_ablation())
+    return TabState(run, hidden=c.predict)
 
 
 def same_run(state: TabState | None, c: Controls) -> bool:
-    """The controls still describe the state's run (same model, prompt, chat and a typed seed equal to its)."""
+    """The controls still describe the state's run (same model, prompt, chat, constraint, ablation and a typed
+    seed equal to its)."""
     if not state or c.seed is None:
         return False
     run = state.run
-    return (run.model_id, run.prompt, run.chat, run.seed) == (session().model_id, c.prompt, c.chat, int(c.seed))
+    return ((run.model_id, run.prompt, run.chat, run.seed, run.constraint, run.ablation)
+            == (session().model_id, c.prompt, c.chat, int(c.seed), c.run_constraint(), c.run_ablation()))
 
 
 def continue_state(state: TabState | None, c: Controls) -> TabState:
@@ -151,7 +182,8 @@ def _text(state: TabState, view: int | None = None, pending: bool | None = None)
     run = state.run
     return generated_html(run.tokens, state.view if view is None else view,
                           pending=not run.done if pending is None else pending, ended=ended_text(run),
-                          hide_last=state.hidden)
+                          hide_last=state.hidden, by_removed_mass=run.constraint is not None,
+                          ablation=run.ablation)
 
 
 def _seed_box(state: TabState, c: Controls):
@@ -194,14 +226,16 @@ def render(state: TabState, c: Controls, settings: Settings, extra: str = ""):
     params, min_new = settings.params, settings.min_new_tokens
     guess = guess_line(place_guess(s, trace, record, c.guess), record)
     stages_csv = csv_file(f"sampling-step{j + 1}-stages", STAGE_CSV_HEADER, stage_rows(record))
+    valid = validity(s, run.constraint, run_text(run)) if run.constraint is not None and run.done else None
     return views(
         text=_text(state),
-        status=status_markdown(run, j, record, params, min_new, "  \n".join(x for x in (extra, guess) if x)),
+        status=status_markdown(run, j, record, params, min_new, "  \n".join(x for x in (extra, guess) if x),
+                               valid=valid),
         hidden_note=gr.HTML("", visible=False),
         panels=gr.Column(visible=True),
         waterfall=waterfall_figure(record, taken),
         waterfall_alt=waterfall_summary(record),
-        table=stage_table_html(record, stage_explanations(params, min_new)),
+        table=stage_table_html(record, stage_explanations(params, min_new, record, run.constraint)),
         draw=draw_figure(record, params.greedy),
         draw_alt=draw_summary(record, params.greedy),
         whatif=gr.Radio(choices=whatif_choices(record), value=None,
@@ -212,6 +246,11 @@ def render(state: TabState, c: Controls, settings: Settings, extra: str = ""):
         steps=len(run.tokens),
         state=state,
     )
+
+
+def run_text(run: SamplingRun) -> str:
+    """The run's text as a user reads it (special tokens such as EOS left out)."""
+    return session().tokenizer.decode(run.token_ids, skip_special_tokens=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,7 +267,8 @@ def on_reset(*values):
 
 @user_errors
 def on_seed(state, *values):
-    """The seed box was left or submitted: a new run only if the seed really changed."""
+    """A control that defines the run was changed (the seed box left or submitted, the constraint, the
+    ablation): a new run only if the run really changed."""
     c = Controls.of(values)
     if same_run(state, c):
         return views()
@@ -429,3 +469,102 @@ def on_tick(state, *values):
         return (*views(), *stop_play())
     ended = out[VIEW_NAMES.index("state")].run.done
     return (*out, *(stop_play() if ended else (True, gr.skip(), gr.skip())))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Constraint presets
+
+
+def on_preset(name: str):
+    """A preset button: the constraint's kind and its text."""
+    constraint = PRESETS[name]
+    return constraint.kind, constraint.text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Two runs side by side: run A is the tab's run settings, run B the compare box's
+
+
+@dataclass(frozen=True)
+class CompareControls:
+    """Run B's controls, in COMPARE_NAMES order."""
+
+    values: tuple  # B_PARAMS, in order
+    seed: int | None
+    model_id: str  # "" = the same model as A
+    constraint: bool  # B uses A's constraint
+    ablation: str
+
+    @classmethod
+    def of(cls, values) -> "CompareControls":
+        if len(values) != len(COMPARE_NAMES):
+            raise TypeError(f"expected {len(COMPARE_NAMES)} compare controls, got {len(values)}")
+        *params, seed, model, constraint, ablation = values
+        return cls(tuple(params), None if seed is None or seed == "" else seed, model or "", bool(constraint),
+                   ablation or "")
+
+
+def run_specs(c: Controls, b: CompareControls):
+    """Run A (the tab's settings) and run B, and their sessions. A model without a chat template (a base model)
+    gets the prompt as plain text."""
+    settings = c.read()
+    if settings.max_new_tokens > MAX_COMPARE_NEW_TOKENS:
+        raise InputError(f"Two runs are compared over at most {MAX_COMPARE_NEW_TOKENS} new tokens; set max new "
+                         f"tokens to {MAX_COMPARE_NEW_TOKENS} or fewer.")
+    a_session = session()
+    b_session = session(b.model_id) if b.model_id else a_session
+    a_params = settings.params
+    b_params = SamplingParams(*b.values[:4], repetition_penalty=b.values[4],
+                              presence_penalty=a_params.presence_penalty, frequency_penalty=a_params.frequency_penalty,
+                              seed=b.seed)
+    constraint = c.run_constraint()
+    if b.constraint and constraint is None:
+        raise InputError("B uses A's constraint, but A has none: choose a constraint above, or untick it for B.")
+    a = RunSpec(c.prompt, a_params, settings.max_new_tokens, c.chat, constraint, c.run_ablation(), stop=settings.stop)
+    b_ablation = parse_ablation(b_session, b.ablation, c.ablation_mode)
+    b_spec = RunSpec(c.prompt, b_params, settings.max_new_tokens, c.chat and b_session.has_chat_template,
+                     constraint if b.constraint else None, None if b_ablation.empty else b_ablation,
+                     stop=settings.stop)
+    return a, b_spec, (a_session, b_session)
+
+
+def compare_views(comparison) -> tuple:
+    return (compare_tokens_html(comparison), compare_status(comparison), compare_figure(comparison),
+            compare_summary(comparison), True, gr.Accordion(open=True))
+
+
+@user_errors
+def on_compare(*values):
+    """Run A and run B side by side (generated together, step by step)."""
+    n = len(CONTROL_NAMES)
+    c, b = Controls.of(values[:n]), CompareControls.of(values[n:])
+    a_spec, b_spec, sessions = run_specs(c, b)
+    return compare_views(compare_runs(a_spec, b_spec, sessions=sessions))
+
+
+def compare_if_on(on, *values):
+    """The page's first view (or a lesson's try): compare too when the link says so."""
+    if not on:
+        return tuple(gr.skip() for _ in COMPARE_VIEW_NAMES)
+    return on_compare(*values)
+
+
+def b_like_a(*values, constraint: bool | None = None, ablation: str | None = None):
+    """Run B's controls set to A's settings (then one of them changed)."""
+    c = Controls.of(values)
+    temperature, top_k, top_p, min_p, repetition, _, _ = c.values
+    return (temperature, top_k, top_p, min_p, repetition, c.seed, "",
+            c.constraint_kind != "none" if constraint is None else constraint,
+            c.ablation if ablation is None else ablation)
+
+
+def b_same(*values):
+    return b_like_a(*values)
+
+
+def b_without_constraint(*values):
+    return b_like_a(*values, constraint=False)
+
+
+def b_without_ablation(*values):
+    return b_like_a(*values, ablation="")

@@ -31,6 +31,21 @@ def new_cache(session):
     return DynamicCache(config=session.model.config)
 
 
+def prefix_cache(session, cache, length: int, batch: int):
+    """A new cache holding the first `length` positions of `cache` (a one-row cache), repeated for `batch` rows:
+    the shared start of `batch` runs that differ only from position `length` on. None when `length` is 0.
+    Layer by layer through `update`, so sliding-window layers stay sliding-window layers; every layer must still
+    hold those positions (a prompt shorter than the smallest window)."""
+    if length == 0:
+        return None
+    prefix = new_cache(session)
+    for index, layer in enumerate(cache.layers):
+        keys = layer.keys[:, :, :length].expand(batch, -1, -1, -1).contiguous()  # [batch, kv_heads, length, head_dim]
+        values = layer.values[:, :, :length].expand(batch, -1, -1, -1).contiguous()
+        prefix.update(keys, values, index)
+    return prefix
+
+
 def sync(device) -> None:
     """Wait for queued GPU work, so a wall-clock reading covers it (a no-op on CPU)."""
     if torch.device(device).type == "cuda":

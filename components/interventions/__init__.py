@@ -1,0 +1,1 @@
+"""Interventions tab: ablation and activation patching."""
