@@ -19,7 +19,8 @@ from conftest import ROOT, _free_port, assert_no_error
 
 # Each tab's first figure: a Plotly plot drawn inside the tab that is showing (Gradio keeps one panel per tab).
 # Most tabs draw one on opening; these wait for their button.
-FIRST_VIEW_BUTTON = {"prefill": "#pfd-run", "speculative": "#spd-run", "memory": "#mem-kv-run"}
+FIRST_VIEW_BUTTON = {"interventions": "#int-run", "prefill": "#pfd-run", "speculative": "#spd-run",
+                     "memory": "#mem-kv-run", "serving": "#srv-run"}
 VISIBLE_PANEL_PLOT = """() => [...document.querySelectorAll('[role=tabpanel]')]
     .some(p => p.offsetParent !== null && p.querySelector('.js-plotly-plot .main-svg'))"""
 
