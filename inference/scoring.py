@@ -77,10 +77,13 @@ def logprob_chunks(session, normed: torch.Tensor) -> Iterator[tuple[slice, torch
     """(positions, log-probs [c, V] float32) for the rows of `normed` [q, d], a chunk of positions at a time."""
     vocab = session.model.get_output_embeddings().weight.shape[0]
     chunk = max(1, FORWARD_LOGIT_CHUNK // vocab)
-    with torch.inference_mode():
-        for begin in range(0, normed.shape[0], chunk):
-            rows = slice(begin, min(begin + chunk, normed.shape[0]))
-            yield rows, torch.log_softmax(logits_from_normed(session, normed[rows]).float(), -1)  # [c, V]
+    for begin in range(0, normed.shape[0], chunk):
+        rows = slice(begin, min(begin + chunk, normed.shape[0]))
+        # Inference mode per chunk, never across the yield: a generator suspended inside it (zip() leaves the
+        # longer one so) would leave it on in the caller's thread.
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(logits_from_normed(session, normed[rows]).float(), -1)  # [c, V]
+        yield rows, logprobs
 
 
 def target_nll(logprobs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:

@@ -120,10 +120,13 @@ class ServedGeneration(Generation):
     produces it; leaving the loop early takes the row out of the batch. `limit`: at most this many new tokens
     (the run then leaves without a stop reason, as `islice(Generation, limit)` would)."""
 
-    def __init__(self, *args, limit: int | None = None, **kwargs):
+    def __init__(self, *args, limit: int | None = None, reuse_prefix: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.trace = ServedTrace.of(self.trace)
         self.limit = limit
+        # False where the prefill itself is what is measured (the Prefill & decode tab's TTFT): the whole prompt
+        # is computed, even when an earlier request began the same way.
+        self.reuse_prefix = reuse_prefix
         self._given: tuple | None = None  # the pass's result for this row, set by the batcher before step()
         self._records: queue.Queue = queue.Queue()
         self._left = threading.Event()  # the consumer stopped listening
@@ -348,12 +351,13 @@ class Batcher:
         the padding and the position ids counting only its own tokens."""
         session, model = self.session, self.session.model
         contexts = [run.context for run in runs]
-        pieces = [self.prefixes.longest(c) if self.prefixes is not None else (None, 0) for c in contexts]
+        reuse = self.prefixes is not None and all(run.reuse_prefix for run in runs)
+        pieces = [self.prefixes.longest(c) if reuse else (None, 0) for c in contexts]
         group = min(len(c) for c in contexts) - 1
         for c in contexts[1:]:
             group = min(group, common_prefix(contexts[0], c))
         started = time.perf_counter()
-        if self.prefixes is not None and len(runs) > 1 and group >= MIN_SHARED_PREFIX and \
+        if reuse and len(runs) > 1 and group >= MIN_SHARED_PREFIX and \
                 group > max(n for _, n in pieces):
             _, shared = self._pass([contexts[0][:group]], [[1] * group], None, [list(range(group))])
             self.prefixes.put(contexts[0][:group], shared, batch_cache.total_bytes(shared))
@@ -505,9 +509,11 @@ def batchable(session, run: Generation) -> bool:
 
 
 def served_generation(session, prompt: str, params: SamplingParams, max_new_tokens: int, chat: bool = True,
-                      stop=(), use_cache: bool = True, *, limit: int | None = None, **kwargs) -> Generation:
+                      stop=(), use_cache: bool = True, *, limit: int | None = None, reuse_prefix: bool = True,
+                      **kwargs) -> Generation:
     """A run to iterate like a Generation: served with other requests when it can be, else a solo Generation."""
-    run = ServedGeneration(session, prompt, params, max_new_tokens, chat, stop, use_cache, limit=limit, **kwargs)
+    run = ServedGeneration(session, prompt, params, max_new_tokens, chat, stop, use_cache, limit=limit,
+                           reuse_prefix=reuse_prefix, **kwargs)
     if batchable(session, run):
         return run
     solo = Generation(session, prompt, params, max_new_tokens, chat, stop, use_cache, **kwargs)
@@ -577,7 +583,7 @@ def served_timeline(session, prompt: str, params: SamplingParams, max_new_tokens
     the batch's tensors) when the run can share a batch; a run without the KV cache is timed alone, as before.
     Returns (timeline, serving dict or None)."""
     run = served_generation(session, prompt, params, max_new_tokens, chat, stop, use_cache,
-                            min_new_tokens=min_new_tokens, deadline=deadline)
+                            min_new_tokens=min_new_tokens, deadline=deadline, reuse_prefix=False)
     if not isinstance(run, ServedGeneration):
         return timeline(session, prompt, params, max_new_tokens, chat, stop, use_cache, min_new_tokens=min_new_tokens,
                         deadline=deadline), None

@@ -17,6 +17,17 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 
 
+@pytest.fixture(autouse=True)
+def no_inference_mode_left_on():
+    """A generator that yields inside `torch.inference_mode()` leaves it on in the caller's thread; later tensors
+    then become inference tensors and transformers' continuous batching engine fails on them. Catch it where it
+    happens."""
+    yield
+    import torch
+
+    assert not torch.is_inference_mode_enabled(), "this test left torch.inference_mode on in the main thread"
+
+
 @pytest.fixture(scope="session")
 def session():
     """The embedded default model, the same object every tab uses."""

@@ -165,6 +165,16 @@ def test_served_timeline_measures_each_rows_own_kv_cache(session, solo):
     assert [tl.token_ids for tl, _ in results] == [t.token_ids for t in solo[:3]]
 
 
+def test_a_repeated_prompt_reuses_its_prefix_but_the_timeline_prefills_it_all(session, solo):
+    prompt = PROMPTS[1]
+    n = len(prompt_ids(session, prompt))
+    first, again = serve(session, prompt, GREEDY, 4), serve(session, prompt, GREEDY, 4)
+    assert again.cached_prefix_tokens == n - 1 and again.token_ids == solo[1].token_ids[:4]  # prefix caching
+    assert "prefix caching" in shared_note(again)
+    tl, _ = served_timeline(session, prompt, GREEDY, 3)  # the Prefill & decode tab measures the whole prefill
+    assert tl.steps[0].tokens_in_pass == n and tl.token_ids == solo[1].token_ids[:3]
+
+
 def test_batch_cache_rows_survive_padding_joining_and_dropping(session):
     """Two rows prefilled alone, joined into one left-padded batch, one dropped: the other's keys are unchanged."""
     model = session.model
