@@ -118,7 +118,8 @@ def test_bad_input_on_every_endpoint_answers_quickly_and_the_server_survives(cli
     assert {"/tokenize", "/attention", "/next_token", "/generate", "/beam_search", "/timeline",
             "/forward_pass", "/surprisal"} <= set(endpoints)
     # Short runs where a token count is not the value under test: the point is bad input, not a long sweep.
-    good = {"text": "The capital of France is", "prompt": "The capital of France is", "max_new_tokens": 4}
+    good = {"text": "The capital of France is", "prompt": "The capital of France is", "max_new_tokens": 4,
+            "max_tokens": 64, "dtypes": "float32,bfloat16"}
     tried = 0
     for name, params in endpoints.items():
         base = {p["parameter_name"]: good.get(p["parameter_name"], p.get("parameter_default"))

@@ -307,6 +307,7 @@ def test_sampling_tab_in_the_browser(page, screenshot):
 
     # Drag the temperature slider: the same step, the distribution re-drawn (no new token).
     slider = page.locator("#smp-temperature input[type=range]")
+    slider.scroll_into_view_if_needed()  # the mouse works in viewport coordinates
     box = slider.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
