@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..units import nbytes
+
 if TYPE_CHECKING:  # annotations only: figures never import the model's side
     from inference.kv_policies import BudgetSweep, LayerKindMemory, PolicyComparison, PolicyRun
     from inference.precision import KVPrecisionComparison, PrecisionComparison
@@ -50,16 +52,6 @@ CSS = """
 .mem-table .check { margin: .35rem 0; font-size: .92rem; }
 .mem-table .greedy { font-family: var(--font-mono); font-size: .82rem; text-align: left; white-space: pre-wrap; }
 """
-
-
-def nbytes(n: float | None) -> str:
-    """Bytes in decimal units (1 MB = 1,000,000 bytes), as the formulas multiply out."""
-    if n is None or n != n:
-        return "–"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{n:,.0f} B"
 
 
 def _esc(text) -> str:

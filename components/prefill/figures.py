@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..units import ms, nbytes
+
 if TYPE_CHECKING:
     from inference.batch import BatchComparison
     from inference.sweep import Sweep
@@ -53,23 +55,6 @@ MAX_TICK_LABELS = 32  # beyond this many steps the x axis shows step numbers, no
 
 # ---------------------------------------------------------------------------------------------------
 # Formatting
-
-
-def ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    value = seconds * 1000
-    return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms" if value >= 1 else f"{value:.2f} ms"
-
-
-def nbytes(n: float | None) -> str:
-    """Bytes in decimal units (1 MB = 1,000,000 bytes), as the formula's numbers multiply out."""
-    if n is None:
-        return "–"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{n:,.0f} B"
 
 
 def percent(share: float | None) -> str:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..units import ms, nbytes
+
 if TYPE_CHECKING:
     from inference.continuous import BurstComparison, ServedBurst
 
@@ -43,20 +45,6 @@ CSS = """
 .srv-best {font-weight: 700;}
 .srv-note {margin: 4px 0; color: #333;}
 """
-
-
-def ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    value = seconds * 1000
-    return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
-
-
-def nbytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{n:,.0f} B"
 
 
 def _esc(text) -> str:

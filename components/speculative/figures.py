@@ -501,29 +501,33 @@ def compare_summary(cmp: DrafterComparison) -> str:
     return "; ".join(parts) + "." + proof + cut
 
 
-def compare_html(cmp: DrafterComparison) -> str:
+def _runs_table(table_id: str, first: str, runs: list[tuple], note: str) -> str:
+    """One row per run (first column, tokens, target passes, drafter passes, acceptance, seconds, speedup, same as
+    plain), the plain reference's timings below."""
     rows = "".join(
-        f"<tr><td>{_esc(t.drafter.label)}</td><td>{len(t.token_ids)}</td><td>{t.target_passes}</td><td>{t.drafter_passes}</td>"
-        f"<td>{_pct(t.acceptance_rate)}</td><td>{t.seconds:.2f} s</td><td>{_times(t.speedup)}</td>"
-        f"<td>{'✓' if t.same_as_plain else ('–' if t.same_as_plain is None else '✗')}</td></tr>" for t in cmp.runs)
-    plain = ", ".join(f"{s:.2f} s" for s in cmp.plain_seconds)
-    return (f'<div class="spd-table" id="spd-compare-table"><table><thead><tr><th>drafter</th><th>tokens</th>'
+        f"<tr><td>{_esc(name)}</td><td>{tokens}</td><td>{target}</td><td>{drafter}</td><td>{_pct(rate)}</td>"
+        f"<td>{seconds:.2f} s</td><td>{_times(speedup)}</td>"
+        f"<td>{'✓' if same else ('–' if same is None else '✗')}</td></tr>"
+        for name, tokens, target, drafter, rate, seconds, speedup, same in runs)
+    return (f'<div class="spd-table" id="{table_id}"><table><thead><tr><th>{first}</th><th>tokens</th>'
             f'<th>target passes</th><th>drafter passes</th><th>accepted</th><th>time</th><th>speedup</th>'
-            f'<th>same as plain</th></tr></thead><tbody>{rows}</tbody></table>'
-            f'<div class="spd-d">Plain decoding of {cmp.plain_tokens} tokens, timed before and after: {plain}.</div></div>')
+            f'<th>same as plain</th></tr></thead><tbody>{rows}</tbody></table><div class="spd-d">{note}</div></div>')
+
+
+def compare_html(cmp: DrafterComparison) -> str:
+    runs = [(t.drafter.label, len(t.token_ids), t.target_passes, t.drafter_passes, t.acceptance_rate, t.seconds,
+             t.speedup, t.same_as_plain) for t in cmp.runs]
+    plain = ", ".join(f"{s:.2f} s" for s in cmp.plain_seconds)
+    return _runs_table("spd-compare-table", "drafter", runs,
+                       f"Plain decoding of {cmp.plain_tokens} tokens, timed before and after: {plain}.")
 
 
 def sweep_html(sw: DraftSweep) -> str:
-    rows = "".join(
-        f"<tr><td>{p.num_draft_tokens}</td><td>{p.tokens}</td><td>{p.target_passes}</td><td>{p.drafter_passes}</td>"
-        f"<td>{_pct(p.acceptance_rate)}</td><td>{p.seconds:.2f} s</td><td>{_times(p.speedup)}</td>"
-        f"<td>{'✓' if p.same_as_plain else ('–' if p.same_as_plain is None else '✗')}</td></tr>" for p in sw.points)
+    runs = [(p.num_draft_tokens, p.tokens, p.target_passes, p.drafter_passes, p.acceptance_rate, p.seconds, p.speedup,
+             p.same_as_plain) for p in sw.points]
     plain = ", ".join(f"{s:.2f} s" for s in sw.plain_seconds)
-    return (f'<div class="spd-table" id="spd-sweep-table"><table><thead><tr><th>k</th><th>tokens</th>'
-            f'<th>target passes</th><th>drafter passes</th><th>accepted</th><th>time</th><th>speedup</th>'
-            f'<th>same as plain</th></tr></thead><tbody>{rows}</tbody></table>'
-            f'<div class="spd-d">Plain decoding of {sw.plain_tokens} tokens, timed before, in the middle and after: '
-            f'{plain}.</div></div>')
+    return _runs_table("spd-sweep-table", "k", runs, f"Plain decoding of {sw.plain_tokens} tokens, timed before, "
+                       f"in the middle and after: {plain}.")
 
 
 CSS = """
