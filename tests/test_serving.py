@@ -280,7 +280,7 @@ def test_a_burst_over_the_caps_is_refused_in_one_sentence(session):
 
 
 @pytest.mark.browser
-def test_browser_shared_note_and_the_serving_view(page, app_url, screenshot):
+def test_browser_shared_note_and_the_serving_view(page, app_url, screenshot, session):
     from gradio_client import Client
 
     # Another visitor's long generation is decoding while this one runs Prefill & decode: their passes are shared.
@@ -288,7 +288,13 @@ def test_browser_shared_note_and_the_serving_view(page, app_url, screenshot):
     page.get_by_role("tab", name="Prefill & decode").click()
     job = other.submit("Write a long story about the sea.", temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
                        repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, seed=0,
-                       max_new_tokens=48, chat=True, stop=[], min_new_tokens=48, api_name="/generate")
+                       max_new_tokens=160, min_new_tokens=160, chat=True, stop=[], api_name="/generate")
+    # Click only once the other run is in the batch: on a loaded machine its queue hop can take seconds.
+    batcher = batcher_of(session)
+    deadline = time.monotonic() + 60
+    while not batcher.rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher.rows, "the other visitor's generation never reached the batcher"
     page.click("#pfd-run")
     page.wait_for_selector("#pfd-headline:has-text('shared')")
     assert "other request" in page.locator("#pfd-headline").inner_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from playwright.sync_api import expect
 
 from inference.model import policy
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, current_session
@@ -81,9 +82,9 @@ def test_teachers_lock_keeps_every_visitor_on_one_model(browser, app_url, screen
     try:
         ctx, page = _open(browser, app_url)
         picker = page.locator("#lie-model-choice")
-        picker.wait_for()
-        assert "chosen by the teacher" in picker.inner_text()
-        assert page.locator("#lie-model-load").is_disabled()
+        # The lock is applied by the page-load event: wait for it, not just for the picker to exist.
+        expect(picker).to_contain_text("chosen by the teacher", timeout=30_000)
+        expect(page.locator("#lie-model-load")).to_be_disabled()
         screenshot(page, "teacher-lock")
         ctx.close()
     finally:
