@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from components import header
+from components import header, i18n
 from components.common import GENERATION_CONCURRENCY, GENERATION_CONCURRENCY_LIMIT
 from components.prefill import api as prefill_api, events as prefill_events
 from components.sampling import api as sampling_api, events as sampling_events
@@ -38,6 +39,7 @@ from components.serving import layout as serving_tab
 from components.speculative import layout as speculative_tab
 from components.tokenizer import layout as tokenizer_tab
 from components.share import page_query, tab_from_query
+from components.teaching import load_yaml
 from inference import limits
 from inference.model import policy
 from inference.session import current_session, offline_models, switch_model
@@ -47,56 +49,75 @@ ASSETS = Path(__file__).parent / "assets"
 TABS = [tokenizer_tab, forward_tab, attention_tab, interventions_tab, sampling_tab, beam_tab, prefill_tab,
         speculative_tab, memory_tab, serving_tab]
 TAB_NAMES = [tab.__name__.split(".")[1] for tab in TABS]  # components.<name>.layout; the tab id is <name>_tab
-TOUR = yaml.safe_load((ASSETS / "lessons" / "tour.yaml").read_text(encoding="utf-8"))["steps"]
+
+def tour(lang: str = i18n.DEFAULT) -> list[dict]:
+    """The guided tour's stops in `lang` (assets/lessons/<lang>/tour.yaml)."""
+    return load_yaml("tour.yaml", lang)["steps"]
+
 
 # Presenter mode is a class on <body> (see assets/style.css): larger type, high contrast, advanced controls
-# hidden. It stays on the page (no server round trip) and `?presenter=1` turns it on from a link.
+# hidden. It stays on the page (no server round trip) and `?presenter=1` turns it on from a link. The button's
+# label follows the page's language (the <html lang> that components.i18n sets).
+PRESENTER_LABELS = {lang: [i18n.t("toolbar.presenter", lang), i18n.t("toolbar.presenter_leave", lang)]
+                    for lang in i18n.LANGUAGES}
 PRESENTER_JS = """(on) => {
   on = (on === undefined) ? !document.body.classList.contains('lie-presenter') : on;
   document.body.classList.toggle('lie-presenter', on);
   // Plotly sizes a figure to its container only on a window resize: tell it the layout changed.
   setTimeout(() => window.dispatchEvent(new Event('resize')), 50);
-  return on ? '🖥 Leave presenter mode' : '📽 Presenter mode';
-}"""
-# The toggle with no argument flips the mode; on page load the link decides.
+  const labels = %s;
+  return (labels[document.documentElement.lang] || labels.en)[on ? 1 : 0];
+}""" % json.dumps(PRESENTER_LABELS, ensure_ascii=False)
+# The toggle with no argument flips the mode; on page load the link decides; a new language keeps the mode.
 PRESENTER_TOGGLE_JS = "() => (" + PRESENTER_JS + ")()"
 PRESENTER_FROM_URL_JS = ("() => (" + PRESENTER_JS + ")(new URLSearchParams(window.location.search).get('presenter') "
                          "=== '1')")
+PRESENTER_SAME_JS = "() => (" + PRESENTER_JS + ")(document.body.classList.contains('lie-presenter'))"
 
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="LLM Inference Explorer", analytics_enabled=False) as demo:
-        facts, wire_header = header.build()
-        demo.model_facts = facts  # tabs listen to its change event: see components.common.model_changed
+        texts = demo.texts = i18n.Texts()  # what each translated component reads in a language
+        en = i18n.DEFAULT
+        shown, wire_header = header.build(texts)
+        demo.model_shown = shown  # tabs listen to its change event: see components.common.model_changed
         with gr.Row(elem_id="lie-toolbar"):
-            tour_start = gr.Button("▶ Start here: guided tour", variant="primary", size="sm", elem_id="lie-tour-start",
-                                   scale=0, min_width=230)
-            presenter = gr.Button("📽 Presenter mode", size="sm", elem_id="lie-presenter-toggle", scale=0, min_width=200)
+            tour_start = texts.value(gr.Button(i18n.t("toolbar.tour", en), variant="primary", size="sm",
+                                               elem_id="lie-tour-start", scale=0, min_width=230), "toolbar.tour")
+            presenter = gr.Button(i18n.t("toolbar.presenter", en), size="sm", elem_id="lie-presenter-toggle", scale=0,
+                                  min_width=200)
         with gr.Group(visible=False, elem_id="lie-tour") as tour_panel:
             tour_text = gr.Markdown(elem_id="lie-tour-text")
             with gr.Row():
-                tour_back = gr.Button("◀ Back", size="sm", elem_id="lie-tour-back")
-                tour_next = gr.Button("Next ▶", size="sm", variant="primary", elem_id="lie-tour-next")
-                tour_end = gr.Button("End tour", size="sm", elem_id="lie-tour-end")
+                tour_back = texts.value(gr.Button(i18n.t("tour.back", en), size="sm", elem_id="lie-tour-back"),
+                                        "tour.back")
+                tour_next = gr.Button(i18n.t("tour.next", en), size="sm", variant="primary", elem_id="lie-tour-next")
+                tour_end = texts.value(gr.Button(i18n.t("tour.end", en), size="sm", elem_id="lie-tour-end"), "tour.end")
         with gr.Tabs(elem_id="lie-tabs") as tabs:
             demo.tabs = tabs  # a tab can switch to another by returning gr.Tabs(selected=<tab module name>)
             for name, tab in zip(TAB_NAMES, TABS):
-                with gr.Tab(tab.TITLE, id=f"{name}_tab"):
+                with texts.label(gr.Tab(i18n.t(f"tab.{name}", en), id=f"{name}_tab"), f"tab.{name}"):
                     tab.build(demo)
-        with gr.Accordion("Limits on this server", open=False, elem_id="lie-limits"):
+        with texts.label(gr.Accordion(i18n.t("limits.heading", en), open=False, elem_id="lie-limits"),
+                         "limits.heading"):
             gr.HTML(limits_html())
+        tour_step = gr.State(-1)  # -1: the tour is closed
         wire_header(demo)  # each visitor sees their own model: the class model until they pick another
         # A shared link opens its tab (each tab applies its own values: components.share).
         demo.load(open_linked_tab, None, tabs, api_visibility="private", queue=False)
         demo.load(None, None, presenter, js=PRESENTER_FROM_URL_JS)
         presenter.click(None, None, presenter, js=PRESENTER_TOGGLE_JS)
+        demo.language_applied.then(None, None, presenter, js=PRESENTER_SAME_JS, queue=False)
+        # An open tour follows the language too (its text and its Next/Finish button).
+        demo.language.change(lambda i: tour_view(i) if i >= 0 else [gr.skip()] * 6, tour_step,
+                             [tour_step, tour_panel, tour_text, tabs, tour_back, tour_next], queue=False,
+                             api_visibility="private")
 
-        tour_step = gr.State(0)
         tour_outputs = [tour_step, tour_panel, tour_text, tabs, tour_back, tour_next]
         tour_start.click(lambda: tour_view(0), None, tour_outputs, api_visibility="private", queue=False)
         tour_next.click(lambda i: tour_view(i + 1), tour_step, tour_outputs, api_visibility="private", queue=False)
         tour_back.click(lambda i: tour_view(i - 1), tour_step, tour_outputs, api_visibility="private", queue=False)
-        tour_end.click(lambda: (0, gr.Group(visible=False)), None, [tour_step, tour_panel], api_visibility="private",
+        tour_end.click(lambda: (-1, gr.Group(visible=False)), None, [tour_step, tour_panel], api_visibility="private",
                        queue=False)
     demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=1)
     serve_generations_together(demo)
@@ -155,17 +176,19 @@ def open_linked_tab(request: gr.Request):
 
 
 def tour_view(step: int):
-    """The tour at `step` (clamped; past the last step it closes): its text, its tab, and the buttons."""
-    if step >= len(TOUR):
-        return 0, gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    """The tour at `step` (clamped; past the last step it closes) in the visitor's language: its text, its tab,
+    and the buttons."""
+    lang = i18n.language()
+    stops = tour(lang)
+    if step >= len(stops):
+        return -1, gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     step = max(0, step)
-    stop = TOUR[step]
-    title = TABS[TAB_NAMES.index(stop["tab"])].TITLE
-    text = (f"**Guided tour · step {step + 1} of {len(TOUR)} · {title} tab**\n\n"
-            f"### {stop['title']}\n\n{stop['text']}")
-    last = step == len(TOUR) - 1
-    return (step, gr.Group(visible=True), text, gr.Tabs(selected=f"{stop['tab']}_tab"),
-            gr.Button(interactive=step > 0), gr.Button(value="Finish ✓" if last else "Next ▶"))
+    stop = stops[step]
+    heading = i18n.t("tour.heading", lang, step=step + 1, steps=len(stops), tab=i18n.t(f"tab.{stop['tab']}", lang))
+    text = f"**{heading}**\n\n### {stop['title']}\n\n{stop['text']}"
+    last = step == len(stops) - 1
+    return (step, gr.Group(visible=True), gr.Markdown(text, rtl=lang in i18n.RTL), gr.Tabs(selected=f"{stop['tab']}_tab"),
+            gr.Button(interactive=step > 0), gr.Button(value=i18n.t("tour.finish" if last else "tour.next", lang)))
 
 
 def limits_html() -> str:
@@ -187,8 +210,12 @@ def configure_threads() -> None:
 def launch_kwargs() -> dict:
     """theme and css go to launch() in Gradio 6."""
     return dict(
-        theme=gr.themes.Soft(primary_hue="blue"),
-        css=(ASSETS / "style.css").read_text(),
+        # Soft's own fonts, with the shipped Telugu font (assets/fonts, used only for Telugu characters) before the
+        # system's: a page in any language can show తెలుగు, e.g. the language picker's label.
+        theme=gr.themes.Soft(primary_hue="blue", font=(gr.themes.LocalFont("Montserrat", weights=(400, 700)),
+                                                       "Noto Sans Telugu", "ui-sans-serif", "system-ui", "sans-serif")),
+        # Relative to the page (the style sheet is inlined), so a proxy's path prefix is kept.
+        css=(ASSETS / "style.css").read_text().replace("{{fonts}}", f"gradio_api/file={ASSETS / 'fonts'}"),
         allowed_paths=[str(ASSETS)],
     )
 

@@ -34,11 +34,32 @@ GENERATION_CONCURRENCY_LIMIT = MAX_BATCH_ROWS
 STATE_TTL_S = 3600
 
 
-# Each visitor's own model choice: the model id (never the model) per browser session, kept server-side and
-# dropped after STATE_TTL_S without use. Gradio sets the request of the running event in a context variable;
-# every handler reads its visitor's model through `session()` without wiring a state input into every event.
-_visitor_models: dict[str, tuple[str, float]] = {}
-_visitor_lock = threading.Lock()
+class PerVisitor:
+    """One small value per browser session (e.g. the model id, never the model; the language), kept server-side
+    and dropped after STATE_TTL_S without use. Gradio sets the request of the running event in a context
+    variable, so every handler reads its visitor's value without wiring a state input into every event."""
+
+    def __init__(self):
+        self._values: dict[str, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, default=None):
+        key = _visitor()
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, (_, seen) in self._values.items() if now - seen > STATE_TTL_S]:
+                del self._values[stale]
+            held = self._values.get(key)
+            if held is None:
+                return default
+            self._values[key] = (held[0], now)
+            return held[0]
+
+    def set(self, value) -> None:
+        key = _visitor()
+        if key is not None:
+            with self._lock:
+                self._values[key] = (value, time.monotonic())
 
 
 def _visitor() -> str | None:
@@ -48,27 +69,20 @@ def _visitor() -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
+_visitor_models = PerVisitor()
+
+
 def visitor_model() -> str:
     """The model this visitor chose (the class model until they choose, and always under the teacher's lock)."""
-    key = _visitor()
-    now = time.monotonic()
-    with _visitor_lock:
-        for stale in [k for k, (_, seen) in _visitor_models.items() if now - seen > STATE_TTL_S]:
-            del _visitor_models[stale]
-        chosen = _visitor_models.get(key)
-        if chosen is not None:
-            _visitor_models[key] = (chosen[0], now)
+    chosen = _visitor_models.get()
     current = policy.current()
-    if chosen is None or (current.locked and chosen[0] != current.class_model):
+    if chosen is None or (current.locked and chosen != current.class_model):
         return current.class_model
-    return chosen[0]
+    return chosen
 
 
 def set_visitor_model(model_id: str) -> None:
-    key = _visitor()
-    if key is not None:
-        with _visitor_lock:
-            _visitor_models[key] = (model_id, time.monotonic())
+    _visitor_models.set(model_id)
 
 
 def session(model: str | None = None) -> ModelSession:
@@ -76,14 +90,16 @@ def session(model: str | None = None) -> ModelSession:
     policy). A model the server unloaded to make room is loaded again, and the visitor is told why it waits."""
     model_id = policy.admit(model) if model else visitor_model()
     if not is_loaded(model_id) and _visitor() is not None:
-        gr.Info(f"Loading {model_id} again: the server unloaded it to make room for other visitors' models.")
+        from .i18n import t  # i18n keeps its per-visitor language with PerVisitor, defined here
+
+        gr.Info(html.escape(t("header.reloading", model=model_id)))
     return get_session(model_id)
 
 
 def model_changed(demo):
     """The event that fires when this visitor's model changes (their own pick, or the teacher's): tabs add it to
     their triggers to redraw for the new model. It fires in that visitor's page only."""
-    return demo.model_facts.change
+    return demo.model_shown.change
 
 
 def user_errors(fn):

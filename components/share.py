@@ -22,7 +22,7 @@ from inference.model import policy
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 # Query parameters the app itself uses; no tab field may take these names.
-RESERVED = {"tab", "presenter", "__theme", "view"}
+RESERVED = {"tab", "presenter", "__theme", "view", "lang"}
 
 # Every tab's link fields, as registered by `share_link` (the bounds test reads them).
 LINK_FIELDS: dict[str, dict] = {}
@@ -91,9 +91,13 @@ def decode(component, raw: str):
 
 
 def query_for(tab: str, keys: list[str], values) -> str:
-    """The query string of a view: the tab and each field that has a value."""
+    """The query string of a view: the tab, each field that has a value, and the visitor's language (a link
+    opens in the language it was copied in)."""
+    from .i18n import DEFAULT, language
+
     pairs = [("tab", tab)] + [(k, e) for k, v in zip(keys, values) if (e := encode(v)) is not None]
-    return urlencode(pairs)
+    lang = language()
+    return urlencode(pairs + ([("lang", lang)] if lang != DEFAULT else []))
 
 
 def values_from_query(tab: str, fields: dict, query: dict[str, str]) -> tuple[list, list[str]]:

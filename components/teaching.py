@@ -1,5 +1,5 @@
-"""Lessons: one Markdown file per tab in assets/lessons, shown at the top of the tab, with "try this"
-buttons that load a prompt and settings with one click.
+"""Lessons: one Markdown file per tab and language in assets/lessons/<lang>/, shown at the top of the tab in
+the visitor's language, with "try this" buttons that load a prompt and settings with one click.
 
 A lesson file starts with YAML front matter:
 
@@ -30,6 +30,7 @@ import yaml
 from inference.model.kv import kv_shape
 
 from .common import model_changed, session
+from .i18n import DEFAULT, LANGUAGES, RTL, language, t
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "assets" / "lessons"
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
@@ -51,19 +52,30 @@ class Lesson:
 
 
 @functools.cache
-def load_lesson(name: str) -> Lesson:
-    """assets/lessons/<name>.md, parsed. `name` comes from code (a tab's name), never from a user."""
-    text = (LESSONS_DIR / f"{name}.md").read_text(encoding="utf-8")
+def load_lesson(name: str, lang: str = DEFAULT) -> Lesson:
+    """assets/lessons/<lang>/<name>.md, parsed. `name` comes from code (a tab's name) and `lang` is one of
+    LANGUAGES, never a user's text."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"no language {lang!r}")
+    text = (LESSONS_DIR / lang / f"{name}.md").read_text(encoding="utf-8")
     match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, flags=re.S)
     if not match:
-        raise ValueError(f"lesson {name}: missing the --- front matter ---")
+        raise ValueError(f"lesson {lang}/{name}: missing the --- front matter ---")
     meta = yaml.safe_load(match.group(1)) or {}
     tries = [TryThis(str(t["label"]), dict(t.get("values") or {})) for t in meta.get("try") or []]
     return Lesson(name, str(meta["title"]), str(meta.get("summary", "")), match.group(2).strip(), tries)
 
 
+@functools.cache
+def load_yaml(name: str, lang: str = DEFAULT):
+    """A lesson-side YAML file (tour.yaml, forward_boxes.yaml) in `lang`."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"no language {lang!r}")
+    return yaml.safe_load((LESSONS_DIR / lang / name).read_text(encoding="utf-8"))
+
+
 def lesson_names() -> list[str]:
-    return sorted(p.stem for p in LESSONS_DIR.glob("*.md"))
+    return sorted(p.stem for p in (LESSONS_DIR / DEFAULT).glob("*.md"))
 
 
 def lesson_facts(s) -> dict[str, str]:
@@ -97,35 +109,53 @@ def render_lesson(lesson: Lesson, s) -> str:
 
 
 class LessonPanel:
-    """A tab's lesson, rendered where it is created (at the top of the tab). Its "try this" buttons are wired
-    by `connect` once the tab has made the fields they set."""
+    """A tab's lesson, rendered where it is created (at the top of the tab), in the visitor's language. Its "try
+    this" buttons are wired by `connect` once the tab has made the fields they set."""
 
     def __init__(self, demo: gr.Blocks, name: str, open: bool = True):
+        self.name = name
         self.lesson = load_lesson(name)
-        with gr.Accordion(f"Lesson: {self.lesson.title}", open=open, elem_id=f"lesson-{name}",
-                          elem_classes=["lie-lesson"]):
+        with gr.Accordion(t("lesson.heading", DEFAULT, title=self.lesson.title), open=open, elem_id=f"lesson-{name}",
+                          elem_classes=["lie-lesson"]) as panel:
             body = gr.Markdown(render_lesson(self.lesson, session()), elem_classes=["lie-lesson-body"])
             self.buttons = []
             if self.lesson.tries:
                 with gr.Row(elem_classes=["lie-try-row"]):
-                    gr.HTML("<span class='lie-try-label'>Try this:</span>", elem_classes=["lie-try-label-box"],
-                            container=False)
+                    label = gr.HTML(self._try_label(DEFAULT), elem_classes=["lie-try-label-box"], container=False)
                     self.buttons = [gr.Button(t.label, size="sm", variant="secondary", elem_classes=["lie-try"],
                                               elem_id=f"try-{name}-{i}") for i, t in enumerate(self.lesson.tries)]
-        model_changed(demo)(lambda: render_lesson(self.lesson, session()), None, body, api_visibility="private",
-                            queue=False)
+        texts = demo.texts
+        texts.add(panel, lambda lang: gr.update(label=t("lesson.heading", lang, title=load_lesson(name, lang).title)))
+        texts.add(body, lambda lang: gr.update(value=render_lesson(load_lesson(name, lang), session()),
+                                               rtl=lang in RTL))
+        if self.buttons:
+            texts.add(label, lambda lang: self._try_label(lang))
+            for i, button in enumerate(self.buttons):
+                texts.add(button, lambda lang, i=i: gr.update(value=load_lesson(name, lang).tries[i].label))
+        model_changed(demo)(lambda: render_lesson(load_lesson(name, language()), session()), None, body,
+                            api_visibility="private", queue=False)
+
+    @staticmethod
+    def _try_label(lang: str) -> str:
+        return f"<span class='lie-try-label'>{t('lesson.try', lang)}</span>"
 
     def connect(self, fields: dict[str, gr.components.Component], then: dict | None = None) -> list:
-        """A click on a "try this" sets the fields it names, then runs `then` (kwargs of an event: fn, inputs,
-        outputs, concurrency_id...) if given. Returns the events, for a tab that needs to chain more."""
+        """A click on a "try this" sets the fields it names (the try of the visitor's language: a lesson may teach
+        with a sentence in that language), then runs `then` (kwargs of an event: fn, inputs, outputs,
+        concurrency_id...) if given. Returns the events, for a tab that needs to chain more."""
         events = []
-        for t, button in zip(self.lesson.tries, self.buttons):
+        for i, (t, button) in enumerate(zip(self.lesson.tries, self.buttons)):
             unknown = set(t.values) - set(fields)
             if unknown:
                 raise ValueError(f"lesson {self.lesson.name}, try {t.label!r}: no field named {sorted(unknown)}")
-            values = list(t.values.values())
-            event = button.click(lambda v=values: v if len(v) > 1 else v[0], None, [fields[k] for k in t.values],
-                                 queue=False, api_visibility="private")
+            keys = list(t.values)
+
+            def values(i=i, keys=keys):
+                chosen = load_lesson(self.name, language()).tries[i].values
+                v = [chosen.get(k, self.lesson.tries[i].values[k]) for k in keys]
+                return v if len(v) > 1 else v[0]
+
+            event = button.click(values, None, [fields[k] for k in keys], queue=False, api_visibility="private")
             if then:
                 event = event.then(**{"api_visibility": "private", **then})
             events.append(event)

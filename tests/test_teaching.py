@@ -60,15 +60,15 @@ def test_lessons_state_the_models_true_numbers(session):
 
 
 def test_tour_walks_the_tabs_in_lesson_order():
-    tabs = [stop["tab"] for stop in app.TOUR]
+    tabs = [stop["tab"] for stop in app.tour()]
     assert set(tabs) == set(app.TAB_NAMES)
     # The course's order: tokens, the forward pass, attention, sampling, beam search, prefill and decode.
     assert [t for i, t in enumerate(tabs) if i == 0 or tabs[i - 1] != t] == app.TAB_NAMES
     step, panel, text, selected, back, nxt = app.tour_view(0)
     assert step == 0 and panel.visible and selected.selected == "tokenizer_tab" and not back.interactive
-    last = app.tour_view(len(app.TOUR) - 1)
+    last = app.tour_view(len(app.tour()) - 1)
     assert last[5].value.startswith("Finish")
-    closed = app.tour_view(len(app.TOUR))
+    closed = app.tour_view(len(app.tour()))
     assert closed[1].visible is False
 
 
@@ -124,8 +124,8 @@ def test_exports_use_fixed_names_only():
 def test_guided_tour_end_to_end(page, screenshot):
     page.locator("#lie-tour-start").click()
     titles = dict(zip(app.TAB_NAMES, (tab.TITLE for tab in app.TABS)))
-    for i, stop in enumerate(app.TOUR):
-        page.wait_for_selector(f"#lie-tour-text:has-text('step {i + 1} of {len(app.TOUR)}')")
+    for i, stop in enumerate(app.tour()):
+        page.wait_for_selector(f"#lie-tour-text:has-text('step {i + 1} of {len(app.tour())}')")
         assert stop["title"] in page.locator("#lie-tour-text").inner_text()
         selected = page.locator("#lie-tabs [role=tab][aria-selected=true]")
         page.wait_for_function("t => document.querySelector('#lie-tabs [role=tab][aria-selected=true]')"

@@ -4,7 +4,7 @@ and a model switch.
 Run records one model pass per text (cached in the session, `inference.forward.forward_pass`); every other
 view, a click on a box included, only reads that cached analysis. `run_forward` returns the views in the order
 of `RUN_OUTPUTS`, so the layout (`layout.build`) and this handler agree on one list. The table rows and JSON
-of the downloads come from `exports`; what each box does is the tab's text, assets/lessons/forward_boxes.yaml.
+of the downloads come from `exports`; what each box does is the tab's text, assets/lessons/<lang>/forward_boxes.yaml.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import html
 
 import gradio as gr
 import numpy as np
-import yaml
 
 from inference.diagram import Diagram, build_diagram
 from inference.errors import InputError
@@ -22,8 +21,10 @@ from inference.limits import COMPARE_TOP_K, SURPRISAL_TOP
 from inference.model.vocab import pieces
 from inference.positions import positional_scheme
 
-from ..common import ASSETS, session, user_errors
+from ..common import session, user_errors
 from ..export import csv_file, json_file
+from ..i18n import language
+from ..teaching import load_yaml
 from .figures import (
     box_links, compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
     embedding_strip_summary, explain_html, lens_figure, lens_summary, norms_heatmap, norms_summary, position_figure,
@@ -34,8 +35,11 @@ from .exports import (
     pass_json, prompts_csv_rows, residual_csv_rows, surprisal_csv_rows,
 )
 
-# What each box of the diagram does (HTML with {placeholders} for the model's numbers), shown on a click.
-BOX_TEXTS = yaml.safe_load((ASSETS / "lessons" / "forward_boxes.yaml").read_text(encoding="utf-8"))
+
+def box_texts() -> dict:
+    """What each box of the diagram does (HTML with {placeholders} for the model's numbers), shown on a click, in
+    the visitor's language (assets/lessons/<lang>/forward_boxes.yaml)."""
+    return load_yaml("forward_boxes.yaml", language())
 
 # What run_forward returns, in order (build() lists the components in the same order).
 RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine", "cosine_alt", "positions", "rope",
@@ -67,7 +71,7 @@ def _diagram_views(forward: ForwardPass, selected: str | None):
     diagram = diagram_of(forward)
     box = diagram.find(selected) if selected else None
     link = box_links(diagram.boxes)[box.key] if box else None
-    explain = explain_html(diagram, box, BOX_TEXTS, link)
+    explain = explain_html(diagram, box, box_texts(), link)
     return diagram_html(diagram, box.key if box else None), explain
 
 
