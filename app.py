@@ -100,7 +100,7 @@ def build_demo() -> gr.Blocks:
                     tab.build(demo)
         with texts.label(gr.Accordion(i18n.t("limits.heading", en), open=False, elem_id="lie-limits"),
                          "limits.heading"):
-            gr.HTML(limits_html())
+            texts.add(gr.HTML(limits_html()), limits_html)
         tour_step = gr.State(-1)  # -1: the tour is closed
         wire_header(demo)  # each visitor sees their own model: the class model until they pick another
         # A shared link opens its tab (each tab applies its own values: components.share).
@@ -191,12 +191,12 @@ def tour_view(step: int):
             gr.Button(interactive=step > 0), gr.Button(value=i18n.t("tour.finish" if last else "tour.next", lang)))
 
 
-def limits_html() -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-                   for k, v in [*limits.describe(), *policy.current().describe()])
-    note = ("Model calls run one at a time, each using every CPU core; a request that arrives meanwhile waits "
-            "in the queue and says so. Whole generations are the exception: those that arrive while the model is "
-            f"busy are decoded together, up to {limits.MAX_BATCH_ROWS} in one forward pass.")
+def limits_html(lang: str = i18n.DEFAULT) -> str:
+    """Every cap and the host's rules, in `lang` (the values filled from inference.limits and the policy)."""
+    caps = [*limits.caps(), *policy.current().caps()]
+    rows = "".join(f"<tr><td>{html.escape(i18n.t(f'limits.{c.key}', lang))}</td>"
+                   f"<td>{html.escape(i18n.t(f'limits.{c.key}.value', lang, **c.fields))}</td></tr>" for c in caps)
+    note = i18n.t("limits.note", lang, rows=limits.MAX_BATCH_ROWS)
     return f"<table class='lie-limits'>{rows}</table><p class='lie-note'>{html.escape(note)}</p>"
 
 

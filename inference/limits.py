@@ -3,6 +3,8 @@
 Each cap protects memory or time on a small shared machine (2 CPU cores, one model for everyone).
 """
 
+from dataclasses import dataclass, field
+
 # Text typed by a user (any tab), before tokenizing.
 MAX_TEXT_CHARS = 20_000
 # Tokens in one tokenized text; the tokenizer view renders one coloured span per token.
@@ -178,40 +180,76 @@ MAX_LAYER_KIND_TOKENS = 2_048
 LAYER_KIND_CHUNK = 256
 
 
-def describe() -> list[tuple[str, str]]:
-    """Every cap a user can run into, in words, for the UI's limits panel and the README."""
+@dataclass(frozen=True)
+class Limit:
+    """One cap a user can run into: `label` and `value` in English, `value` a template filled from `fields` (the
+    UI shows both in the visitor's language from the catalogue keys limits.<key> and limits.<key>.value)."""
+
+    key: str
+    label: str
+    value: str
+    fields: dict = field(default_factory=dict)
+
+    def english(self) -> tuple[str, str]:
+        return self.label, self.value.format(**self.fields)
+
+
+def caps() -> list[Limit]:
+    """Every cap a user can run into, for the UI's limits panel and the README."""
     return [
-        ("Text typed into any box", f"{MAX_TEXT_CHARS:,} characters"),
-        ("Tokens shown by the tokenizer", f"{MAX_TOKENIZE_TOKENS:,}"),
-        ("Prompt tokens for generation and beam search", f"{MAX_PROMPT_TOKENS:,}"),
-        ("New tokens per generation", f"{MAX_NEW_TOKENS:,}"),
-        ("Stop sequences", f"{MAX_STOP_SEQUENCES} of up to {MAX_STOP_CHARS} characters"),
-        ("Constraint (structured output)", f"a regex or JSON schema of {MAX_CONSTRAINT_CHARS:,} characters, or "
-                                           f"{MAX_CHOICES} choices"),
-        ("Two runs compared", f"{MAX_COMPARE_NEW_TOKENS} new tokens each"),
-        ("Beams", f"1 to {MAX_NUM_BEAMS}"),
-        ("New tokens per beam search", f"{MAX_BEAM_NEW_TOKENS}"),
-        ("Attention maps", f"{MAX_ATTENTION_TOKENS} tokens, {ATTENTION_MEMORY_BUDGET // 10**6} MB kept per prompt"),
-        ("Forward-pass analysis", f"{MAX_FORWARD_TOKENS:,} tokens"),
-        ("Context-length sweep", f"up to {MAX_SWEEP_TOKENS:,} prompt tokens, {MAX_SWEEP_POINTS} lengths"),
-        ("Batch throughput", f"{MAX_BATCH_PROMPTS} prompts of up to {MAX_BATCH_PROMPT_TOKENS} tokens"),
-        ("Ablation", f"{MAX_INTERVENTION_TOKENS} tokens; patching: {MAX_PATCH_TOKENS} tokens per prompt"),
-        ("Generations decoded together", f"{MAX_BATCH_ROWS} rows per pass, {MAX_PASS_TOKENS:,} prompt tokens per "
-                                         f"prefill pass, {MAX_BATCH_KV_BYTES // 2**20} MB of KV cache per batch, "
-                                         f"{PREFIX_CACHE_BYTES // 2**20} MB of shared prompt prefixes"),
-        ("Serving view burst", f"{MAX_BURST_REQUESTS} requests of up to {MAX_BURST_PROMPT_TOKENS} prompt tokens and "
-                               f"{MAX_BURST_NEW_TOKENS} new tokens; at most {MAX_SERVING_BLOCKS} KV blocks of "
-                               f"{SERVING_PAGE_TOKENS} tokens"),
-        ("Speculative decoding", f"1 to {MAX_DRAFT_TOKENS} draft tokens, {MAX_SPEC_NEW_TOKENS} new tokens per run; "
-         f"k sweep and drafter comparison {MAX_SPEC_SWEEP_NEW_TOKENS} tokens per run, {MAX_SPEC_SWEEP_PASSES:,} "
-         "forward passes in all"),
-        ("Cached analyses per model", f"{ANALYSIS_CACHE_BYTES // 2**20} MB"),
-        ("Models held in memory", f"{MODEL_MEMORY_BUDGET / 2**30:g} GB in all; the least recently used is unloaded beyond"),
-        ("Requests waiting in the queue", f"{QUEUE_SIZE}"),
-        ("Model time per request", f"{REQUEST_SECONDS} s; a longer run stops there and shows what it computed"),
-        ("Memory tab", f"precisions over {MAX_PRECISION_TOKENS} tokens; KV caches and eviction policies over "
-                       f"{MAX_KV_EVAL_TOKENS} tokens, budgets {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET}, up to {MAX_SINKS} sinks"),
+        Limit("text", "Text typed into any box", "{chars:,} characters", dict(chars=MAX_TEXT_CHARS)),
+        Limit("tokenize", "Tokens shown by the tokenizer", "{tokens:,}", dict(tokens=MAX_TOKENIZE_TOKENS)),
+        Limit("prompt", "Prompt tokens for generation and beam search", "{tokens:,}", dict(tokens=MAX_PROMPT_TOKENS)),
+        Limit("new_tokens", "New tokens per generation", "{tokens:,}", dict(tokens=MAX_NEW_TOKENS)),
+        Limit("stops", "Stop sequences", "{n} of up to {chars} characters",
+              dict(n=MAX_STOP_SEQUENCES, chars=MAX_STOP_CHARS)),
+        Limit("constraint", "Constraint (structured output)",
+              "a regex or JSON schema of {chars:,} characters, or {choices} choices",
+              dict(chars=MAX_CONSTRAINT_CHARS, choices=MAX_CHOICES)),
+        Limit("compare", "Two runs compared", "{tokens} new tokens each", dict(tokens=MAX_COMPARE_NEW_TOKENS)),
+        Limit("beams", "Beams", "1 to {beams}", dict(beams=MAX_NUM_BEAMS)),
+        Limit("beam_tokens", "New tokens per beam search", "{tokens}", dict(tokens=MAX_BEAM_NEW_TOKENS)),
+        Limit("attention", "Attention maps", "{tokens} tokens, {mb} MB kept per prompt",
+              dict(tokens=MAX_ATTENTION_TOKENS, mb=ATTENTION_MEMORY_BUDGET // 10**6)),
+        Limit("forward", "Forward-pass analysis", "{tokens:,} tokens", dict(tokens=MAX_FORWARD_TOKENS)),
+        Limit("sweep", "Context-length sweep", "up to {tokens:,} prompt tokens, {points} lengths",
+              dict(tokens=MAX_SWEEP_TOKENS, points=MAX_SWEEP_POINTS)),
+        Limit("batch", "Batch throughput", "{prompts} prompts of up to {tokens} tokens",
+              dict(prompts=MAX_BATCH_PROMPTS, tokens=MAX_BATCH_PROMPT_TOKENS)),
+        Limit("ablation", "Ablation", "{tokens} tokens; patching: {patch} tokens per prompt",
+              dict(tokens=MAX_INTERVENTION_TOKENS, patch=MAX_PATCH_TOKENS)),
+        Limit("served", "Generations decoded together",
+              "{rows} rows per pass, {tokens:,} prompt tokens per prefill pass, {kv_mb} MB of KV cache per batch, "
+              "{prefix_mb} MB of shared prompt prefixes",
+              dict(rows=MAX_BATCH_ROWS, tokens=MAX_PASS_TOKENS, kv_mb=MAX_BATCH_KV_BYTES // 2**20,
+                   prefix_mb=PREFIX_CACHE_BYTES // 2**20)),
+        Limit("burst", "Serving view burst",
+              "{requests} requests of up to {prompt} prompt tokens and {new} new tokens; at most {blocks} KV blocks "
+              "of {page} tokens",
+              dict(requests=MAX_BURST_REQUESTS, prompt=MAX_BURST_PROMPT_TOKENS, new=MAX_BURST_NEW_TOKENS,
+                   blocks=MAX_SERVING_BLOCKS, page=SERVING_PAGE_TOKENS)),
+        Limit("speculative", "Speculative decoding",
+              "1 to {k} draft tokens, {tokens} new tokens per run; k sweep and drafter comparison {sweep} tokens per "
+              "run, {passes:,} forward passes in all",
+              dict(k=MAX_DRAFT_TOKENS, tokens=MAX_SPEC_NEW_TOKENS, sweep=MAX_SPEC_SWEEP_NEW_TOKENS,
+                   passes=MAX_SPEC_SWEEP_PASSES)),
+        Limit("analyses", "Cached analyses per model", "{mb} MB", dict(mb=ANALYSIS_CACHE_BYTES // 2**20)),
+        Limit("models", "Models held in memory", "{gb:g} GB in all; the least recently used is unloaded beyond",
+              dict(gb=MODEL_MEMORY_BUDGET / 2**30)),
+        Limit("queue", "Requests waiting in the queue", "{n}", dict(n=QUEUE_SIZE)),
+        Limit("request_time", "Model time per request", "{s} s; a longer run stops there and shows what it computed",
+              dict(s=REQUEST_SECONDS)),
+        Limit("memory", "Memory tab",
+              "precisions over {precision} tokens; KV caches and eviction policies over {kv} tokens, budgets {low} "
+              "to {high}, up to {sinks} sinks",
+              dict(precision=MAX_PRECISION_TOKENS, kv=MAX_KV_EVAL_TOKENS, low=MIN_POLICY_BUDGET, high=MAX_POLICY_BUDGET,
+                   sinks=MAX_SINKS)),
     ]
+
+
+def describe() -> list[tuple[str, str]]:
+    """Every cap a user can run into, in English words (the README's table)."""
+    return [cap.english() for cap in caps()]
 
 
 # --- Speculative decoding tab -----------------------------------------------------------------------

@@ -41,16 +41,24 @@ class HostPolicy:
     lesson_query: str = ""  # a shared-link query every page opens with (the teacher's lesson settings)
     lock_settings: bool = False  # the fields in lesson_query cannot be changed by students
 
-    def describe(self) -> list[tuple[str, str]]:
-        """The rules in words, for the limits panel."""
-        rows = [("Models visitors may load", "any Hugging Face id (size-checked)" if self.allow_any
-                 else ", ".join(self.allowed)),
-                ("Largest model", f"{self.max_params / 1e9:,.1f}B parameters, {self.max_bytes / 2**30:,.1f} GB of weights")]
+    def caps(self) -> list:
+        """The rules, as limits.Limit rows for the limits panel."""
+        from ..limits import Limit
+
+        rows = [Limit("allowed_any", "Models visitors may load", "any Hugging Face id (size-checked)") if self.allow_any
+                else Limit("allowed", "Models visitors may load", "{models}", dict(models=", ".join(self.allowed))),
+                Limit("largest", "Largest model", "{params:,.1f}B parameters, {gb:,.1f} GB of weights",
+                      dict(params=self.max_params / 1e9, gb=self.max_bytes / 2**30))]
         if self.locked:
-            rows.append(("Teacher's lock", f"every visitor uses {self.class_model}"))
+            rows.append(Limit("lock", "Teacher's lock", "every visitor uses {model}", dict(model=self.class_model)))
         if self.lesson_query:
-            rows.append(("Lesson settings", "set by the teacher" + (" and locked" if self.lock_settings else "")))
+            rows.append(Limit("lesson_locked" if self.lock_settings else "lesson", "Lesson settings",
+                              "set by the teacher and locked" if self.lock_settings else "set by the teacher"))
         return rows
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The rules in English words."""
+        return [cap.english() for cap in self.caps()]
 
 
 _policy = HostPolicy()
