@@ -115,17 +115,15 @@ def user_errors(fn):
             # Toasts render HTML: a message may quote what the user typed.
             raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
         except torch.OutOfMemoryError:
+            from .i18n import t  # i18n keeps its per-visitor language with PerVisitor, defined here
+
             log.exception("%s ran out of memory", fn.__name__)
-            raise gr.Error(
-                "The model ran out of memory on this request; try a shorter prompt or fewer tokens. "
-                "The app is still running.", print_exception=False,
-            ) from None
+            raise gr.Error(t("errors.oom"), print_exception=False) from None
         except Exception as exc:  # a bug or an unexpected failure: log it, tell the user plainly
+            from .i18n import t
+
             log.exception("%s failed", fn.__name__)
-            raise gr.Error(
-                f"Something went wrong ({type(exc).__name__}); the app is still running. Try again or change the input.",
-                print_exception=False,
-            ) from None
+            raise gr.Error(html.escape(t("errors.unexpected", kind=type(exc).__name__)), print_exception=False) from None
 
     return wrapper
 

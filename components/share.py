@@ -11,6 +11,7 @@ a file path or a shell.
 
 from __future__ import annotations
 
+import html
 import math
 from urllib.parse import parse_qsl, urlencode
 
@@ -18,6 +19,8 @@ import gradio as gr
 
 from inference.limits import MAX_TEXT_CHARS
 from inference.model import policy
+
+from .i18n import T, t
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
@@ -131,10 +134,10 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
     keys, components = list(fields), list(fields.values())
     LINK_FIELDS[tab] = dict(fields)
     with gr.Row(elem_classes=["lie-share-row"]):
-        copy = gr.Button("🔗 Copy link to this view", size="sm", elem_id=f"share-{tab}", elem_classes=["lie-share"],
-                         scale=0, min_width=220)
-        link = gr.Textbox(show_label=False, container=False, interactive=False, elem_id=f"share-{tab}-url",
-                          placeholder="the link appears here (and is copied)", scale=3)
+        copy = demo.texts.make(gr.Button, T("share.copy"), size="sm", elem_id=f"share-{tab}",
+                               elem_classes=["lie-share"], scale=0, min_width=220)
+        link = demo.texts.make(gr.Textbox, show_label=False, container=False, interactive=False,
+                               elem_id=f"share-{tab}-url", placeholder=T("share.placeholder"), scale=3)
     copy.click(lambda *values: query_for(tab, keys, values), components, link, queue=False,
                api_visibility="private").then(None, link, link, js=COPY_JS, queue=False)
 
@@ -144,7 +147,7 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
         if locked:  # the teacher's lesson settings: shown, not changeable
             updates = [u if isinstance(u, dict) else gr.update(value=u, interactive=False) for u in updates]  # dict: gr.skip()
         if rejected:
-            gr.Warning(f"The link's value for {', '.join(rejected)} does not fit this app; the default is used.")
+            gr.Warning(html.escape(t("share.rejected", fields=", ".join(rejected))))
         return updates if len(updates) > 1 else updates[0]
 
     # Queued (not queue=False) so that gr.Warning reaches the page; it touches no model and is instant.
