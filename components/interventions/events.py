@@ -1,7 +1,8 @@
 """Interventions tab, the event handlers: one ablation (before/after bars), the picker that writes the list of
 heads and blocks, the head sweep (with a progress bar; a click on its grid opens that run), activation patching
 (with a progress bar; a click on its heatmap opens that cell), the live token check of the two prompts, the
-hand-offs from the Attention and Forward tabs, and a model switch.
+hand-offs from the Attention and Forward tabs, a model switch, and a language switch (the views on screen are
+re-drawn in the new language from the cached analyses).
 
 Every analysis is cached in the session (inference.interventions), so re-drawing a grid for another metric or a
 selected cell reads the cache; the tab's state only says which analysis is on screen.
@@ -10,6 +11,7 @@ selected cell reads the cache; the tab's state only says which analysis is on sc
 from __future__ import annotations
 
 import html
+import re
 
 import gradio as gr
 import numpy as np
@@ -22,11 +24,12 @@ from inference.limits import MAX_PATCH_TOKENS
 
 from ..common import session, user_errors
 from ..export import csv_file
+from ..i18n import language, t
 from ..share import page_query
 from .exports import PATCH_HEADER, SWEEP_HEADER, patch_rows, sweep_rows
 from .figures import (
     ablation_bars, ablation_info_html, ablation_summary, pair_html, patch_cell_html, patch_heatmap, patch_summary,
-    sweep_columns, sweep_heatmap, sweep_summary,
+    sweep_columns, sweep_heatmap, sweep_summary, sweep_waiting,
 )
 
 TAB_ID = "interventions_tab"
@@ -39,9 +42,27 @@ def _chat(chat: bool) -> bool:
     return bool(chat) and session().has_chat_template
 
 
-def _progress(progress):
-    """inference's progress(fraction, text) as Gradio's progress bar."""
-    return lambda fraction, text: progress(fraction, desc=text)
+# inference's progress lines (English), read back so the bar speaks the visitor's language.
+PROGRESS_LINES = [
+    (re.compile(r"^layer (?P<layer>\d+): (?P<runs>\d+) runs, one component off in each$"),
+     "interventions.progress_sweep"),
+    (re.compile(r"^position (?P<position>\d+) of (?P<n>\d+): patched at each of (?P<layers>\d+) layers$"),
+     "interventions.progress_patch"),
+]
+
+
+def progress_text(text: str, lang: str) -> str:
+    """One of inference's progress lines in `lang` (a line this tab does not know stays as it is)."""
+    for pattern, key in PROGRESS_LINES:
+        match = pattern.match(text)
+        if match:
+            return t(key, lang, **match.groupdict())
+    return text
+
+
+def _progress(progress, lang: str):
+    """inference's progress(fraction, text) as Gradio's progress bar, in `lang`."""
+    return lambda fraction, text: progress(fraction, desc=progress_text(text, lang))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,7 +76,11 @@ def run_ablation(text: str, chat: bool, spec: str, mode: str):
     s = session()
     ablation = parse_ablation(s, spec, mode)
     result = ablate(s, text, ablation.heads, ablation.blocks, mode, _chat(chat))
-    return ablation.spec, ablation_bars(result), ablation_summary(result), ablation_info_html(result)
+    return (ablation.spec, *_ablation_views(result, language()))
+
+
+def _ablation_views(result, lang: str):
+    return ablation_bars(result, lang=lang), ablation_summary(result, lang), ablation_info_html(result, lang)
 
 
 def _add(spec: str, item: str) -> str:
@@ -88,13 +113,13 @@ def _layers(first: int, last: int) -> list[int]:
     return list(range(first, last + 1))
 
 
-def _sweep(state: dict | None) -> HeadSweep:
+def _sweep(state: dict | None, lang: str | None = None) -> HeadSweep:
     """The sweep on screen (from the cache; a model switch since asks for a new run)."""
     if not state:
-        raise InputError("Run the sweep first.")
+        raise InputError(t("interventions.error_sweep_first", lang))
     s = session()
     if s.model_id != state["model"]:
-        raise InputError(f"The model is now {s.label}: run the sweep again.")
+        raise InputError(t("interventions.error_sweep_model", lang, model=s.label))
     if state.get("partial") is not None:  # cut short by the time limit: not in the cache, kept in the state
         return state["partial"]
     return head_sweep(s, state["text"], state["layers"], state["mode"], state["chat"])
@@ -107,9 +132,10 @@ def _resume(state: dict | None, **args):
     return state["partial"] if all(state.get(k) == v for k, v in args.items()) else None
 
 
-def _sweep_outputs(sweep: HeadSweep, state: dict, metric: str, selected=None):
+def _sweep_outputs(sweep: HeadSweep, state: dict, metric: str, lang: str, selected=None):
     csv = csv_file("head-sweep", SWEEP_HEADER, sweep_rows(sweep))
-    return state, sweep_heatmap(sweep, metric, selected), sweep_summary(sweep), gr.DownloadButton(value=csv, interactive=True)
+    return (state, sweep_heatmap(sweep, metric, selected, lang), sweep_summary(sweep, lang),
+            gr.DownloadButton(value=csv, interactive=True))
 
 
 @user_errors
@@ -118,48 +144,51 @@ def run_sweep(text: str, chat: bool, mode: str, first: int, last: int, metric: s
     """Switch off every head (and block) of the layer range, one at a time: one pass per layer, with a progress
     bar; cached, so running it again is instant. A sweep the time limit cut short continues where it stopped."""
     s = session()
+    lang = language()
     chat = _chat(chat)
     layers = _layers(first, last)
     args = {"text": text, "chat": chat, "mode": mode, "layers": layers}
-    sweep = head_sweep(s, text, layers, mode, chat, progress=_progress(progress), resume=_resume(state, **args))
+    sweep = head_sweep(s, text, layers, mode, chat, progress=_progress(progress, lang), resume=_resume(state, **args))
     state = {"model": s.model_id, **args, "partial": sweep if sweep.timed_out else None}
-    return _sweep_outputs(sweep, state, metric)
+    return _sweep_outputs(sweep, state, metric, lang)
 
 
 @user_errors
 def redraw_sweep(state: dict | None, metric: str):
     if not state:
         return gr.skip(), gr.skip()
-    sweep = _sweep(state)
-    return sweep_heatmap(sweep, metric), sweep_summary(sweep)
+    lang = language()
+    sweep = _sweep(state, lang)
+    return sweep_heatmap(sweep, metric, lang=lang), sweep_summary(sweep, lang)
 
 
 @user_errors
 def pick_sweep_cell(state: dict | None, metric: str, evt: gr.EventData):
     """A click on the sweep grid: that component's ablation goes into the list (the bars follow: `run_ablation`)."""
-    sweep = _sweep(state)
+    lang = language()
+    sweep = _sweep(state, lang)
     data = getattr(evt, "_data", None) or {}
     layer, column = int(data.get("y", -1)), int(data.get("x", -1))
     columns = sweep_columns(sweep)
     if layer not in sweep.done or not 0 <= column < len(columns):
-        raise InputError("Click a cell of a layer the sweep ran.")
+        raise InputError(t("interventions.error_sweep_cell", lang))
     heads = sweep.delta_logprob.shape[1]
     spec = f"L{layer}H{column}" if column < heads else f"{BLOCK_KINDS[column - heads]} L{layer}"
     head = column if column < heads else gr.skip()
-    return (sweep_heatmap(sweep, metric, (layer, column)), state["text"], state["chat"], state["mode"], spec, layer,
-            head)
+    return (sweep_heatmap(sweep, metric, (layer, column), lang), state["text"], state["chat"], state["mode"], spec,
+            layer, head)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Activation patching
 
 
-def _patch(state: dict | None) -> PatchSweep:
+def _patch(state: dict | None, lang: str | None = None) -> PatchSweep:
     if not state:
-        raise InputError("Run the patching first.")
+        raise InputError(t("interventions.error_patch_first", lang))
     s = session()
     if s.model_id != state["model"]:
-        raise InputError(f"The model is now {s.label}: run the patching again.")
+        raise InputError(t("interventions.error_patch_model", lang, model=s.label))
     if state.get("partial") is not None:
         return state["partial"]
     return patch_sweep(s, state["clean"], state["corrupt"], state["site"], state["chat"])
@@ -175,7 +204,7 @@ def _best_cell(sweep: PatchSweep) -> tuple[int, int]:
 def check_pair(clean: str, corrupt: str, chat: bool) -> str:
     """Both prompts' tokens as they are typed (the tokenizer only, no model pass), and whether they can be patched."""
     try:
-        return pair_html(prompt_pair(session(), clean, corrupt, _chat(chat)))
+        return pair_html(prompt_pair(session(), clean, corrupt, _chat(chat)), language())
     except InputError as exc:  # an empty box while typing: say so in place, not in a pop-up
         return f'<div class="int-problem">{html.escape(str(exc))}</div>'
 
@@ -186,29 +215,33 @@ def run_patch(clean: str, corrupt: str, chat: bool, site: str, metric: str, stat
     """Patch every (layer, position) with a progress bar (cached); the cell that restores the most is opened.
     Prompts that cannot be patched (token counts differ, the same prompt) get one sentence in place, no run."""
     s = session()
+    lang = language()
     chat = _chat(chat)
     pair = prompt_pair(s, clean, corrupt, chat)
     if pair.problem:
-        return (None, None, "", pair_html(pair), "", gr.skip(), gr.skip(),
+        return (None, None, "", pair_html(pair, lang), "", gr.skip(), gr.skip(),
                 gr.DownloadButton(value=None, interactive=False))
     args = {"clean": clean, "corrupt": corrupt, "site": site, "chat": chat}
-    sweep = patch_sweep(s, clean, corrupt, site, chat, progress=_progress(progress), resume=_resume(state, **args))
+    sweep = patch_sweep(s, clean, corrupt, site, chat, progress=_progress(progress, lang),
+                        resume=_resume(state, **args))
     state = {"model": s.model_id, **args, "partial": sweep if sweep.timed_out else None}
     layer, position = _best_cell(sweep)
     csv = csv_file("patching", PATCH_HEADER, patch_rows(sweep))
     layers, n = sweep.effect.shape
-    return (state, patch_heatmap(sweep, metric, (layer, position)), patch_summary(sweep), pair_html(pair),
-            patch_cell_html(sweep, layer, position), gr.update(value=layer, maximum=layers - 1),
-            gr.update(value=position, maximum=n - 1), gr.DownloadButton(value=csv, interactive=True))
+    return (state, patch_heatmap(sweep, metric, (layer, position), lang), patch_summary(sweep, lang),
+            pair_html(pair, lang), patch_cell_html(sweep, layer, position, lang),
+            gr.update(value=layer, maximum=layers - 1), gr.update(value=position, maximum=n - 1),
+            gr.DownloadButton(value=csv, interactive=True))
 
 
-def _cell_views(state: dict | None, metric: str, layer: int, position: int):
-    sweep = _patch(state)
+def _cell_views(state: dict | None, metric: str, layer: int, position: int, lang: str | None = None):
+    lang = lang or language()
+    sweep = _patch(state, lang)
     layers, n = sweep.effect.shape
     if not (0 <= layer < layers and 0 <= position < n):
-        raise InputError(f"There is no cell at layer {layer}, position {position}: the grid has {layers} layers and "
-                         f"{n} positions.")
-    return sweep, patch_heatmap(sweep, metric, (layer, position)), patch_cell_html(sweep, layer, position)
+        raise InputError(t("interventions.error_no_cell", lang, layer=layer, position=position, layers=layers,
+                           positions=n))
+    return sweep, patch_heatmap(sweep, metric, (layer, position), lang), patch_cell_html(sweep, layer, position, lang)
 
 
 @user_errors
@@ -216,8 +249,9 @@ def show_patch_cell(state: dict | None, metric: str, layer: int, position: int):
     """The cell sliders (or a metric switch): re-draw from the cached sweep."""
     if not state:
         return gr.skip(), gr.skip(), gr.skip()
-    sweep, figure, cell = _cell_views(state, metric, int(layer), int(position))
-    return figure, cell, patch_summary(sweep)
+    lang = language()
+    sweep, figure, cell = _cell_views(state, metric, int(layer), int(position), lang)
+    return figure, cell, patch_summary(sweep, lang)
 
 
 @user_errors
@@ -248,7 +282,7 @@ def from_forward(state: dict | None):
     diagram draws layer 0 for all layers)."""
     kind = FORWARD_BLOCKS.get((state or {}).get("selected") or "")
     if not kind:
-        raise InputError("Pick the attention or the MLP block of the diagram first.")
+        raise InputError(t("interventions.error_forward_block"))
     return gr.Tabs(selected=TAB_ID), state["text"], bool(state["chat"]), f"{kind} L0", 0, gr.skip()
 
 
@@ -300,3 +334,49 @@ def on_model(spec: str):
     layer = gr.update(maximum=f.num_layers - 1)
     return (spec, layer, gr.update(maximum=f.num_heads - 1), layer, gr.update(maximum=f.num_layers - 1),
             layer, gr.update(maximum=MAX_PATCH_TOKENS - 1))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A new language: the views on screen, re-drawn in it (the page's `Texts` re-label the controls). Each reads the
+# cached analysis; one that cannot be re-drawn (a model switched since, a prompt edited into an error) keeps its
+# view as it is, without a message.
+
+
+@user_errors
+def relabel_ablation(lang: str, text: str, chat: bool, spec: str, mode: str):
+    """The before/after bars, their summary and the counts in `lang` (the ablation is cached: no new pass)."""
+    try:
+        s = session()
+        ablation = parse_ablation(s, spec, mode)
+        return _ablation_views(ablate(s, text, ablation.heads, ablation.blocks, mode, _chat(chat)), lang)
+    except InputError:
+        return gr.skip(), gr.skip(), gr.skip()
+
+
+@user_errors
+def relabel_sweep(lang: str, state: dict | None, metric: str):
+    """The sweep grid and its summary in `lang`; before any sweep, the line that says how to start one."""
+    if not state:
+        return gr.skip(), sweep_waiting(lang)
+    try:
+        sweep = _sweep(state, lang)
+    except InputError:
+        return gr.skip(), gr.skip()
+    return sweep_heatmap(sweep, metric, lang=lang), sweep_summary(sweep, lang)
+
+
+@user_errors
+def relabel_patch(lang: str, state: dict | None, metric: str, layer: int, position: int, clean: str, corrupt: str,
+                  chat: bool):
+    """The patching grid, the opened cell, the summary and the token check in `lang`."""
+    try:
+        pair = pair_html(prompt_pair(session(), clean, corrupt, _chat(chat)), lang)
+    except InputError:
+        pair = gr.skip()
+    if not state:
+        return gr.skip(), gr.skip(), gr.skip(), pair
+    try:
+        sweep, figure, cell = _cell_views(state, metric, int(layer), int(position), lang)
+    except InputError:
+        return gr.skip(), gr.skip(), gr.skip(), pair
+    return figure, cell, patch_summary(sweep, lang), pair

@@ -7,6 +7,9 @@ a patch can push it further away), so the grids use ColorBrewer's blue-white-red
 the answer gains, blue = it loses (the head sweep) / red = the clean answer comes back (patching). Numbers are
 written in the cells where they fit, so no reading depends on the colour alone. The selected cell carries an
 Okabe-Ito vermillion outline.
+
+Every builder that writes words takes `lang` (the catalogue's interventions.* texts); numbers, token pieces and the
+list's own syntax (L17H4, attn L3) are filled into the texts, never typed into them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from inference.interventions import AblationResult, HeadSweep, PatchSweep, PromptPair
+from inference.interventions import Ablation, AblationResult, HeadSweep, PatchSweep, PromptPair
+from inference.limits import MAX_PATCH_TOKENS
+
+from ..i18n import DEFAULT, t
 
 FONT = dict(size=14, color="#222")
 AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
@@ -24,13 +30,12 @@ GRID = dict(AXIS, showgrid=True, gridcolor="#e5e5e5")
 DIVERGING = [[0.0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#f7f7f7"], [0.75, "#f4a582"], [1.0, "#b2182b"]]
 SEQUENTIAL = [[0.0, "#ffffff"], [0.1, "#fee0d2"], [0.4, "#fc9272"], [0.7, "#de2d26"], [1.0, "#67000d"]]
 BEFORE, AFTER, ACCENT = "#0072B2", "#E69F00", "#d55e00"
-SITE_NAMES = {"resid_pre": "residual stream (entering the layer)", "attn_out": "attention output",
-              "mlp_out": "MLP output"}
-MODE_NAMES = {"zero": "zero ablation", "mean": "mean ablation"}
+# Sites and modes are named by the catalogue: interventions.site_name_<site>, interventions.mode_name_<mode>.
 # The head sweep's colour: change of log p on a signed log scale (|Δ| from 0.01 to 10 nats), so the one MLP
 # that breaks the answer (-12 nats) and a head that nudges it (-0.1) both show.
 SWEEP_FLOOR = 0.01
 SWEEP_TICKS = [-10, -1, -0.1, 0, 0.1, 1, 10]
+MOVED = 0.1  # nats: the summary counts the heads that move the answer by more than this
 MAX_CELL_TEXT_COLUMNS = 16  # beyond this many positions the patching grid leaves its cells without numbers
 
 
@@ -54,6 +59,31 @@ def _signed(x: float, digits: int = 2) -> str:
     return f"{x:+.{digits}f}".replace("-", "−")
 
 
+def mode_name(mode: str, lang: str = DEFAULT) -> str:
+    """"zero ablation" / "mean ablation" in `lang`."""
+    return t(f"interventions.mode_name_{mode}", lang)
+
+
+def site_name(site: str, lang: str = DEFAULT) -> str:
+    """The patched site ("resid_pre", "attn_out", "mlp_out") in words, in `lang`."""
+    return t(f"interventions.site_name_{site}", lang)
+
+
+def describe(ablation: Ablation, lang: str = DEFAULT) -> str:
+    """What the ablation switches off, in `lang` ("zero-ablated: L17H4, attn block L3"); the tab's own wording of
+    inference's `Ablation.describe` (which stays English)."""
+    parts = [f"L{l}H{h}" for l, h in ablation.heads] + [t("interventions.block_part", lang, kind=k, layer=l)
+                                                          for k, l in ablation.blocks]
+    if not parts:
+        return t("interventions.no_ablation", lang)
+    return t(f"interventions.ablated_{ablation.mode}", lang, parts=", ".join(parts))
+
+
+def _token(names: dict, token_id: int, lang: str) -> str:
+    """A token's piece, or "token 123" where the piece is not known."""
+    return names.get(token_id) if token_id in names else t("interventions.token_id", lang, id=token_id)
+
+
 # ---------------------------------------------------------------------------------------------------
 # One ablation: before and after
 
@@ -67,27 +97,29 @@ def ablation_rows(result: AblationResult, k: int = 12) -> list[tuple[int, str, f
     return rows[:k]
 
 
-def ablation_bars(result: AblationResult, k: int = 12) -> go.Figure:
+def ablation_bars(result: AblationResult, k: int = 12, lang: str = DEFAULT) -> go.Figure:
     """The next-token distribution before and after the ablation: grouped horizontal bars, one token per row."""
     rows = ablation_rows(result, k)
     labels = [f"{_short(p, 14)}" for _, p, _, _ in rows]
     before = [r[2] for r in rows]
     after = [r[3] for r in rows]
-    what = result.ablation.describe() if not result.ablation.empty else "no ablation (before = after)"
+    what = describe(result.ablation, lang) if not result.ablation.empty else t("interventions.no_ablation_bars", lang)
+    hover = dict(token="%{y}", p="%{x:.4f}")  # plotly fills these in the browser
     fig = go.Figure()
-    fig.add_bar(y=labels, x=before, orientation="h", name="before (clean run)", marker=dict(color=BEFORE),
+    fig.add_bar(y=labels, x=before, orientation="h", name=t("interventions.before", lang), marker=dict(color=BEFORE),
                 text=[_pct(p) for p in before], textposition="outside", cliponaxis=False,
-                hovertemplate="%{y}: %{x:.4f} before<extra></extra>")
-    fig.add_bar(y=labels, x=after, orientation="h", name="after (ablated)",
+                hovertemplate=t("interventions.hover_before", lang, **hover) + "<extra></extra>")
+    fig.add_bar(y=labels, x=after, orientation="h", name=t("interventions.after", lang),
                 marker=dict(color=AFTER, pattern=dict(shape="/", fgcolor="#7a5200", size=6, solidity=0.25)),
                 text=[_pct(p) for p in after], textposition="outside", cliponaxis=False,
-                hovertemplate="%{y}: %{x:.4f} after<extra></extra>")
+                hovertemplate=t("interventions.hover_after", lang, **hover) + "<extra></extra>")
     top = max([*before, *after, 0.01])
     fig.update_layout(
-        title=dict(text=f"Next token: before and after · {_esc(_short(what, 90))}", font=dict(size=15), x=0.02,
+        title=dict(text=t("interventions.bars_title", lang, what=_esc(_short(what, 90))), font=dict(size=15), x=0.02,
                    xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white", barmode="group", bargap=0.25,
-        xaxis=dict(GRID, title=dict(text="probability"), range=[0, min(1.0, top * 1.18)], tickformat=".0%"),
+        xaxis=dict(GRID, title=dict(text=t("interventions.probability", lang)), range=[0, min(1.0, top * 1.18)],
+                   tickformat=".0%"),
         yaxis=dict(AXIS, autorange="reversed", tickfont=dict(size=13, family="monospace")),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.0),
         margin=dict(l=10, r=40, t=80, b=40), height=int(np.clip(34 * len(rows) + 140, 280, 620)),
@@ -95,36 +127,39 @@ def ablation_bars(result: AblationResult, k: int = 12) -> go.Figure:
     return fig
 
 
-def ablation_summary(result: AblationResult) -> str:
+def ablation_summary(result: AblationResult, lang: str = DEFAULT) -> str:
     """One sentence with the numbers the bars show."""
     a = result.ablation
     answer = result.top_pieces[result.top_ids.index(result.clean_token_id)] if result.clean_token_id in result.top_ids else "?"
     before = float(result.clean_probs[result.clean_token_id])
     after = float(result.ablated_probs[result.clean_token_id])
     if a.empty:
-        return f"No ablation: the model's answer is {answer} ({_pct(before)}). Name heads or blocks to switch off."
+        return t("interventions.summary_none", lang, answer=answer, p=_pct(before))
     new = result.ablated_token_id
     if new == result.clean_token_id:
-        top = f"the top token stays {answer}"
+        top = t("interventions.top_stays", lang, answer=answer)
     else:
-        piece = dict(zip(result.top_ids, result.top_pieces)).get(new, f"token {new}")
-        top = f"the top token becomes “{piece}” ({_pct(float(result.ablated_probs[new]))})"
-    return (f"With {a.spec} switched off ({MODE_NAMES[a.mode]}), p({answer}) goes from {_pct(before)} to {_pct(after)} "
-            f"(Δ log p = {_signed(result.delta_logprob)} nats); KL(before ‖ after) = {result.kl:.3f} nats; {top}.")
+        piece = _token(dict(zip(result.top_ids, result.top_pieces)), new, lang)
+        top = t("interventions.top_becomes", lang, token=piece, p=_pct(float(result.ablated_probs[new])))
+    return t("interventions.summary", lang, spec=a.spec, mode=mode_name(a.mode, lang), answer=answer,
+             before=_pct(before), after=_pct(after), delta=_signed(result.delta_logprob), kl=f"{result.kl:.3f}",
+             top=top)
 
 
-def ablation_info_html(result: AblationResult) -> str:
-    answer = dict(zip(result.top_ids, result.top_pieces)).get(result.clean_token_id, "?")
-    new = dict(zip(result.top_ids, result.top_pieces)).get(result.ablated_token_id, f"token {result.ablated_token_id}")
+def ablation_info_html(result: AblationResult, lang: str = DEFAULT) -> str:
+    names = dict(zip(result.top_ids, result.top_pieces))
+    answer = names.get(result.clean_token_id, "?")
+    new = _token(names, result.ablated_token_id, lang)
     cells = [
-        ("tokens", f"{len(result.tokens):,}"),
-        (f"Δ log p({_esc(answer)})", _signed(result.delta_logprob) + " nats"),
-        ("KL divergence", f"{result.kl:.3f} nats"),
-        ("top token after", _esc(new)),
-        ("ablated pass", f"{result.seconds:.2f} s"),
+        (t("interventions.info_tokens", lang), f"{len(result.tokens):,}"),
+        (t("interventions.info_delta", lang, answer=_esc(answer)), _signed(result.delta_logprob) + " nats"),
+        (t("interventions.info_kl", lang), f"{result.kl:.3f} nats"),
+        (t("interventions.info_top_after", lang), _esc(new)),
+        (t("interventions.info_seconds", lang), f"{result.seconds:.2f} s"),
     ]
     inner = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in cells)
-    marked = "" if result.ablation.empty else f'<div class="int-marked">⚠ {_esc(result.ablation.describe())}</div>'
+    marked = ("" if result.ablation.empty else
+              f'<div class="int-marked">⚠ {_esc(describe(result.ablation, lang))}</div>')
     return f'{marked}<div class="lie-counts">{inner}</div>'
 
 
@@ -150,7 +185,8 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log10(1 + np.abs(x) / SWEEP_FLOOR)
 
 
-def sweep_heatmap(sweep: HeadSweep, metric: str = "delta", selected: tuple[int, int] | None = None) -> go.Figure:
+def sweep_heatmap(sweep: HeadSweep, metric: str = "delta", selected: tuple[int, int] | None = None,
+                  lang: str = DEFAULT) -> go.Figure:
     """Layer x head grid (plus the attn and MLP block columns) of the effect on the answer of switching each one
     off alone; `selected` = (layer, column)."""
     rows = list(sweep.layers)  # only the layers swept are drawn (row i is layer rows[i])
@@ -160,25 +196,35 @@ def sweep_heatmap(sweep: HeadSweep, metric: str = "delta", selected: tuple[int, 
     labels = sweep_columns(sweep)
     tops = sweep.top_after if sweep.block_top_after is None else np.concatenate([sweep.top_after, sweep.block_top_after], 1)
     tops = tops[rows]
+    answer = _esc(sweep.clean_piece)
     if metric == "delta":
         z = _signed_log(values)
         limit = float(_signed_log(np.array([10.0]))[0])
         scale, zmin, zmax, zmid = DIVERGING, -limit, limit, 0.0
         ticks = list(_signed_log(np.array(SWEEP_TICKS, dtype=float)))
-        colorbar = dict(title=dict(text=f"Δ log p({_esc(sweep.clean_piece)}), nats", side="right"), tickvals=ticks,
-                        ticktext=[_signed(t, 2 if abs(t) < 1 else 0) if t else "0" for t in SWEEP_TICKS], thickness=14)
+        colorbar = dict(title=dict(text=t("interventions.sweep_colorbar_delta", lang, answer=answer), side="right"),
+                        tickvals=ticks, thickness=14,
+                        ticktext=[_signed(v, 2 if abs(v) < 1 else 0) if v else "0" for v in SWEEP_TICKS])
         cell = [["" if np.isnan(v) else "0" if abs(v) < 0.005 else f"{v:+.2f}".replace("-", "−") for v in row]
                 for row in values]
     else:
         z = np.log10(np.clip(values, 1e-3, 10.0))
         scale, zmin, zmax, zmid = SEQUENTIAL, -3.0, 1.0, None
-        colorbar = dict(title=dict(text="KL(before ‖ after), nats", side="right"), tickvals=[-3, -2, -1, 0, 1],
-                        ticktext=["≤0.001", "0.01", "0.1", "1", "≥10"], thickness=14)
+        colorbar = dict(title=dict(text=t("interventions.sweep_colorbar_kl", lang), side="right"),
+                        tickvals=[-3, -2, -1, 0, 1], ticktext=["≤0.001", "0.01", "0.1", "1", "≥10"], thickness=14)
         cell = [["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in values]
-    hover = [[(f"layer {rows[i]}, {labels[c] if labels[c].startswith('H') else labels[c] + ' block'} off<br>"
-               + ("not run (the time limit)" if np.isnan(values[i, c]) else
-                  f"Δ log p({_esc(sweep.clean_piece)}) = {deltas[i, c]:+.3f} nats<br>"
-                  f"KL = {kls[i, c]:.3f} nats<br>top token after: {_esc(sweep.names.get(int(tops[i, c]), '?'))}"))
+
+    def off(layer: int, label: str) -> str:
+        if label.startswith("H"):
+            return t("interventions.hover_head_off", lang, layer=layer, head=label)
+        return t("interventions.hover_block_off", lang, layer=layer, kind=label)
+
+    not_run = t("interventions.hover_not_run_time", lang)
+    hover = [[(off(rows[i], labels[c]) + "<br>"
+               + (not_run if np.isnan(values[i, c]) else
+                  t("interventions.hover_delta", lang, answer=answer, delta=f"{deltas[i, c]:+.3f}") + "<br>"
+                  + t("interventions.hover_kl", lang, kl=f"{kls[i, c]:.3f}") + "<br>"
+                  + t("interventions.hover_top_after", lang, token=_esc(sweep.names.get(int(tops[i, c]), "?")))))
               for c in range(columns)] for i in range(layers)]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(columns)), y=rows, zmin=zmin, zmax=zmax, zmid=zmid, colorscale=scale,
@@ -192,45 +238,49 @@ def sweep_heatmap(sweep: HeadSweep, metric: str = "delta", selected: tuple[int, 
     if selected is not None:
         l, c = selected
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=l - 0.5, y1=l + 0.5, line=dict(color=ACCENT, width=3))
-    what = "change of log p" if metric == "delta" else "KL divergence"
+    what = t("interventions.sweep_what_delta" if metric == "delta" else "interventions.sweep_what_kl", lang)
+    title = t("interventions.sweep_title", lang, mode=mode_name(sweep.mode, lang), what=what, answer=answer)
     fig.update_layout(
-        title=dict(text=f"One component off at a time ({MODE_NAMES[sweep.mode]}): {what} of the answer "
-                        f"{_esc(sweep.clean_piece)}<br><span style='font-size:13px'>blue = the answer loses, red = it "
-                        "gains · click a cell to see that run's next-token bars</span>", font=dict(size=15), x=0.02,
-                   xanchor="left"),
+        title=dict(text=f"{title}<br><span style='font-size:13px'>{t('interventions.sweep_subtitle', lang)}</span>",
+                   font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(AXIS, tickvals=list(range(columns)), ticktext=labels, side="top", tickfont=dict(size=12)),
         yaxis=dict(AXIS, tickvals=rows, ticktext=[f"L{l}" for l in rows], tickfont=dict(size=11),
-                   title=dict(text="layer"), range=[rows[0] - 0.5, rows[-1] + 0.5]),
+                   title=dict(text=t("interventions.layer", lang)), range=[rows[0] - 0.5, rows[-1] + 0.5]),
         margin=dict(l=10, r=10, t=100, b=10), height=int(np.clip(24 * layers + 150, 260, 900)),
     )
     return fig
 
 
-def sweep_summary(sweep: HeadSweep) -> str:
+def sweep_waiting(lang: str = DEFAULT) -> str:
+    """The sweep's text alternative before any sweep: which button starts one (named as the button reads)."""
+    return t("interventions.sweep_waiting", lang, button=t("interventions.sweep_run", lang))
+
+
+def sweep_summary(sweep: HeadSweep, lang: str = DEFAULT) -> str:
     """One sentence: the components whose removal hurts (and helps) the answer most."""
     done = sweep.done
     if not done:
-        return "The sweep stopped at the time limit before its first layer; press the button again."
+        return t("interventions.sweep_none", lang)
     heads = sweep.delta_logprob
     flat = np.where(np.isnan(heads), np.inf, heads)
     l, h = np.unravel_index(int(np.argmin(flat)), flat.shape)
-    parts = [f"Switching off one component at a time ({MODE_NAMES[sweep.mode]}, {len(done)} of "
-             f"{len(sweep.layers)} layers), the answer {sweep.clean_piece} loses most without head L{l}H{h} "
-             f"(Δ log p {_signed(float(heads[l, h]))} nats)"]
+    parts = [t("interventions.sweep_summary_head", lang, mode=mode_name(sweep.mode, lang), done=len(done),
+               total=len(sweep.layers), answer=sweep.clean_piece, head=f"L{l}H{h}", delta=_signed(float(heads[l, h])))]
     if sweep.block_delta_logprob is not None:
         blocks = np.where(np.isnan(sweep.block_delta_logprob), np.inf, sweep.block_delta_logprob)
         bl, bk = np.unravel_index(int(np.argmin(blocks)), blocks.shape)
-        parts.append(f" and, of whole blocks, without the {('attention', 'MLP')[bk]} block of layer {bl} "
-                     f"({_signed(float(blocks[bl, bk]))} nats)")
+        parts.append(t(f"interventions.sweep_summary_{('attn', 'mlp')[bk]}", lang, layer=bl,
+                       delta=_signed(float(blocks[bl, bk]))))
     run = heads[done]
-    big = int((np.abs(run) > 0.1).sum())
-    parts.append(f"; {big} of {run.size} heads move it by more than 0.1 nats")
+    big = int((np.abs(run) > MOVED).sum())
+    parts.append(t("interventions.sweep_summary_moved", lang, big=big, heads=run.size, threshold=MOVED))
     changed = int((sweep.top_after[done] != sweep.clean_token_id).sum())
-    parts.append(f", {changed} {'changes' if changed == 1 else 'change'} the top token." if changed
-                 else ", and no single head changes the top token.")
+    parts.append(t("interventions.sweep_summary_changed_none", lang) if not changed else
+                 t("interventions.sweep_summary_changed_one" if changed == 1 else
+                   "interventions.sweep_summary_changed_many", lang, n=changed))
     if sweep.timed_out:
-        parts.append(" The sweep stopped at the time limit; press the button again to finish it.")
+        parts.append(t("interventions.sweep_summary_stopped", lang))
     return "".join(parts)
 
 
@@ -246,27 +296,32 @@ def position_labels(clean_tokens: list[str], corrupt_tokens: list[str]) -> list[
     return out
 
 
-def patch_heatmap(sweep: PatchSweep, metric: str = "effect", selected: tuple[int, int] | None = None) -> go.Figure:
+def patch_heatmap(sweep: PatchSweep, metric: str = "effect", selected: tuple[int, int] | None = None,
+                  lang: str = DEFAULT) -> go.Figure:
     """Layer x position heatmap of what patching one cell restores: the share of the logit-difference gap
     (metric "effect") or p(clean answer) ("prob"). `selected` = (layer, position)."""
     values = sweep.effect if metric == "effect" else sweep.clean_prob  # [L, n]
     layers, n = values.shape
     clean, corrupt = _esc(sweep.clean_piece), _esc(sweep.corrupt_piece)
+    prob_after = t("interventions.patch_prob_after", lang, answer=clean)
     if metric == "effect":
         scale, zmin, zmax, zmid = DIVERGING, -1.0, 1.0, 0.0
-        colorbar = dict(title=dict(text="share of the gap restored", side="right"), tickvals=[-1, -0.5, 0, 0.5, 1],
-                        ticktext=["≤−100%", "−50%", "0", "50%", "≥100%"], thickness=14)
+        colorbar = dict(title=dict(text=t("interventions.metric_effect", lang), side="right"),
+                        tickvals=[-1, -0.5, 0, 0.5, 1], ticktext=["≤−100%", "−50%", "0", "50%", "≥100%"], thickness=14)
         cell = [["" if np.isnan(v) else "0%" if abs(v) < 0.005 else f"{v:.0%}".replace("-", "−") for v in row]
                 for row in values]
     else:
         scale, zmin, zmax, zmid = SEQUENTIAL, 0.0, 1.0, None
-        colorbar = dict(title=dict(text=f"p({clean}) after the patch", side="right"), tickformat=".0%", thickness=14)
+        colorbar = dict(title=dict(text=prob_after, side="right"), tickformat=".0%", thickness=14)
         cell = [["" if np.isnan(v) else f"{v:.0%}" for v in row] for row in values]
     if n > MAX_CELL_TEXT_COLUMNS:
         cell = [["" for _ in row] for row in cell]
-    hover = [[(f"layer {l}, position #{p} ({_esc(sweep.clean_tokens[p])} → {_esc(sweep.corrupt_tokens[p])})<br>"
-               + ("not run" if np.isnan(sweep.effect[l, p]) else
-                  f"restored {sweep.effect[l, p]:.0%} of the gap<br>p({clean}) = {sweep.clean_prob[l, p]:.3f}"))
+    not_run = t("interventions.hover_not_run", lang)
+    hover = [[(t("interventions.hover_cell", lang, layer=l, position=p, clean=_esc(sweep.clean_tokens[p]),
+                 corrupt=_esc(sweep.corrupt_tokens[p])) + "<br>"
+               + (not_run if np.isnan(sweep.effect[l, p]) else
+                  t("interventions.hover_restored", lang, share=f"{sweep.effect[l, p]:.0%}") + "<br>"
+                  + t("interventions.hover_prob", lang, answer=clean, p=f"{sweep.clean_prob[l, p]:.3f}")))
               for p in range(n)] for l in range(layers)]
     fig = go.Figure(go.Heatmap(
         z=np.clip(values, zmin, zmax), x=list(range(n)), y=list(range(layers)), zmin=zmin, zmax=zmax, zmid=zmid,
@@ -276,74 +331,101 @@ def patch_heatmap(sweep: PatchSweep, metric: str = "effect", selected: tuple[int
     if selected is not None:
         l, p = selected
         fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=l - 0.5, y1=l + 0.5, line=dict(color=ACCENT, width=3))
-    what = "share of the clean answer's lead restored" if metric == "effect" else f"p({clean}) after the patch"
+    what = t("interventions.patch_what_effect", lang) if metric == "effect" else prob_after
+    title = t("interventions.patch_title", lang, site=site_name(sweep.site, lang), what=what)
+    subtitle = t("interventions.patch_subtitle", lang, clean=f"<b>{clean}</b>", corrupt=f"<b>{corrupt}</b>")
     fig.update_layout(
-        title=dict(text=f"Patching the clean {SITE_NAMES[sweep.site]} into the corrupted run: {what}<br>"
-                        f"<span style='font-size:13px'>clean answer <b>{clean}</b>, corrupted answer <b>{corrupt}</b>"
-                        " · one run per cell · click a cell for its top tokens</span>", font=dict(size=15), x=0.02,
+        title=dict(text=f"{title}<br><span style='font-size:13px'>{subtitle}</span>", font=dict(size=15), x=0.02,
                    xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(AXIS, tickvals=list(range(n)), ticktext=position_labels(sweep.clean_tokens, sweep.corrupt_tokens),
                    side="top", tickangle=0, tickfont=dict(size=12, family="monospace")),
         yaxis=dict(AXIS, tickvals=list(range(layers)), ticktext=[f"L{l}" for l in range(layers)], tickfont=dict(size=11),
-                   title=dict(text="layer")),
+                   title=dict(text=t("interventions.layer", lang))),
         margin=dict(l=10, r=10, t=150, b=10), height=int(np.clip(22 * layers + 200, 400, 950)),
     )
     return fig
 
 
-def patch_summary(sweep: PatchSweep) -> str:
+def patch_summary(sweep: PatchSweep, lang: str = DEFAULT) -> str:
     """One sentence: the two answers, where patching restores the most, and from which layer the last position
     carries the answer."""
     done = sweep.done
     if not done:
-        return "The patching sweep stopped at the time limit before its first position; press the button again."
+        return t("interventions.patch_none", lang)
     effect = np.where(np.isnan(sweep.effect), -np.inf, sweep.effect)
     l, p = np.unravel_index(int(np.argmax(effect)), effect.shape)
-    text = (f"Clean answer {sweep.clean_piece} (p {_pct(sweep.clean_answer_prob)}), corrupted answer "
-            f"{sweep.corrupt_piece} (there p({sweep.clean_piece}) = {_pct(sweep.corrupt_answer_prob)}). Patching the "
-            f"{SITE_NAMES[sweep.site]} restores the most at layer {l}, position #{p} "
-            f"{sweep.clean_tokens[p]}→{sweep.corrupt_tokens[p]} ({effect[l, p]:.0%} of the gap)")
+    text = t("interventions.patch_summary", lang, clean=sweep.clean_piece, p_clean=_pct(sweep.clean_answer_prob),
+             corrupt=sweep.corrupt_piece, p_corrupt=_pct(sweep.corrupt_answer_prob), site=site_name(sweep.site, lang),
+             layer=l, position=p, from_token=sweep.clean_tokens[p], to_token=sweep.corrupt_tokens[p],
+             share=f"{effect[l, p]:.0%}")
     last = len(sweep.clean_tokens) - 1
     if last in done:
         column = sweep.effect[:, last]
         strong = [i for i in range(len(column)) if column[i] >= 0.5]
-        text += (f"; at the last position #{last} {sweep.clean_tokens[last]} half or more comes back from layer "
-                 f"{strong[0]} on" if strong else f"; at the last position no layer restores half")
+        text += (t("interventions.patch_summary_last", lang, position=last, token=sweep.clean_tokens[last],
+                   layer=strong[0]) if strong else t("interventions.patch_summary_last_none", lang))
     if sweep.timed_out:
-        text += f". Stopped at the time limit after {len(done)} of {len(sweep.clean_tokens)} positions; press again to finish"
-    return text + "."
+        return text + t("interventions.patch_summary_stopped", lang, done=len(done), total=len(sweep.clean_tokens))
+    return text + t("interventions.patch_summary_end", lang)
 
 
-def patch_cell_html(sweep: PatchSweep, layer: int, position: int) -> str:
+def patch_cell_html(sweep: PatchSweep, layer: int, position: int, lang: str = DEFAULT) -> str:
     """The patched run of one cell: what was copied where, how much came back, and its top tokens as bars."""
     if np.isnan(sweep.effect[layer, position]):
-        return '<div class="lie-note">This cell was not run (the sweep stopped at the time limit).</div>'
+        return f'<div class="lie-note">{_esc(t("interventions.cell_not_run", lang))}</div>'
     a, b = sweep.clean_tokens[position], sweep.corrupt_tokens[position]
-    where = f"#{position} {_esc(a)}" if a == b else f"#{position}, where the corrupted prompt has {_esc(b)} and the clean one {_esc(a)}"
+    where = (f"#{position} {_esc(a)}" if a == b else
+             t("interventions.cell_where_diff", lang, position=position, corrupt=_esc(b), clean=_esc(a)))
     rows = []
     for token_id, prob in zip(sweep.top_ids[layer, position], sweep.top_probs[layer, position]):
         mark = (" int-clean" if token_id == sweep.clean_token_id else
                 " int-corrupt" if token_id == sweep.corrupt_token_id else "")
-        rows.append(f'<tr class="int-row{mark}"><td class="int-tok">{_esc(sweep.names.get(int(token_id), f"token {int(token_id)}"))}</td>'
+        piece = _esc(_token(sweep.names, int(token_id), lang))
+        rows.append(f'<tr class="int-row{mark}"><td class="int-tok">{piece}</td>'
                     f'<td class="int-bar-cell"><span class="int-bar" style="width:{max(1.0, 100 * float(prob)):.1f}%"></span></td>'
                     f'<td class="int-p">{_pct(float(prob))}</td></tr>')
-    return (f'<div class="int-cell"><div class="int-cell-head">Layer {layer}, position {where}: the clean '
-            f'{SITE_NAMES[sweep.site]} copied in restores <b>{sweep.effect[layer, position]:.0%}</b> of the gap; '
-            f'p({_esc(sweep.clean_piece)}) = <b>{sweep.clean_prob[layer, position]:.3f}</b>. Top tokens of this run:</div>'
+    head = t("interventions.cell_head", lang, layer=layer, where=where, site=site_name(sweep.site, lang),
+             share=f"<b>{sweep.effect[layer, position]:.0%}</b>", answer=_esc(sweep.clean_piece),
+             p=f"<b>{sweep.clean_prob[layer, position]:.3f}</b>")
+    return (f'<div class="int-cell"><div class="int-cell-head">{head}</div>'
             f'<table class="int-top">{"".join(rows)}</table></div>')
 
 
-def pair_html(pair: PromptPair) -> str:
+def pair_problem(pair: PromptPair, lang: str = DEFAULT) -> str | None:
+    """Why the two prompts cannot be patched, in `lang` (None: they can): the tab's own wording of
+    inference's `PromptPair.problem` (which stays English), read from the same token counts."""
+    if not pair.problem:
+        return None
+    n, m = len(pair.clean_ids), len(pair.corrupt_ids)
+    if max(n, m) > MAX_PATCH_TOKENS:
+        which = "clean" if n >= m else "corrupt"
+        return t(f"interventions.pair_too_long_{which}", lang, n=f"{max(n, m):,}", limit=MAX_PATCH_TOKENS)
+    if n != m:
+        shorter = "clean" if n < m else "corrupt"
+        k = abs(n - m)
+        return (t("interventions.pair_counts", lang, n=n, m=m)
+                + t(f"interventions.pair_fix_{shorter}_{'many' if k > 1 else 'one'}", lang, k=k)
+                + t("interventions.pair_fix_hint", lang, tokenizer=t("tab.tokenizer", lang)))
+    if pair.clean_ids == pair.corrupt_ids:
+        return t("interventions.pair_same", lang)
+    return pair.problem  # a reason this tab has no words for (inference's English)
+
+
+def pair_html(pair: PromptPair, lang: str = DEFAULT) -> str:
     """Both prompts' tokens, one row each, the positions where they differ outlined; the problem (if any) above."""
-    def row(label: str, pieces: list[str]) -> str:
+    def row(key: str, pieces: list[str]) -> str:
         cells = "".join(f'<span class="int-ptok{" diff" if i in diff else ""}">{_esc(p)}</span>'
                         for i, p in enumerate(pieces))
-        return f'<div class="int-prow"><span class="int-plabel">{label} ({len(pieces)})</span>{cells}</div>'
+        return f'<div class="int-prow"><span class="int-plabel">{_esc(t(key, lang, n=len(pieces)))}</span>{cells}</div>'
 
     diff = set(pair.differing) if len(pair.clean_ids) == len(pair.corrupt_ids) else set()
-    problem = f'<div class="int-problem">{_esc(pair.problem)}</div>' if pair.problem else ""
-    ok = ("" if pair.problem else
-          f'<div class="lie-note">Both prompts are {len(pair.clean_ids)} tokens; they differ at position'
-          f'{"s" if len(diff) > 1 else ""} {", ".join(f"#{i}" for i in sorted(diff))}.</div>')
-    return f'{problem}<div class="int-pair">{row("clean", pair.clean_pieces)}{row("corrupted", pair.corrupt_pieces)}</div>{ok}'
+    problem = pair_problem(pair, lang)
+    problem = f'<div class="int-problem">{_esc(problem)}</div>' if problem else ""
+    ok = ""
+    if not pair.problem:
+        key = "interventions.pair_ok_many" if len(diff) > 1 else "interventions.pair_ok_one"
+        text = t(key, lang, n=len(pair.clean_ids), positions=", ".join(f"#{i}" for i in sorted(diff)))
+        ok = f'<div class="lie-note">{_esc(text)}</div>'
+    rows = row("interventions.pair_clean", pair.clean_pieces) + row("interventions.pair_corrupt", pair.corrupt_pieces)
+    return f'{problem}<div class="int-pair">{rows}</div>{ok}'

@@ -10,7 +10,9 @@ component filled in: they list their buttons on `demo.intervention_sources` (the
 wires them.
 
 This module holds the layout and its wiring; the handlers live in `events`, the JSON endpoints in `api`, the
-endpoints' data and the CSV rows in `exports`, the views in `figures` (pure).
+endpoints' data and the CSV rows in `exports`, the views in `figures` (pure). Every text is in the catalogue
+(assets/i18n/<lang>/interventions.yaml): the controls are re-labelled by the page's `Texts`, and the views on
+screen are re-drawn in the new language (`events.relabel_*`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import gradio as gr
 from inference.limits import MAX_ABLATION_SPEC_CHARS, MAX_INTERVENTION_TOKENS, MAX_PATCH_TOKENS, MAX_TEXT_CHARS
 
 from ..common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
+from ..i18n import DEFAULT, RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import ablate_api, head_sweep_api, patch_api
 from .events import (
     add_attn, add_head, add_mlp, check_pair, from_attention, from_forward, link_asks, on_model, pick_patch_cell,
-    pick_sweep_cell, redraw_sweep, run_ablation, run_patch, run_patch_linked, run_sweep, run_sweep_linked,
-    show_patch_cell,
+    pick_sweep_cell, redraw_sweep, relabel_ablation, relabel_patch, relabel_sweep, run_ablation, run_patch,
+    run_patch_linked, run_sweep, run_sweep_linked, show_patch_cell,
 )
+from .figures import sweep_waiting
 
 __all__ = ["TITLE", "ablate_api", "build", "head_sweep_api", "patch_api", "run_ablation", "run_patch", "run_sweep"]
 
@@ -39,11 +43,12 @@ DEFAULT_SPEC = "L17H4"
 DEFAULT_CLEAN = "The Eiffel Tower is in the city of"
 DEFAULT_CORRUPT = "The Colosseum is in the city of"
 
-INTRO = (f"Name heads (**L17H4** = layer 17, head 4) or whole blocks (**attn L3**, **mlp L0**) to switch off and "
-         f"press **Ablate**: the bars show the next token before and after, on the model itself. Prompts up to "
-         f"{MAX_INTERVENTION_TOKENS} tokens; patching takes two prompts of up to {MAX_PATCH_TOKENS} tokens with the "
-         "same count. The list is plain text, so it travels in the tab's link (🔗 below), and the Sampling tab can "
-         "generate with the same ablation on.")
+
+def intro(lang: str) -> str:
+    """The tab's first lines: how to name what to switch off, and the limits (read from inference.limits)."""
+    return t("interventions.intro", lang, ablate=t("interventions.run", lang), n_ablate=MAX_INTERVENTION_TOKENS,
+             n_patch=MAX_PATCH_TOKENS, sampling=t("tab.sampling", lang))
+
 
 TAB_CSS = """
 .int-marked { display: inline-block; font-weight: 700; color: #8a3b00; background: #fff1e0; border: 2px solid #d55e00;
@@ -88,89 +93,113 @@ setInterval(bind, 500);
 """ % plot_id
 
 
-def _alt(elem_id: str) -> gr.Markdown:
-    return gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"])
+def _alt(texts, elem_id: str, value: str | None = None) -> gr.Markdown:
+    """A figure's one-line text alternative. Its text is a view (events write it); a new language only turns it
+    right to left for Persian (the events re-draw the text: `relabel_*`)."""
+    return texts.add(gr.Markdown(value, elem_id=elem_id, elem_classes=["lie-alt"]),
+                     lambda lang: gr.update(rtl=lang in RTL))
+
+
+def _markdown(texts, read, **kwargs) -> gr.Markdown:
+    """A Markdown whose text `read(lang)` builds (catalogue text with values): English now, re-read (and right to
+    left for Persian) when the visitor's language changes."""
+    return texts.add(gr.Markdown(read(DEFAULT), **kwargs), lambda lang: gr.update(value=read(lang), rtl=lang in RTL))
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
     lesson = LessonPanel(demo, "interventions")
-    gr.Markdown(INTRO)
+    _markdown(texts, intro)
     facts = session().facts  # the sliders' ranges; a model switch updates them (events.on_model)
     last_layer, last_head = facts.num_layers - 1, facts.num_heads - 1
     sweep_state = gr.State(None, time_to_live=STATE_TTL_S)
     patch_state = gr.State(None, time_to_live=STATE_TTL_S)
     share_box = gr.Column()  # the "Copy link" row goes here, made once every field exists (below)
 
-    gr.Markdown("## Ablation: switch off heads or blocks")
+    texts.make(gr.Markdown, T("interventions.ablation_heading"))
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(label=f"Prompt (at most {MAX_INTERVENTION_TOKENS} tokens)", lines=2, value=DEFAULT_TEXT,
-                              max_length=MAX_TEXT_CHARS, elem_id="int-text")
+            text = texts.label(gr.Textbox(label=t("interventions.prompt", DEFAULT, n=MAX_INTERVENTION_TOKENS), lines=2,
+                                          value=DEFAULT_TEXT, max_length=MAX_TEXT_CHARS, elem_id="int-text"),
+                               "interventions.prompt", n=MAX_INTERVENTION_TOKENS)
         with gr.Column(scale=1, min_width=260):
-            chat = gr.Checkbox(label="as chat (apply the chat template to every prompt here)", value=False,
-                               elem_id="int-chat")
-            mode = gr.Radio([("zero: its output → 0", "zero"), ("mean: → its mean over the prompt", "mean")],
-                            value="zero", label="ablation", elem_id="int-mode")
+            chat = texts.make(gr.Checkbox, label=T("interventions.chat"), value=False, elem_id="int-chat")
+            mode = texts.make(gr.Radio, choices=[(T("interventions.mode_zero"), "zero"),
+                                                 (T("interventions.mode_mean"), "mean")],
+                              value="zero", label=T("interventions.mode"), elem_id="int-mode")
     with gr.Row(equal_height=True):
-        spec = gr.Textbox(label="Switch off: heads as L17H4, whole blocks as attn L3 or mlp L0, separated by commas "
-                                "(empty = nothing)", value=DEFAULT_SPEC, max_length=MAX_ABLATION_SPEC_CHARS,
-                          elem_id="int-spec", scale=4)
-        run = gr.Button("Ablate", variant="primary", elem_id="int-run", scale=0, min_width=140)
+        spec = texts.make(gr.Textbox, label=T("interventions.spec"), value=DEFAULT_SPEC,
+                          max_length=MAX_ABLATION_SPEC_CHARS, elem_id="int-spec", scale=4)
+        run = texts.make(gr.Button, T("interventions.run"), variant="primary", elem_id="int-run", scale=0,
+                         min_width=140)
     with gr.Row(elem_id="int-picker", equal_height=True):
-        layer = gr.Slider(0, last_layer, value=17, step=1, label="layer", elem_id="int-layer", scale=2)
-        head = gr.Slider(0, last_head, value=4, step=1, label="head", elem_id="int-head", scale=2)
-        add_h = gr.Button("+ this head", size="sm", elem_id="int-add-head", scale=0, min_width=110)
-        add_a = gr.Button("+ this layer's attention", size="sm", elem_id="int-add-attn", scale=0, min_width=150)
-        add_m = gr.Button("+ this layer's MLP", size="sm", elem_id="int-add-mlp", scale=0, min_width=130)
-        clear = gr.Button("Clear", size="sm", elem_id="int-clear", scale=0, min_width=80)
+        layer = texts.make(gr.Slider, 0, last_layer, value=17, step=1, label=T("interventions.layer"),
+                           elem_id="int-layer", scale=2)
+        head = texts.make(gr.Slider, 0, last_head, value=4, step=1, label=T("interventions.head"), elem_id="int-head",
+                          scale=2)
+        add_h = texts.make(gr.Button, T("interventions.add_head"), size="sm", elem_id="int-add-head", scale=0,
+                           min_width=110)
+        add_a = texts.make(gr.Button, T("interventions.add_attn"), size="sm", elem_id="int-add-attn", scale=0,
+                           min_width=150)
+        add_m = texts.make(gr.Button, T("interventions.add_mlp"), size="sm", elem_id="int-add-mlp", scale=0,
+                           min_width=130)
+        clear = texts.make(gr.Button, T("interventions.clear"), size="sm", elem_id="int-clear", scale=0, min_width=80)
     info = gr.HTML(elem_id="int-info", css_template=TAB_CSS)
     bars = gr.Plot(show_label=False, elem_id="int-bars")
-    bars_alt = _alt("int-bars-summary")
+    bars_alt = _alt(texts, "int-bars-summary")
 
-    gr.Markdown("### Every head in turn\nOne run per head (and per whole block) of the layers below, each with only "
-                "that component switched off, in the mode chosen above. **Click a cell** to see that run's bars.")
+    texts.make(gr.Markdown, T("interventions.sweep_heading"))
     with gr.Row(equal_height=True):
-        sweep_from = gr.Slider(0, last_layer, value=0, step=1, label="from layer", elem_id="int-sweep-from")
-        sweep_to = gr.Slider(0, last_layer, value=last_layer, step=1, label="to layer", elem_id="int-sweep-to")
-        sweep_metric = gr.Radio([("Δ log p(answer)", "delta"), ("KL divergence", "kl")], value="delta",
-                                label="colour", elem_id="int-sweep-metric")
-        sweep_run = gr.Button("Switch off each head in turn", variant="primary", elem_id="int-sweep-run", scale=0,
-                              min_width=240)
+        sweep_from = texts.make(gr.Slider, 0, last_layer, value=0, step=1, label=T("interventions.sweep_from"),
+                                elem_id="int-sweep-from")
+        sweep_to = texts.make(gr.Slider, 0, last_layer, value=last_layer, step=1, label=T("interventions.sweep_to"),
+                              elem_id="int-sweep-to")
+        sweep_metric = texts.make(gr.Radio, choices=[(T("interventions.metric_delta"), "delta"),
+                                                     (T("interventions.metric_kl"), "kl")],
+                                  value="delta", label=T("interventions.colour"), elem_id="int-sweep-metric")
+        sweep_run = texts.make(gr.Button, T("interventions.sweep_run"), variant="primary", elem_id="int-sweep-run",
+                               scale=0, min_width=240)
     sweep_plot = gr.Plot(show_label=False, elem_id="int-sweep-grid")
-    sweep_alt = gr.Markdown("The grid appears here: press **Switch off each head in turn** (one pass per layer).",
-                            elem_id="int-sweep-summary", elem_classes=["lie-alt"])
+    # Its text is a view (the sweep's summary): a new language re-draws it (events.relabel_sweep), not `texts`.
+    sweep_alt = _alt(texts, "int-sweep-summary", sweep_waiting(DEFAULT))
     with gr.Row(elem_classes=["lie-advanced"]):
-        sweep_csv = gr.DownloadButton("⬇ The sweep as CSV", size="sm", interactive=False, elem_id="int-sweep-csv",
-                                      scale=0, min_width=260)
+        # A DownloadButton's text is its label (its value is the file).
+        sweep_csv = texts.make(gr.DownloadButton, label=T("interventions.sweep_csv"), size="sm", interactive=False,
+                               elem_id="int-sweep-csv", scale=0, min_width=260)
         # Invisible: binds clicks on the grid (above) to Python. It runs in presenter mode too (hidden, not gone).
         sweep_bridge = gr.HTML("", elem_id="int-sweep-bridge", container=False, js_on_load=bridge_js("int-sweep-grid"))
 
-    gr.Markdown("## Activation patching (causal tracing)\nRun the **corrupted** prompt, but copy in the **clean** "
-                "run's activation at one layer and one position, and measure how much of the clean answer comes back. "
-                "Each cell of the grid is one such run.")
+    texts.make(gr.Markdown, T("interventions.patch_heading"))
     with gr.Row():
-        clean = gr.Textbox(label="Clean prompt", value=DEFAULT_CLEAN, lines=1, max_length=MAX_TEXT_CHARS,
-                           elem_id="int-clean")
-        corrupt = gr.Textbox(label="Corrupted prompt (the same number of tokens, one detail changed)",
-                             value=DEFAULT_CORRUPT, lines=1, max_length=MAX_TEXT_CHARS, elem_id="int-corrupt")
+        clean = texts.make(gr.Textbox, label=T("interventions.clean"), value=DEFAULT_CLEAN, lines=1,
+                           max_length=MAX_TEXT_CHARS, elem_id="int-clean")
+        corrupt = texts.make(gr.Textbox, label=T("interventions.corrupt"), value=DEFAULT_CORRUPT, lines=1,
+                             max_length=MAX_TEXT_CHARS, elem_id="int-corrupt")
     pair = gr.HTML(elem_id="int-pair", css_template=TAB_CSS)
     with gr.Row(equal_height=True):
-        site = gr.Radio([("residual stream", "resid_pre"), ("attention output", "attn_out"), ("MLP output", "mlp_out")],
-                        value="resid_pre", label="copy the clean run's", elem_id="int-site")
-        patch_metric = gr.Radio([("share of the gap restored", "effect"), ("p(clean answer)", "prob")], value="effect",
-                                label="colour", elem_id="int-patch-metric")
-        patch_run = gr.Button("Run patching", variant="primary", elem_id="int-patch-run", scale=0, min_width=180)
+        site = texts.make(gr.Radio, choices=[(T("interventions.site_resid_pre"), "resid_pre"),
+                                             (T("interventions.site_attn_out"), "attn_out"),
+                                             (T("interventions.site_mlp_out"), "mlp_out")],
+                          value="resid_pre", label=T("interventions.site"), elem_id="int-site")
+        patch_metric = texts.make(gr.Radio, choices=[(T("interventions.metric_effect"), "effect"),
+                                                     (T("interventions.metric_prob"), "prob")],
+                                  value="effect", label=T("interventions.colour"), elem_id="int-patch-metric")
+        patch_run = texts.make(gr.Button, T("interventions.patch_run"), variant="primary", elem_id="int-patch-run",
+                               scale=0, min_width=180)
     patch_plot = gr.Plot(show_label=False, elem_id="int-patch-grid")
-    patch_alt = _alt("int-patch-summary")
+    patch_alt = _alt(texts, "int-patch-summary")
     with gr.Row():
-        cell_layer = gr.Slider(0, last_layer, value=0, step=1, label="cell: layer", elem_id="int-cell-layer")
-        cell_position = gr.Slider(0, MAX_PATCH_TOKENS - 1, value=0, step=1, label="cell: position",
-                                  elem_id="int-cell-position")
+        cell_layer = texts.make(gr.Slider, 0, last_layer, value=0, step=1, label=T("interventions.cell_layer"),
+                                elem_id="int-cell-layer")
+        cell_position = texts.make(gr.Slider, 0, MAX_PATCH_TOKENS - 1, value=0, step=1,
+                                   label=T("interventions.cell_position"), elem_id="int-cell-position")
     cell = gr.HTML(elem_id="int-cell", css_template=CELL_CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
-        patch_csv = gr.DownloadButton("⬇ The patching grid as CSV", size="sm", interactive=False,
-                                      elem_id="int-patch-csv", scale=0, min_width=260)
+        patch_csv = texts.make(gr.DownloadButton, label=T("interventions.patch_csv"), size="sm", interactive=False,
+                               elem_id="int-patch-csv", scale=0, min_width=260)
         patch_bridge = gr.HTML("", elem_id="int-patch-bridge", container=False, js_on_load=bridge_js("int-patch-grid"))
+    # The visitor's language, as this tab's views follow it: set by the page's `Texts` on a language change.
+    language = texts.add(gr.State(None), lambda lang: gr.update(value=lang))
 
     fields = {"text": text, "chat": chat, "spec": spec, "mode": mode, "layer": layer, "head": head,
               "sweep_from": sweep_from, "sweep_to": sweep_to, "sweep_metric": sweep_metric, "clean": clean,
@@ -222,10 +251,10 @@ def build(demo: gr.Blocks) -> None:
                            **quick)
 
     # "Try this": each try sets its fields, then runs what it is about (the patching grid, a sweep, an ablation).
-    for t, event in zip(lesson.lesson.tries, lesson.connect(fields)):
-        if "clean" in t.values:
+    for tried, event in zip(lesson.lesson.tries, lesson.connect(fields)):
+        if "clean" in tried.values:
             event.then(**pair_check).then(**patch)
-        elif "sweep_from" in t.values:
+        elif "sweep_from" in tried.values:
             event.then(**ablation).then(**sweep)
         else:
             event.then(**ablation)
@@ -237,6 +266,14 @@ def build(demo: gr.Blocks) -> None:
         for source, trigger, inputs in getattr(demo, "intervention_sources", []):
             trigger(handoffs[source], inputs, [tabs, text, chat, spec, layer, head], api_visibility="private",
                     show_progress="hidden").success(**ablation)
+
+    # A new language: the views on screen are re-drawn in it from the cached analyses (queued with the model's
+    # work: a cache that was emptied since means a pass).
+    relabel = dict(show_progress="hidden", **model_events)
+    (language.change(relabel_ablation, [language, text, chat, spec, mode], [bars, bars_alt, info], **relabel)
+     .then(relabel_sweep, [language, sweep_state, sweep_metric], [sweep_plot, sweep_alt], **relabel)
+     .then(relabel_patch, [language, patch_state, patch_metric, cell_layer, cell_position, clean, corrupt, chat],
+           [patch_plot, cell, patch_alt, pair], **relabel))
 
     gr.api(ablate_api, api_name="ablate", concurrency_id=MODEL_CONCURRENCY)
     gr.api(head_sweep_api, api_name="head_sweep", concurrency_id=MODEL_CONCURRENCY)
