@@ -20,6 +20,7 @@ picker). The pieces:
 from __future__ import annotations
 
 import functools
+import inspect
 import string
 from pathlib import Path
 from typing import Callable
@@ -165,8 +166,9 @@ class Texts:
         """`cls(*args, **kwargs)` with every `T(key)` argument (label, info, placeholder, value, the first positional
         argument, the display side of `choices`) shown in English now and translated on a language change; a
         Markdown also turns right to left for a right-to-left language."""
-        if args and isinstance(args[0], T):
-            kwargs["value"], args = args[0], args[1:]
+        if args and isinstance(args[0], T):  # the first parameter: `value` of a Button, `label` of an Accordion
+            first = next(name for name in inspect.signature(cls.__init__).parameters if name != "self")
+            kwargs[first], args = args[0], args[1:]
         keys = {name: v for name, v in kwargs.items() if isinstance(v, T)}
         choices = kwargs.get("choices")
         choice_keys = None

@@ -234,3 +234,32 @@ def test_no_user_facing_literal_in_the_page_shell():
     found = [f for path in [COMPONENTS / "header.py", COMPONENTS / "teaching.py", COMPONENTS / "i18n.py"]
              for f in literals(path)]
     assert not found, "\n".join(found)
+
+
+OVERFLOW_JS = """() => {
+  const page = document.documentElement;
+  const wide = page.scrollWidth > page.clientWidth + 1;
+  // Buttons whose text does not fit them (cut off rather than wrapped).
+  const cut = [...document.querySelectorAll('button')].filter(b => b.offsetParent !== null
+      && b.scrollWidth > b.clientWidth + 2 && getComputedStyle(b).overflow === 'hidden').map(b => b.innerText.slice(0, 40));
+  return {wide, cut};
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("lang", OTHERS)
+def test_every_tab_renders_in_each_language_without_overflow(browser, app_url, screenshot, lang):
+    ctx, page = _open(browser, f"{app_url}/?lang={lang}")
+    try:
+        _wait_language(page, lang)
+        for name in app.TAB_NAMES:
+            page.get_by_role("tab", name=i18n.t(f"tab.{name}", lang)).click()
+            lesson = page.locator(f"#lesson-{name}")
+            lesson.get_by_text(load_lesson(name, lang).title, exact=False).first.wait_for()
+            found = page.evaluate(OVERFLOW_JS)
+            assert not found["wide"], f"{lang}/{name}: the page is wider than the window"
+            assert not found["cut"], f"{lang}/{name}: buttons cut off: {found['cut']}"
+            screenshot(page, f"language-{lang}-{name}")
+        assert_no_error(page)
+    finally:
+        ctx.close()
