@@ -18,6 +18,7 @@ from inference.timing import compare_cache
 
 from ..common import note, session, user_errors
 from ..export import csv_file
+from ..i18n import language, t
 from .figures import (
     batch_figure,
     batch_html,
@@ -32,6 +33,7 @@ from .figures import (
     kv_html,
     kv_summary,
     nbytes,
+    sentences,
     sweep_figure,
     sweep_html,
     sweep_summary,
@@ -60,17 +62,33 @@ def _csv(name: str, table: tuple[list[str], list[list]]) -> gr.DownloadButton:
     return gr.DownloadButton(value=csv_file(name, header, rows), interactive=True)
 
 
-def model_note() -> str:
-    """What the KV-cache formula gives for the loaded model, before anything runs."""
+def model_note(lang: str | None = None) -> str:
+    """What the KV-cache formula gives for the loaded model, before anything runs (in `lang`, default: the
+    visitor's language)."""
+    lang = lang or language()
     s = session()
     kv = kv_shape(s)
-    per = kv.bytes_per_token
-    return note(
-        f"{s.label} on {s.device} ({kv.dtype}): every token adds 2 × {kv.num_layers} layers × {kv.num_kv_heads} KV heads "
-        f"× {kv.head_dim} × {kv.bytes_per_element} bytes = {per:,} bytes to the KV cache; 2,048 tokens hold "
-        f"{nbytes(kv.bytes_for(2048))}. Context length {s.facts.context_length:,} tokens."
-        + ("" if s.has_chat_template else " This model has no chat template: prompts are run as plain text.")
-    )
+    text = t("prefill.model_note", lang, model=s.label, device=s.device, dtype=kv.dtype, layers=kv.num_layers,
+             kv_heads=kv.num_kv_heads, head_dim=kv.head_dim, bytes=kv.bytes_per_element,
+             per_token=f"{kv.bytes_per_token:,}", tokens=f"{2048:,}", size=nbytes(kv.bytes_for(2048)),
+             context=f"{s.facts.context_length:,}")
+    return note(sentences([text, "" if s.has_chat_template else t("prefill.no_chat_template", lang)], lang))
+
+
+def shared_note(serving: dict | None, lang: str) -> str:
+    """What a served run shared with other visitors' requests, in words (`inference.serving.shared_note`'s
+    sentences, from its numbers, in `lang`); "" when it ran alone."""
+    if not serving:
+        return ""
+    parts = []
+    n = serving.get("shared_with_max", 0)
+    if n > 0:
+        parts.append(t("prefill.shared_one" if n == 1 else "prefill.shared_many", lang, n=n,
+                       shared=serving["shared_passes"], passes=serving["passes"],
+                       mean=f"{serving['shared_with_mean']:.1f}"))
+    if serving.get("cached_prefix_tokens"):
+        parts.append(t("prefill.prefix_cached", lang, n=serving["cached_prefix_tokens"]))
+    return sentences(parts, lang)
 
 
 def sweep_choices() -> list[int]:
@@ -88,28 +106,33 @@ def on_run(prompt, chat, max_new, temperature, seed, use_cache):
     alternative, the timeline as CSV, and the seed the run used (written back so a link reproduces it)."""
     tl, serving = served_timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat),
                                   use_cache=bool(use_cache))  # batched with other visitors' generations
-    shared = note(serving["note"]) if serving and serving["note"] else ""
-    return (headline_html(tl) + shared, timeline_figure(tl), timeline_summary(tl), kv_html(tl), kv_figure(tl), kv_summary(tl),
-            _csv("prefill-decode-timeline", timeline_table(tl)), tl.seed)
+    lang = language()
+    shared = shared_note(serving, lang)
+    shared = note(shared) if shared else ""
+    return (headline_html(tl, lang) + shared, timeline_figure(tl, lang), timeline_summary(tl, lang), kv_html(tl, lang),
+            kv_figure(tl, lang), kv_summary(tl, lang), _csv("prefill-decode-timeline", timeline_table(tl)), tl.seed)
 
 
 @user_errors
 def on_compare(prompt, chat, max_new, temperature, seed):
     """The same generation with the KV cache on and off (one seed for both, written back)."""
     cmp = compare_cache(session(), prompt, _params(temperature, seed), max_new, _chat(chat))
-    return (compare_html(cmp), compare_figure(cmp), compare_summary(cmp), _csv("kv-cache-on-off", compare_table(cmp)),
-            cmp.on.seed)
+    lang = language()
+    return (compare_html(cmp, lang), compare_figure(cmp, lang), compare_summary(cmp, lang),
+            _csv("kv-cache-on-off", compare_table(cmp)), cmp.on.seed)
 
 
 @user_errors
 def on_sweep(max_tokens, fresh, progress=gr.Progress()):
     """Context-length sweep up to max_tokens, with a progress bar; the last output is the link's max_tokens."""
+    lang = language()
+
     def report(i, total, n):
-        progress((i, total), desc=f"prefill of {n:,} tokens ({i + 1} of {total})" if i < total else "done",
-                 unit="lengths")
+        progress((i, total), desc=t("prefill.progress_length", lang, n=f"{n:,}", i=i + 1, total=total) if i < total
+                 else t("prefill.progress_done", lang), unit=t("prefill.progress_unit", lang))
 
     sw = context_sweep(session(), max_tokens, fresh=bool(fresh), progress=report)
-    return (sweep_figure(sw), sweep_summary(sw), sweep_html(sw), _csv("context-sweep", sweep_table(sw)),
+    return (sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang), _csv("context-sweep", sweep_table(sw)),
             int(max_tokens))
 
 
@@ -123,7 +146,9 @@ def sweep_to(max_tokens, progress=gr.Progress()):
 def on_batch(prompts_text, new_tokens, chat):
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
     b = batch_throughput(session(), prompts, new_tokens, _chat(chat))
-    return batch_figure(b), batch_summary(b), batch_html(b), _csv("batch-throughput", batch_table(b))
+    lang = language()
+    return (batch_figure(b, lang), batch_summary(b, lang), batch_html(b, lang),
+            _csv("batch-throughput", batch_table(b)))
 
 
 # ---------------------------------------------------------------------------------------------------

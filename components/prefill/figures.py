@@ -10,6 +10,9 @@
     *_summary          each figure in one sentence with its numbers (the text alternative under it)
     *_table            the rows of each trace's CSV download (header, rows)
 
+Every builder that writes words takes `lang` (the catalogue's language, assets/i18n/<lang>/prefill.yaml); the
+numbers are filled into the catalogue's {fields}. The CSV tables stay English (machine-readable headers).
+
 Colours are Okabe-Ito (colour-blind safe); where two of them sit side by side with a similar lightness
 (prefill orange and recompute pink, the attention-score part of a prefill next to the projections), a hatch
 pattern tells them apart in greyscale too.
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import TYPE_CHECKING, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..i18n import DEFAULT, t
 from ..units import ms, nbytes
 
 if TYPE_CHECKING:
@@ -38,11 +43,11 @@ RECOMPUTE = "#CC79A7"
 OVERHEAD = "#BBBBBB"  # sampling and bookkeeping of a step
 FORMULA = "#333333"
 MHA = "#999999"
-SPLIT = {  # parts of a prefill pass
-    "attention_core_s": ("attention scores: QKᵀ, softmax, ×V (∝ n²)", "#D55E00"),
-    "projections_s": ("Q/K/V/O projections (∝ n)", "#009E73"),
-    "mlp_s": ("MLP (∝ n)", "#56B4E9"),
-    "other_s": ("embeddings, norms, LM head, mask", "#BBBBBB"),
+SPLIT = {  # parts of a prefill pass: (catalogue key of its label, colour)
+    "attention_core_s": ("prefill.split_attention", "#D55E00"),
+    "projections_s": ("prefill.split_projections", "#009E73"),
+    "mlp_s": ("prefill.split_mlp", "#56B4E9"),
+    "other_s": ("prefill.split_other", "#BBBBBB"),
 }
 PHASE_COLOUR = {"prefill": PREFILL, "decode": DECODE, "recompute": RECOMPUTE}
 # Recompute passes are hatched: the pink and the prefill orange look alike in greyscale.
@@ -51,6 +56,11 @@ SPLIT_PATTERN = {"attention_core_s": "/"}  # the n² part of a prefill stands ou
 HATCH = dict(fgcolor="#ffffff", solidity=0.25)  # light stripes: the bar's colour and any text on it stay readable
 FONT = dict(size=13)
 MAX_TICK_LABELS = 32  # beyond this many steps the x axis shows step numbers, not tokens
+# Why a generation stopped (inference's machine-readable reason) -> its catalogue key.
+STOP_REASONS = {"eos": "prefill.stop_eos", "stop_sequence": "prefill.stop_sequence",
+                "max_new_tokens": "prefill.stop_max_new_tokens", "context_length": "prefill.stop_context_length",
+                "time_limit": "prefill.stop_time_limit"}
+NO_SPACE_BETWEEN_SENTENCES = frozenset({"zh"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,8 +75,38 @@ def _esc(text) -> str:
     return html.escape(str(text))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def sentences(parts: Sequence[str], lang: str) -> str:
+    """Sentences (or clauses) in a row, as `lang` writes them: Chinese puts no space after its full stop."""
+    return ("" if lang in NO_SPACE_BETWEEN_SENTENCES else " ").join(p for p in parts if p)
+
+
+def _count(n: int, key: str, lang: str) -> str:
+    """`n` things in words: catalogue `<key>_one` for 1, `<key>_many` otherwise ("1 KV head", "3 KV heads")."""
+    return t(f"{key}_one" if n == 1 else f"{key}_many", lang, n=n)
+
+
+def _hover(key: str, lang: str, **fields) -> str:
+    """A hover template from a catalogue text: its {fields} become Plotly's %{...} references (x, y, ...)."""
+    return t(key, lang, **{name: "%{" + ref + "}" for name, ref in fields.items()})
+
+
+def _phase(phase: str, lang: str) -> str:
+    return t(f"prefill.phase_{phase}", lang)
+
+
+def _stop_reason(reason, lang: str) -> str:
+    key = STOP_REASONS.get(reason)
+    return t(key, lang) if key else str(reason)
+
+
+def _memory_method(method: str, lang: str) -> str:
+    """How memory was read (inference's words, English) in `lang`; a code name stays as it is."""
+    if method == "kernel peak RSS (VmHWM)":
+        return t("prefill.method_vmhwm", lang)
+    sampled = re.fullmatch(r"RSS sampled every (\S+) ms", method or "")
+    if sampled:
+        return t("prefill.method_sampled", lang, interval=sampled.group(1))
+    return method
 
 
 def _step_labels(steps: Sequence[StepTiming]) -> list[str]:
@@ -94,44 +134,49 @@ def _card(label: str, value: str, detail: str = "", elem: str = "") -> str:
             f'<div class="pfd-card-v">{value}</div><div class="pfd-card-d">{detail}</div></div>')
 
 
-def headline_html(tl: Timeline) -> str:
+def headline_html(tl: Timeline, lang: str = DEFAULT) -> str:
     """The four numbers users feel, and how they add up on this run."""
     m, mem = tl.metrics, tl.memory
     n = m.new_tokens
-    mem_label = "peak GPU memory (VRAM)" if mem["kind"] == "cuda_allocated" else "peak process memory (RSS)"
-    mem_detail = (f"weights {nbytes(tl.weights_bytes)} · KV cache {nbytes(tl.kv_bytes)} · "
-                  f"{_esc(mem.get('method', ''))}")
-    tpot_detail = (f"p50 {ms(m.tpot_p50_s)} · p90 {ms(m.tpot_p90_s)}" if m.tpot_mean_s is not None
-                   else "one token only: no decode step")
+    mem_label = t("prefill.mem_gpu" if mem["kind"] == "cuda_allocated" else "prefill.mem_process", lang)
+    mem_detail = t("prefill.mem_detail", lang, weights=nbytes(tl.weights_bytes), kv=nbytes(tl.kv_bytes),
+                   method=_esc(_memory_method(mem.get("method", ""), lang)))
+    tpot_detail = (t("prefill.tpot_detail", lang, p50=ms(m.tpot_p50_s), p90=ms(m.tpot_p90_s))
+                   if m.tpot_mean_s is not None else t("prefill.tpot_none", lang))
+    throughput_detail = t("prefill.card_throughput_detail", lang, n=n)
+    if m.decode_tokens_per_s:
+        throughput_detail += " · " + t("prefill.card_decode_alone", lang, rate=f"{m.decode_tokens_per_s:.1f}")
+    cache = t("prefill.cache_on_state" if tl.use_cache else "prefill.cache_off_state", lang)
     cards = "".join([
-        _card("TTFT · time to first token", ms(m.ttft_s),
-              f"prefill {ms(m.prefill_s)} ({m.prompt_tokens} tokens) + first draw {ms(m.first_draw_s)}",
+        _card(t("prefill.card_ttft", lang), ms(m.ttft_s),
+              t("prefill.card_ttft_detail", lang, prefill=ms(m.prefill_s), n=m.prompt_tokens,
+                draw=ms(m.first_draw_s)),
               'id="pfd-ttft"'),
-        _card("TPOT · time per output token", ms(m.tpot_mean_s) + (" mean" if m.tpot_mean_s else ""),
+        _card(t("prefill.card_tpot", lang),
+              t("prefill.card_tpot_mean", lang, time=ms(m.tpot_mean_s)) if m.tpot_mean_s else ms(m.tpot_mean_s),
               tpot_detail, 'id="pfd-tpot"'),
-        _card("throughput", f"{m.tokens_per_s:.1f} tokens/s",
-              f"{n} tokens / total" + (f" · decode alone {m.decode_tokens_per_s:.1f} tokens/s"
-                                       if m.decode_tokens_per_s else "")),
-        _card("total", ms(m.total_s), f"{n} new tokens · {'KV cache on' if tl.use_cache else 'KV cache OFF'}"),
+        _card(t("prefill.card_throughput", lang), f"{m.tokens_per_s:.1f} tokens/s", throughput_detail),
+        _card(t("prefill.card_total", lang), ms(m.total_s), t("prefill.card_total_detail", lang, n=n, cache=cache)),
         _card(mem_label, nbytes(mem["peak_bytes"]), mem_detail),
     ])
     check = ""
     if m.tpot_mean_s is not None:
         predicted = m.ttft_s + m.tpot_mean_s * (n - 1)
-        check = (f'<div class="pfd-check" id="pfd-check">Check: TTFT {ms(m.ttft_s)} + {n - 1} × TPOT '
-                 f'{ms(m.tpot_mean_s)} = <b>{ms(predicted)}</b>; measured total <b>{ms(m.total_s)}</b>. '
-                 f"TTFT = prefill {ms(m.prefill_s)} + first draw {ms(m.first_draw_s)} + "
-                 f"{ms(max(0.0, m.ttft_s - m.prefill_s - m.first_draw_s))} of bookkeeping.</div>")
-    text = _esc(tl.text) or "<i>(no visible text)</i>"
-    return (f'<div class="pfd-cards">{cards}</div>{check}'
-            f'<div class="pfd-text"><b>Generated</b> ({n} tokens, stopped: {_esc(tl.stop_reason)}): {text}</div>')
+        check = ('<div class="pfd-check" id="pfd-check">'
+                 + t("prefill.check", lang, ttft=ms(m.ttft_s), k=n - 1, tpot=ms(m.tpot_mean_s), predicted=ms(predicted),
+                     total=ms(m.total_s), prefill=ms(m.prefill_s), draw=ms(m.first_draw_s),
+                     rest=ms(max(0.0, m.ttft_s - m.prefill_s - m.first_draw_s)))
+                 + "</div>")
+    text = _esc(tl.text) or f"<i>{t('prefill.no_text', lang)}</i>"
+    generated = t("prefill.generated", lang, n=n, reason=_esc(_stop_reason(tl.stop_reason, lang)), text=text)
+    return f'<div class="pfd-cards">{cards}</div>{check}<div class="pfd-text">{generated}</div>'
 
 
 # ---------------------------------------------------------------------------------------------------
 # Timeline
 
 
-def timeline_figure(tl: Timeline) -> go.Figure:
+def timeline_figure(tl: Timeline, lang: str = DEFAULT) -> go.Figure:
     """Row 1: each pass on the clock (prefill, then one decode pass per token). Row 2: wall time per pass,
     the model's forward pass plus the sampling. Row 3: tokens the pass processed."""
     steps = tl.steps
@@ -139,10 +184,9 @@ def timeline_figure(tl: Timeline) -> go.Figure:
     m = tl.metrics
     few = len(steps) <= MAX_TICK_LABELS
     fig = make_subplots(rows=3, cols=1, row_heights=[0.18, 0.5, 0.32], vertical_spacing=0.09, subplot_titles=[
-        f"Every forward pass on the clock (ms since the start) · first token at {ms(m.ttft_s)} (dotted line)",
-        "Wall time of each pass (ms)", "Tokens processed by each pass"])
-    hover = [f"{s.phase} pass {s.index}<br>token {_esc(s.piece)}<br>{s.tokens_in_pass} tokens in, "
-             f"cache {s.cache_len} after<br>forward {ms(s.forward_s)} + sampling {ms(s.sampling_s)}"
+        t("prefill.tl_clock", lang, ttft=ms(m.ttft_s)), t("prefill.tl_wall", lang), t("prefill.tl_tokens", lang)])
+    hover = [t("prefill.tl_hover", lang, phase=_phase(s.phase, lang), index=s.index, token=_esc(s.piece),
+               n=s.tokens_in_pass, cache=s.cache_len, forward=ms(s.forward_s), sampling=ms(s.sampling_s))
              for s in steps]
     # Row 1 is a single trace: bars of one trace never stack, so each keeps its own base (start time).
     fig.add_bar(y=["passes"] * len(steps), x=[s.step_s * 1e3 for s in steps], base=[s.start_s * 1e3 for s in steps],
@@ -158,7 +202,7 @@ def timeline_figure(tl: Timeline) -> go.Figure:
             continue
         colour = PHASE_COLOUR[phase]
         fig.add_bar(x=[labels[i] for i in idx], y=[steps[i].forward_s * 1e3 for i in idx], marker_color=colour,
-                    marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH), name=f"{phase} pass",
+                    marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH), name=t(f"prefill.legend_{phase}", lang),
                     hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, row=2, col=1)
         fig.add_bar(x=[labels[i] for i in idx], y=[steps[i].tokens_in_pass for i in idx], marker_color=colour,
                     marker_pattern=dict(shape=PHASE_PATTERN[phase], **HATCH),
@@ -166,7 +210,7 @@ def timeline_figure(tl: Timeline) -> go.Figure:
                     hovertext=[hover[i] for i in idx], hoverinfo="text", legendgroup=phase, showlegend=False,
                     cliponaxis=False, row=3, col=1)
     fig.add_bar(x=labels, y=[(s.step_s - s.forward_s) * 1e3 for s in steps], marker_color=OVERHEAD,
-                name="sampling + bookkeeping", hovertext=hover, hoverinfo="text", row=2, col=1)
+                name=t("prefill.legend_overhead", lang), hovertext=hover, hoverinfo="text", row=2, col=1)
     fig.update_layout(barmode="stack", uniformtext=dict(minsize=10, mode="hide"))
     ttft = m.ttft_s * 1e3
     fig.add_vline(x=ttft, line=dict(color="#222", dash="dot", width=2), row=1, col=1)
@@ -175,22 +219,26 @@ def timeline_figure(tl: Timeline) -> go.Figure:
     if later and steps[0].step_s > 6 * later[int(0.9 * (len(later) - 1))]:
         top = 3 * later[int(0.9 * (len(later) - 1))] * 1e3
         fig.update_yaxes(range=[0, top], row=2, col=1)
-        fig.add_annotation(x=labels[0], y=top, text=f"{steps[0].phase} {ms(steps[0].step_s)} ↑ (off scale)",
+        fig.add_annotation(x=labels[0], y=top,
+                           text=t("prefill.off_scale", lang, phase=_phase(steps[0].phase, lang),
+                                  time=ms(steps[0].step_s)),
                            showarrow=False, yanchor="top", xanchor="left", font=dict(size=12), row=2, col=1)
     most = max(s.tokens_in_pass for s in steps)
     least = min(s.tokens_in_pass for s in steps)
     fig.update_yaxes(showticklabels=False, row=1, col=1)
     if most > 20 * least:  # prefill vs 1-token decode passes: a log axis keeps the 1s visible
         fig.update_yaxes(type="log", dtick=1, range=[-0.4, math.log10(most) + 0.5], row=3, col=1)
-        fig.layout.annotations[2].text = "Tokens processed by each pass (log scale)"
+        fig.layout.annotations[2].text = t("prefill.tl_tokens_log", lang)
     else:
         fig.update_yaxes(range=[0, most * 1.25], row=3, col=1)
     fig.update_xaxes(matches="x3", showticklabels=False, row=2, col=1)
     fig.update_xaxes(showticklabels=few, tickangle=-45, row=3, col=1,
-                     title_text="each pass, labelled with the token it produced" if few else "pass (hover for the token)")
-    title = (f"{len(steps)} passes · prefill {ms(m.prefill_s)} · then "
-             + (f"{ms(m.tpot_mean_s)} per token" if m.tpot_mean_s else "nothing more")
-             + ("" if tl.use_cache else " · KV cache OFF: every pass re-runs the whole sequence"))
+                     title_text=t("prefill.tl_x_tokens" if few else "prefill.tl_x_hover", lang))
+    then = (t("prefill.tl_then_per_token", lang, time=ms(m.tpot_mean_s)) if m.tpot_mean_s
+            else t("prefill.tl_then_nothing", lang))
+    title = t("prefill.tl_title", lang, passes=len(steps), prefill=ms(m.prefill_s), then=then)
+    if not tl.use_cache:
+        title += " · " + t("prefill.tl_title_off", lang)
     return _layout(fig, 760, title)
 
 
@@ -198,177 +246,187 @@ def timeline_figure(tl: Timeline) -> go.Figure:
 # KV cache
 
 
-def kv_html(tl: Timeline) -> str:
+def kv_html(tl: Timeline, lang: str = DEFAULT) -> str:
     """The formula with this model's numbers, checked against the cache tensors, and the GQA saving."""
     kv = tl.kv
     if not tl.use_cache:
-        return ('<div class="pfd-kv" id="pfd-kv">KV cache <b>off</b>: nothing is kept between passes, so every step '
-                "runs the whole sequence through the model again (see the tokens per pass above).</div>")
+        return f'<div class="pfd-kv" id="pfd-kv">{t("prefill.kv_off_html", lang)}</div>'
     per_token = kv.bytes_per_token
     windows = [w for w in kv.layer_windows if w]
-    formula = (f"2 (K and V) × {kv.num_layers} layers × {_plural(kv.num_kv_heads, 'KV head')} × {kv.head_dim} head dim × "
-               f"{kv.bytes_per_element} bytes ({kv.dtype}) = <b>{per_token:,} bytes per token</b>")
+    formula = t("prefill.kv_formula", lang, layers=kv.num_layers, kv_heads=_count(kv.num_kv_heads, "prefill.kv_heads", lang),
+                head_dim=kv.head_dim, bytes=kv.bytes_per_element, dtype=kv.dtype, per_token=f"{per_token:,}")
     sliding = ""
     if windows:
-        sliding = (f"<br>{len(windows)} of {kv.num_layers} layers use sliding-window attention and keep only their "
-                   f"last {windows[0] - 1:,} tokens, so beyond that only the other layers grow.")
+        sliding = "<br>" + t("prefill.kv_sliding", lang, windows=len(windows), layers=kv.num_layers,
+                             keep=f"{windows[0] - 1:,}")
     ok = tl.kv_bytes == tl.kv_formula_bytes and tl.kv_matches()
-    verdict = ("✓ equal at every step" if ok else "✗ differs from the formula")
+    verdict = t("prefill.kv_equal" if ok else "prefill.kv_differs", lang)
     mha, gqa = kv.mha_bytes_per_token, kv.gqa_factor
     if kv.num_kv_heads < kv.num_heads:
-        gqa_text = (f"<b>Grouped-query attention</b>: {kv.num_heads} query heads share "
-                    f"{_plural(kv.num_kv_heads, 'key/value head')}. Full multi-head attention would cache {mha:,} bytes per token ({nbytes(tl.mha_bytes)} "
-                    f"here): GQA keeps <b>{gqa:g}× less</b>.")
+        gqa_text = t("prefill.kv_gqa", lang, heads=kv.num_heads,
+                     kv_heads=_count(kv.num_kv_heads, "prefill.kv_value_heads", lang), mha=f"{mha:,}",
+                     mha_total=nbytes(tl.mha_bytes), factor=f"{gqa:g}")
     else:
-        gqa_text = "Multi-head attention: one key/value head per query head (no GQA saving)."
+        gqa_text = t("prefill.kv_mha", lang)
+    measured = t("prefill.kv_measured", lang, tokens=f"{tl.kv_tokens:,}", bytes=f"{tl.kv_bytes:,}",
+                 size=nbytes(tl.kv_bytes), formula=f"{tl.kv_formula_bytes:,}",
+                 verdict=f'<b id="pfd-kv-verdict">{verdict}</b>')
     return (f'<div class="pfd-kv" id="pfd-kv"><div>{formula}{sliding}</div>'
-            f"<div>After the last pass the cache holds <b>{tl.kv_tokens:,} tokens</b>: measured from the DynamicCache "
-            f"tensors <b>{tl.kv_bytes:,} bytes</b> ({nbytes(tl.kv_bytes)}); the formula gives "
-            f"{tl.kv_formula_bytes:,} bytes: <b id=\"pfd-kv-verdict\">{verdict}</b>.</div><div>{gqa_text}</div></div>")
+            f"<div>{measured}</div><div>{gqa_text}</div></div>")
 
 
-def kv_figure(tl: Timeline) -> go.Figure:
+def kv_figure(tl: Timeline, lang: str = DEFAULT) -> go.Figure:
     """Left: bytes in the cache after each pass, measured, with the formula and the MHA equivalent.
     Right: per layer after the last pass."""
     kv = tl.kv
     steps = tl.steps
     if not tl.use_cache:
         fig = go.Figure()
-        fig.add_annotation(text="KV cache off: nothing is kept between passes (0 bytes)", x=0.5, y=0.5,
+        fig.add_annotation(text=t("prefill.kvfig_off", lang), x=0.5, y=0.5,
                            xref="paper", yref="paper", showarrow=False, font=dict(size=16))
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
         return _layout(fig, 160)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.1,
-                        subplot_titles=["Cache size after each pass (MB)", "Per layer after the last pass (KB)"])
+                        subplot_titles=[t("prefill.kvfig_size", lang), t("prefill.kvfig_layers", lang)])
     tokens = [s.cache_len for s in steps]
-    fig.add_scatter(x=tokens, y=[s.cache_bytes / 1e6 for s in steps], mode="markers", name="measured (tensors)",
-                    marker=dict(color=DECODE, size=8), row=1, col=1,
-                    hovertemplate="%{x} tokens: %{y:.3f} MB<extra>measured</extra>")
+    fig.add_scatter(x=tokens, y=[s.cache_bytes / 1e6 for s in steps], mode="markers",
+                    name=t("prefill.kvfig_measured", lang), marker=dict(color=DECODE, size=8), row=1, col=1,
+                    hovertemplate=_hover("prefill.hover_tokens_mb", lang, x="x", y="y:.3f")
+                    + f"<extra>{t('prefill.extra_measured', lang)}</extra>")
     if tokens:
-        formula = [kv.bytes_for(t) for t in tokens]
+        formula = [kv.bytes_for(n) for n in tokens]
+        name = sentences([t("prefill.kvfig_formula", lang, bytes=f"{kv.bytes_per_token:,}"),
+                          t("prefill.kvfig_capped", lang) if kv.windowed else ""], lang)
         fig.add_scatter(x=tokens, y=[b / 1e6 for b in formula], mode="lines", line=dict(color=FORMULA, dash="dash"),
-                        name=f"formula: {kv.bytes_per_token:,} B × tokens" + (" (windowed layers capped)" if kv.windowed
-                                                                             else ""), row=1, col=1)
+                        name=name, row=1, col=1)
         if kv.num_kv_heads < kv.num_heads:
             fig.add_scatter(x=tokens, y=[b * kv.gqa_factor / 1e6 for b in formula], mode="lines",
-                            name=f"full MHA ({kv.num_heads} KV heads)", line=dict(color=MHA, dash="dot"),
+                            name=t("prefill.kvfig_mha", lang, n=kv.num_heads), line=dict(color=MHA, dash="dot"),
                             row=1, col=1)
     layers = list(range(len(tl.layer_bytes)))
-    fig.add_bar(x=layers, y=[b / 1e3 for b in tl.layer_bytes], name="per layer, measured",
+    fig.add_bar(x=layers, y=[b / 1e3 for b in tl.layer_bytes], name=t("prefill.kvfig_layer_measured", lang),
                 marker_color=[DECODE if not w else PREFILL for w in kv.layer_windows[: len(layers)]],
                 marker_pattern_shape=["" if not w else "/" for w in kv.layer_windows[: len(layers)]], row=1, col=2,
-                hovertemplate="layer %{x}: %{y:,.1f} KB<extra></extra>", showlegend=False)
-    fig.add_scatter(x=layers, y=[b / 1e3 for b in tl.layer_formula_bytes], mode="markers", name="per layer, formula",
+                hovertemplate=_hover("prefill.hover_layer", lang, x="x", y="y:,.1f") + "<extra></extra>",
+                showlegend=False)
+    fig.add_scatter(x=layers, y=[b / 1e3 for b in tl.layer_formula_bytes], mode="markers",
+                    name=t("prefill.kvfig_layer_formula", lang),
                     marker=dict(symbol="line-ew", size=14, line=dict(width=2, color=FORMULA)), row=1, col=2,
-                    showlegend=False, hovertemplate="layer %{x}: formula %{y:,.1f} KB<extra></extra>")
-    fig.update_xaxes(title_text="tokens in the cache", tickformat=",d", row=1, col=1)
+                    showlegend=False,
+                    hovertemplate=_hover("prefill.hover_layer_formula", lang, x="x", y="y:,.1f") + "<extra></extra>")
+    fig.update_xaxes(title_text=t("prefill.axis_cache_tokens", lang), tickformat=",d", row=1, col=1)
     if tokens and max(tokens) - min(tokens) < 10:
         fig.update_xaxes(dtick=1, row=1, col=1)  # whole tokens only
-    fig.update_xaxes(title_text="layer" + (" (orange, hatched: sliding window)" if kv.windowed else ""), row=1, col=2)
+    fig.update_xaxes(title_text=t("prefill.kvfig_layer_windowed" if kv.windowed else "prefill.kvfig_layer", lang),
+                     row=1, col=2)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
-    return _layout(fig, 420, f"KV cache: {kv.bytes_per_token:,} bytes per token ({kv.dtype}), "
-                              f"{tl.kv_tokens:,} tokens held after the last pass")
+    return _layout(fig, 420, t("prefill.kvfig_title", lang, bytes=f"{kv.bytes_per_token:,}", dtype=kv.dtype,
+                               tokens=f"{tl.kv_tokens:,}"))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Cache on vs off
 
 
-def compare_html(cmp: CacheComparison) -> str:
+def compare_html(cmp: CacheComparison, lang: str = DEFAULT) -> str:
     on, off = cmp.on, cmp.off
     n = len(on.steps)
-    same = ("✓ identical tokens" if cmp.identical
-            else f"✗ the runs part at step {cmp.first_difference} (float rounding tipped a near tie)")
+    same = (t("prefill.cmp_same", lang) if cmp.identical
+            else t("prefill.cmp_differ", lang, step=cmp.first_difference))
     last_on, last_off = on.steps[-1], off.steps[-1]
-    return (f'<div class="pfd-kv" id="pfd-compare-summary"><b>{same}</b> ({n} tokens, seed {on.seed}). '
-            f"With the cache: total {ms(on.metrics.total_s)}; without: {ms(off.metrics.total_s)}: "
-            f"<b>{cmp.speedup_total:.1f}× faster with the cache</b>. The last pass processed "
-            f"{last_on.tokens_in_pass} token(s) with the cache and {last_off.tokens_in_pass} without "
-            f"({ms(last_on.forward_s)} vs {ms(last_off.forward_s)}, {cmp.speedup_last_step:.1f}×). "
-            "Without the cache each step's cost grows with the sequence; with it, a decode step only adds one "
-            "token's keys and values and reads the rest.</div>")
+    body = t("prefill.cmp_html", lang, same=same, n=n, seed=on.seed, on=ms(on.metrics.total_s),
+             off=ms(off.metrics.total_s), speedup=f"{cmp.speedup_total:.1f}", last_on=last_on.tokens_in_pass,
+             last_off=last_off.tokens_in_pass, on_ms=ms(last_on.forward_s), off_ms=ms(last_off.forward_s),
+             speedup_last=f"{cmp.speedup_last_step:.1f}")
+    return f'<div class="pfd-kv" id="pfd-compare-summary">{body}</div>'
 
 
-def compare_figure(cmp: CacheComparison) -> go.Figure:
+def compare_figure(cmp: CacheComparison, lang: str = DEFAULT) -> go.Figure:
     on, off = cmp.on.steps, cmp.off.steps
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["Forward pass of each step (ms)", "Time since the run started (s)"])
-    for steps, name, colour, dash in ((on, "KV cache on", DECODE, "solid"), (off, "KV cache off", RECOMPUTE, "dash")):
+                        subplot_titles=[t("prefill.cmpfig_forward", lang), t("prefill.cmpfig_elapsed", lang)])
+    for steps, group, colour, dash in ((on, "on", DECODE, "solid"), (off, "off", RECOMPUTE, "dash")):
+        name = t(f"prefill.cmpfig_{group}", lang)
         x = [s.index for s in steps]
         fig.add_scatter(x=x, y=[s.forward_s * 1e3 for s in steps], mode="lines+markers", name=name,
-                        line=dict(color=colour, dash=dash), row=1, col=1, legendgroup=name,
+                        line=dict(color=colour, dash=dash), row=1, col=1, legendgroup=group,
                         customdata=[s.tokens_in_pass for s in steps],
-                        hovertemplate="step %{x}: %{y:.1f} ms, %{customdata} tokens in<extra>" + name + "</extra>")
+                        hovertemplate=_hover("prefill.cmpfig_hover", lang, x="x", y="y:.1f", tokens="customdata")
+                        + f"<extra>{name}</extra>")
         fig.add_scatter(x=x, y=[(s.start_s + s.step_s) for s in steps], mode="lines", name=name,
-                        line=dict(color=colour, width=3, dash=dash), row=1, col=2, legendgroup=name, showlegend=False,
-                        hovertemplate="after step %{x}: %{y:.2f} s<extra>" + name + "</extra>")
-    fig.update_xaxes(title_text="step (0 = prefill)")
+                        line=dict(color=colour, width=3, dash=dash), row=1, col=2, legendgroup=group, showlegend=False,
+                        hovertemplate=_hover("prefill.cmpfig_hover_elapsed", lang, x="x", y="y:.2f")
+                        + f"<extra>{name}</extra>")
+    fig.update_xaxes(title_text=t("prefill.cmpfig_x", lang))
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, 400, f"The same {len(on)} tokens with the KV cache on and off")
+    return _layout(fig, 400, t("prefill.cmpfig_title", lang, n=len(on)))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Context-length sweep
 
 
-def sweep_figure(sw: Sweep) -> go.Figure:
+def sweep_figure(sw: Sweep, lang: str = DEFAULT) -> go.Figure:
     points = sw.points
     ns = [p.prompt_tokens for p in points]
     cats = [str(n) for n in ns]
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.2, horizontal_spacing=0.1, subplot_titles=[
-        "Prefill time (s) vs prompt length", "Prefill time per prompt token (ms), split by where it goes",
-        "Decode time per new token (ms) vs tokens in the cache", "Memory (MB)"])
-    fig.add_scatter(x=ns, y=[p.prefill_s for p in points], mode="markers", name="prefill, measured",
+        t("prefill.swfig_prefill", lang), t("prefill.swfig_split", lang), t("prefill.swfig_decode", lang),
+        t("prefill.swfig_memory", lang)])
+    fig.add_scatter(x=ns, y=[p.prefill_s for p in points], mode="markers", name=t("prefill.swfig_measured", lang),
                     marker=dict(color=PREFILL, size=10), row=1, col=1,
-                    hovertemplate="%{x} tokens: %{y:.3f} s<extra></extra>")
+                    hovertemplate=_hover("prefill.hover_tokens_s", lang, x="x", y="y:.3f") + "<extra></extra>")
     if sw.linear and sw.quadratic:
         grid = [ns[0] + (ns[-1] - ns[0]) * i / 60 for i in range(61)]
-        for fit, name, dash in ((sw.linear, "linear fit", "dash"), (sw.quadratic, "quadratic fit", "dot")):
-            fig.add_scatter(x=grid, y=[fit.at(x) for x in grid], mode="lines", name=f"{name} (R² {fit.r2:.3f})",
+        for fit, key, dash in ((sw.linear, "prefill.swfig_linear", "dash"),
+                               (sw.quadratic, "prefill.swfig_quadratic", "dot")):
+            fig.add_scatter(x=grid, y=[fit.at(x) for x in grid], mode="lines", name=t(key, lang, r2=f"{fit.r2:.3f}"),
                             line=dict(color=FORMULA if fit.degree == 1 else "#D55E00", dash=dash), row=1, col=1)
-    for key, (label, colour) in SPLIT.items():
+    for key, (label_key, colour) in SPLIT.items():
+        label = t(label_key, lang)
         fig.add_bar(x=cats, y=[p.split[key] / p.prompt_tokens * 1e3 for p in points], name=label,
                     marker_color=colour, marker_pattern_shape=SPLIT_PATTERN.get(key, ""), row=1, col=2,
                     legendgroup="split",
-                    hovertemplate="%{x} tokens: %{y:.3f} ms per token<extra>" + label + "</extra>")
-    fig.add_scatter(x=ns, y=[p.decode_s * 1e3 for p in points], mode="lines+markers", name="decode pass, median",
-                    line=dict(color=DECODE), row=2, col=1, hovertemplate="%{x} tokens cached: %{y:.1f} ms<extra></extra>")
-    fig.add_bar(x=cats, y=[p.kv_bytes / 1e6 for p in points], name="KV cache after prefill (measured)",
-                marker_color=DECODE, row=2, col=2, hovertemplate="%{x} tokens: %{y:.2f} MB<extra>KV cache</extra>")
+                    hovertemplate=_hover("prefill.hover_tokens_ms_per_token", lang, x="x", y="y:.3f")
+                    + f"<extra>{label}</extra>")
+    fig.add_scatter(x=ns, y=[p.decode_s * 1e3 for p in points], mode="lines+markers",
+                    name=t("prefill.swfig_decode_median", lang), line=dict(color=DECODE), row=2, col=1,
+                    hovertemplate=_hover("prefill.hover_tokens_cached_ms", lang, x="x", y="y:.1f") + "<extra></extra>")
+    fig.add_bar(x=cats, y=[p.kv_bytes / 1e6 for p in points], name=t("prefill.swfig_kv", lang),
+                marker_color=DECODE, row=2, col=2,
+                hovertemplate=_hover("prefill.hover_tokens_mb", lang, x="x", y="y:.2f")
+                + f"<extra>{t('prefill.extra_kv', lang)}</extra>")
     fig.add_scatter(x=cats, y=[p.memory["increase_bytes"] / 1e6 for p in points], mode="lines+markers",
-                    name="peak memory increase during the run", line=dict(color=PREFILL, width=3), row=2, col=2,
-                    hovertemplate="%{x} tokens: +%{y:.1f} MB<extra>peak increase</extra>")
+                    name=t("prefill.swfig_peak", lang), line=dict(color=PREFILL, width=3), row=2, col=2,
+                    hovertemplate=_hover("prefill.hover_tokens_plus_mb", lang, x="x", y="y:.1f")
+                    + f"<extra>{t('prefill.extra_peak', lang)}</extra>")
     fig.add_scatter(x=cats, y=[p.working_estimate_bytes / 1e6 for p in points], mode="markers",
-                    name="estimate: 3 score matrices [heads, n, n] + KV + MLP activations",
+                    name=t("prefill.swfig_estimate", lang),
                     marker=dict(symbol="x", size=10, color=FORMULA), row=2, col=2,
-                    hovertemplate="%{x} tokens: %{y:.1f} MB<extra>estimate</extra>")
+                    hovertemplate=_hover("prefill.hover_tokens_mb", lang, x="x", y="y:.1f")
+                    + f"<extra>{t('prefill.extra_estimate', lang)}</extra>")
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title_text="prompt tokens", row=1, col=1)
-    fig.update_xaxes(title_text="prompt tokens", type="category", row=1, col=2)
-    fig.update_xaxes(title_text="tokens in the cache", row=2, col=1)
-    fig.update_xaxes(title_text="prompt tokens", type="category", row=2, col=2)
+    prompt_tokens = t("prefill.axis_prompt_tokens", lang)
+    fig.update_xaxes(title_text=prompt_tokens, row=1, col=1)
+    fig.update_xaxes(title_text=prompt_tokens, type="category", row=1, col=2)
+    fig.update_xaxes(title_text=t("prefill.axis_cache_tokens", lang), row=2, col=1)
+    fig.update_xaxes(title_text=prompt_tokens, type="category", row=2, col=2)
     fig.update_yaxes(rangemode="tozero")
-    title = (f"Context-length sweep: {ns[0]:,} to {ns[-1]:,} prompt tokens on {_esc(sw.device)}" if ns else
-             "Context-length sweep: the time limit stopped it before the first length (run it again)")
+    title = (t("prefill.swfig_title", lang, first=f"{ns[0]:,}", last=f"{ns[-1]:,}", device=_esc(sw.device)) if ns
+             else t("prefill.swfig_title_none", lang))
     return _layout(fig, 840, title, legend_rows=4)
 
 
-PER_TOKEN_TREND = {"rose": "rose", "fell": "fell", "flat": "stayed about the same"}
-DECODE_TREND = {
-    "noisy": ("the decode times jump around by more than 2× without a trend: other programs were using the CPU, "
-              "so no conclusion about decode is possible from this run (tick “measure again”)."),
-    "grows": ("each new token attends over every cached one, so decode slows as the context grows, though far "
-              "less than prefill."),
-    "flat": ("no clear growth at these lengths: a decode pass is dominated by reading the weights, and attending "
-             "over the cache is a small part of it (it grows with the context)."),
-}
+# The findings' trends (inference.sweep) -> catalogue keys.
+PER_TOKEN_TREND = {"rose": "prefill.trend_rose", "fell": "prefill.trend_fell", "flat": "prefill.trend_flat"}
+DECODE_TREND = {"noisy": "prefill.decode_noisy", "grows": "prefill.decode_grows", "flat": "prefill.decode_flat"}
 
 
-def sweep_verdict(sw: Sweep) -> list[str]:
+def sweep_verdict(sw: Sweep, lang: str = DEFAULT) -> list[str]:
     """The sweep's findings (`inference.sweep.sweep_findings`) in sentences that only claim what they hold."""
     if not sw.points:
-        return ["Nothing was measured yet: the request's time limit came before the first length."]
+        return [t("prefill.v_nothing", lang)]
     f = sw.findings
     n0, n1 = f.first_tokens, f.last_tokens
     core0, core1 = f.attention_share
@@ -376,74 +434,56 @@ def sweep_verdict(sw: Sweep) -> list[str]:
 
     # 1. The fits, weighed against the split measured inside the passes.
     if f.linear_r2 is not None:
-        text = (f"A straight line through the prefill times fits with R² = {f.linear_r2:.3f}; adding an n² term "
-                f"gives R² = {f.quadratic_r2:.3f} (an extra term always fits at least as well). ")
+        parts = [t("prefill.v_fit", lang, linear=f"{f.linear_r2:.3f}", quadratic=f"{f.quadratic_r2:.3f}")]
         if f.fit_n2_share is not None:
-            text += f"In that fit the n² term is {100 * f.fit_n2_share:.0f}% of the time at {n1:,} tokens"
-            if f.fit_overstates:
-                text += (f", but the attention scores measured inside those passes are only {100 * core1:.0f}%: most of "
-                         "the curvature is noise or other effects (CPU caches, other programs), not attention. Trust "
-                         "the measured split more than the fit.")
-            else:
-                text += f"; the attention scores measured inside those passes are {100 * core1:.0f}%, consistent with it."
+            key = "prefill.v_n2_overstates" if f.fit_overstates else "prefill.v_n2_consistent"
+            parts.append(t(key, lang, fit=f"{100 * f.fit_n2_share:.0f}", n=f"{n1:,}", core=f"{100 * core1:.0f}"))
         else:
-            text += ("The fitted n² coefficient is not positive: the total times alone show no quadratic growth here "
-                     "(noise can hide it; the split chart measures the n² part directly).")
-        out.append(text)
+            parts.append(t("prefill.v_not_positive", lang))
+        out.append(sentences(parts, lang))
     else:
-        out.append(f"{f.points} lengths measured: fitting linear against quadratic growth needs at least 4 "
-                   "(a quadratic passes through any 3 points), so no fit is shown.")
+        out.append(t("prefill.v_too_few", lang, points=f.points))
 
     # 2. The split measured inside the passes, next to the FLOP count.
-    text = (f"Measured inside the passes (forward hooks), the attention scores (QKᵀ, softmax, ×V) took {100 * core0:.0f}% "
-            f"of prefill at {n0:,} tokens and {100 * core1:.0f}% at {n1:,}. By FLOP count (from the config) their share "
-            f"goes from {percent(f.flops_share[0])} to {percent(f.flops_share[1])}: QKᵀ and ×V cost 4 × layers × "
-            "heads × head dim × n² FLOPs, the projections and MLP 2 × parameters × n, so the scores' share grows about "
-            "in proportion to n. ")
+    parts = [t("prefill.v_split", lang, core0=f"{100 * core0:.0f}", n0=f"{n0:,}", core1=f"{100 * core1:.0f}",
+               n1=f"{n1:,}", flops0=percent(f.flops_share[0]), flops1=percent(f.flops_share[1]))]
     if f.attention_trend == "grows":
-        text += "The measured share grows too: that is the quadratic part of prefill, visible. "
+        parts.append(t("prefill.v_share_grows", lang))
     elif f.attention_trend == "unclear":
-        text += "The measured share does not grow clearly at these lengths. "
-    text += ("At short prompts the measured share is mostly fixed per-operation cost (RoPE, reshapes, a softmax over "
-             "tiny matrices), not FLOPs; softmax and masking also move memory that FLOPs do not count.")
-    out.append(text)
+        parts.append(t("prefill.v_share_unclear", lang))
+    parts.append(t("prefill.v_short_prompts", lang))
+    out.append(sentences(parts, lang))
 
     # 3. Per prompt token.
     per0, per1 = f.per_token_s
-    out.append(f"Prefill time per prompt token {PER_TOKEN_TREND[f.per_token_trend]}: {ms(per0)} at {n0:,} tokens, "
-               f"{ms(per1)} at {n1:,} (×{per1 / per0:.2f}). "
-               "Fixed per-pass costs (dozens of small operations per layer) make short prompts expensive per token; "
-               "the n² attention work makes long prompts more expensive per token; the split chart shows which wins "
-               "where.")
+    out.append(t("prefill.v_per_token", lang, trend=t(PER_TOKEN_TREND[f.per_token_trend], lang), t0=ms(per0),
+                 n0=f"{n0:,}", t1=ms(per1), n1=f"{n1:,}", ratio=f"{per1 / per0:.2f}"))
 
     # 4. KV cache and working memory.
-    capped = (f" in the full-attention layers ({f.sliding_layers} sliding-window layers stop at {f.window_keeps:,} "
-              "tokens)") if f.sliding_layers else ""
-    out.append(f"The KV cache grows linearly{capped}: {nbytes(f.kv_bytes)} at {n1:,} tokens "
-               + ("(equal to the formula at every length)." if f.kv_matches
-                  else "(it differs from the formula: see the table)."))
+    capped = (t("prefill.v_kv_capped", lang, layers=f.sliding_layers, keep=f"{f.window_keeps:,}")
+              if f.sliding_layers else "")
+    out.append(t("prefill.v_kv_equal" if f.kv_matches else "prefill.v_kv_differs", lang, capped=capped,
+                 size=nbytes(f.kv_bytes), n=f"{n1:,}"))
     if f.memory_growth is not None:
         (before, _), (grew_before, grew_last) = f.memory_tokens, f.memory_increase
-        text = (f"Peak memory rose by {nbytes(grew_before)} during the run at {before:,} tokens and by "
-                f"{nbytes(grew_last)} at {n1:,} (estimate {nbytes(f.working_estimate_bytes)}): it grows like "
-                f"n^{f.memory_growth:.1f} there. ")
-        if f.memory_superlinear:
-            text += ("Faster than linear: eager attention writes the full n × n score matrix of every head, so this "
-                     "working memory grows with n², while the KV cache grows with n. Fused kernels (FlashAttention, "
-                     "SDPA) compute the same result in tiles and never hold the whole matrix.")
-        else:
-            text += ("No faster than n: activations that grow with n dominate, and eager attention's n × n score "
-                     "matrices (which grow with n²) are still small at these lengths.")
-        out.append(text)
+        text = t("prefill.v_memory", lang, before_bytes=nbytes(grew_before), before=f"{before:,}",
+                 last_bytes=nbytes(grew_last), n=f"{n1:,}", estimate=nbytes(f.working_estimate_bytes),
+                 growth=f"{f.memory_growth:.1f}")
+        out.append(sentences([text, t("prefill.v_mem_superlinear" if f.memory_superlinear else "prefill.v_mem_linear",
+                                      lang)], lang))
 
     # 5. Decode.
     d0, d1 = f.decode_s
-    out.append(f"A decode pass took {ms(d0)} with {n0:,} cached tokens and {ms(d1)} with {n1:,}: "
-               f"{DECODE_TREND[f.decode_trend]}")
+    out.append(t("prefill.v_decode", lang, d0=ms(d0), n0=f"{n0:,}", d1=ms(d1), n1=f"{n1:,}",
+                 trend=t(DECODE_TREND[f.decode_trend], lang)))
     return out
 
 
-def sweep_html(sw: Sweep) -> str:
+SWEEP_HEADERS = ["prefill.th_prompt_tokens", "prefill.th_prefill", "prefill.th_per_token", "prefill.th_attn_measured",
+                 "prefill.th_attn_flops", "prefill.th_decode", "prefill.th_kv", "prefill.th_peak"]
+
+
+def sweep_html(sw: Sweep, lang: str = DEFAULT) -> str:
     rows = []
     for p in sw.points:
         mem = p.memory
@@ -456,20 +496,16 @@ def sweep_html(sw: Sweep) -> str:
             f"<td>{nbytes(p.kv_bytes)} {'✓' if p.kv_bytes == p.kv_formula_bytes else '✗'}</td>"
             f"<td>{nbytes(mem['peak_bytes'])} (+{nbytes(mem['increase_bytes'])})</td></tr>")
     memory = sw.points[0].memory if sw.points else {}
-    mem_kind = ("GPU memory allocated by tensors (torch.cuda.max_memory_allocated)"
-                if memory.get("kind") == "cuda_allocated"
-                else f"process RSS, {memory.get('method', '')}; freed memory is handed back to the system before "
-                     "each run (malloc_trim) so the increase is this run's own")
-    note = (f"{'Cached result (measured earlier for this model); tick “measure again” to re-run. ' if sw.cached else ''}"
-            f"Each length: the fastest of up to 3 prefills (fewer for long prompts), then "
-            f"{sw.points[0].decode_steps if sw.points else 0} decode passes (median). Memory: {mem_kind}. "
-            "Timings on a shared CPU are noisy."
-            + (" The request's time limit stopped this sweep before its longest lengths; the lengths measured are "
-               "kept, so running it again goes on from there." if sw.timed_out else ""))
-    verdict = "".join(f"<li>{_esc(s)}</li>" for s in sweep_verdict(sw))
-    return (f'<div class="pfd-sweep" id="pfd-sweep-table"><table><thead><tr><th>prompt tokens</th><th>prefill</th>'
-            "<th>per token</th><th>attention scores, measured</th><th>attention scores, FLOPs</th>"
-            "<th>decode / token</th><th>KV cache (= formula)</th><th>peak memory (increase)</th></tr></thead>"
+    mem_kind = (t("prefill.sw_mem_gpu", lang) if memory.get("kind") == "cuda_allocated"
+                else t("prefill.sw_mem_rss", lang, method=_memory_method(memory.get("method", ""), lang)))
+    parts = [t("prefill.sw_cached", lang)] if sw.cached else []
+    parts.append(t("prefill.sw_note", lang, steps=sw.points[0].decode_steps if sw.points else 0, memory=mem_kind))
+    if sw.timed_out:
+        parts.append(t("prefill.sw_timed_out", lang))
+    note = sentences(parts, lang)
+    verdict = "".join(f"<li>{_esc(s)}</li>" for s in sweep_verdict(sw, lang))
+    head = "".join(f"<th>{_esc(t(key, lang))}</th>" for key in SWEEP_HEADERS)
+    return (f'<div class="pfd-sweep" id="pfd-sweep-table"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table><ul>{verdict}</ul>"
             f'<div class="lie-note">{_esc(note)}</div></div>')
 
@@ -478,103 +514,94 @@ def sweep_html(sw: Sweep) -> str:
 # Batch throughput
 
 
-def batch_figure(b: BatchComparison) -> go.Figure:
+def batch_figure(b: BatchComparison, lang: str = DEFAULT) -> go.Figure:
     size = len(b.prompts)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15,
-                        subplot_titles=["Throughput (new tokens per second)", "One decode pass (ms)"])
-    names = ["one prompt at a time", f"batch of {size}"]
+                        subplot_titles=[t("prefill.bfig_throughput", lang), t("prefill.bfig_pass", lang)])
+    names = [t("prefill.bfig_single", lang), t("prefill.bfig_batch", lang, n=size)]
     batched = b.batched.tokens_per_s
     fig.add_bar(x=names, y=[b.single_tokens_per_s, batched], marker_color=[DECODE, PREFILL],
                 text=[f"{b.single_tokens_per_s:.1f}", f"{batched:.1f}"], textposition="outside",
                 showlegend=False, row=1, col=1)
     single_pass, batch_pass = b.single_decode_mean_s, b.batched.decode_mean_s
-    fig.add_bar(x=["1 row", f"{size} rows"], y=[single_pass * 1e3, batch_pass * 1e3],
+    fig.add_bar(x=[t("prefill.bfig_one_row", lang), t("prefill.bfig_rows", lang, n=size)],
+                y=[single_pass * 1e3, batch_pass * 1e3],
                 marker_color=[DECODE, PREFILL], showlegend=False, row=1, col=2,
                 text=[ms(single_pass), ms(batch_pass)], textposition="outside")
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(range=[0, 1.25 * max(b.single_tokens_per_s, batched)], row=1, col=1)
     fig.update_yaxes(range=[0, 1.25e3 * max(single_pass, batch_pass, 1e-6)], row=1, col=2)
-    return _layout(fig, 380, f"Throughput: {size} prompts × {b.new_tokens} new tokens, as one batch vs one at a "
-                             "time")
+    return _layout(fig, 380, t("prefill.bfig_title", lang, n=size, new=b.new_tokens))
 
 
-def batch_html(b: BatchComparison) -> str:
+def batch_html(b: BatchComparison, lang: str = DEFAULT) -> str:
     size = len(b.prompts)
     tokens = size * b.new_tokens
-    same = ("✓ every row of the batch produced the same tokens as its prompt alone" if b.identical
-            else "✗ some rows differ from their prompt alone (padding changes float rounding; a near tie can flip)")
-    return (f'<div class="pfd-kv" id="pfd-batch-summary">{tokens} new tokens ({size} prompts × {b.new_tokens}): '
-            f"one at a time {ms(b.single_total_s)} ({b.single_tokens_per_s:.1f} tokens/s); as one batch "
-            f"{ms(b.batched.total_s)} ({b.batched.tokens_per_s:.1f} tokens/s): <b>{b.speedup:.1f}× "
-            f"the throughput</b>. {same}. A decode pass reads every weight once whatever the batch size, so extra rows "
-            "are cheap until the matrix work itself fills the hardware; each user's own TPOT gets a little worse "
-            "while the server serves more users per second.</div>")
+    same = t("prefill.batch_same" if b.identical else "prefill.batch_differ", lang)
+    body = t("prefill.batch_html", lang, tokens=tokens, size=size, new=b.new_tokens, single=ms(b.single_total_s),
+             single_rate=f"{b.single_tokens_per_s:.1f}", batch=ms(b.batched.total_s),
+             batch_rate=f"{b.batched.tokens_per_s:.1f}", speedup=f"{b.speedup:.1f}", same=same)
+    return f'<div class="pfd-kv" id="pfd-batch-summary">{body}</div>'
 
 
 # ---------------------------------------------------------------------------------------------------
 # Text alternatives: each figure in one sentence, with this run's numbers
 
 
-def timeline_summary(tl: Timeline) -> str:
+def timeline_summary(tl: Timeline, lang: str = DEFAULT) -> str:
     steps, m = tl.steps, tl.metrics
     first, rest = steps[0], steps[1:]
     if not tl.use_cache:
         last = steps[-1]
-        return (f"KV cache off: {len(steps)} passes, each re-running the whole sequence: the first processed "
-                f"{first.tokens_in_pass} tokens in {ms(first.forward_s)}, the last {last.tokens_in_pass} "
-                f"tokens in {ms(last.forward_s)}; first token after {ms(m.ttft_s)}, total {ms(m.total_s)}.")
-    text = (f"{len(steps)} passes: one prefill of {first.tokens_in_pass} prompt tokens took "
-            f"{ms(first.forward_s)} (first token after {ms(m.ttft_s)})")
-    if rest:
-        passes = "1 decode pass" if len(rest) == 1 else f"{len(rest)} decode passes"
-        text += (f", then {passes} of one token each took {ms(m.tpot_mean_s)} on average "
-                 f"(p90 {ms(m.tpot_p90_s)})")
-    return text + f"; total {ms(m.total_s)} for {_plural(m.new_tokens, 'new token')}."
+        return t("prefill.sum_tl_off", lang, passes=len(steps), first=first.tokens_in_pass, first_ms=ms(first.forward_s),
+                 last=last.tokens_in_pass, last_ms=ms(last.forward_s), ttft=ms(m.ttft_s), total=ms(m.total_s))
+    values = dict(passes=len(steps), n=first.tokens_in_pass, time=ms(first.forward_s), ttft=ms(m.ttft_s),
+                  total=ms(m.total_s), new=_count(m.new_tokens, "prefill.new_tokens", lang))
+    if not rest:
+        return t("prefill.sum_tl_prefill_only", lang, **values)
+    return t("prefill.sum_tl", lang, decode=_count(len(rest), "prefill.decode_passes", lang), mean=ms(m.tpot_mean_s),
+             p90=ms(m.tpot_p90_s), **values)
 
 
-def kv_summary(tl: Timeline) -> str:
+def kv_summary(tl: Timeline, lang: str = DEFAULT) -> str:
     kv, steps = tl.kv, tl.steps
     if not tl.use_cache:
-        return "KV cache off: nothing is kept between passes, so the cache holds 0 bytes."
+        return t("prefill.sum_kv_off", lang)
     first, last = steps[0], steps[-1]
-    verdict = "equal to the formula at every pass" if tl.kv_matches() else "differing from the formula"
-    text = (f"The KV cache grew by {kv.bytes_per_token:,} bytes per token: {nbytes(first.cache_bytes)} after the "
-            f"prefill ({first.cache_len:,} tokens), {nbytes(last.cache_bytes)} after the last pass "
-            f"({last.cache_len:,} tokens), {verdict}")
+    verdict = t("prefill.sum_kv_equal" if tl.kv_matches() else "prefill.sum_kv_differs", lang)
+    values = dict(per=f"{kv.bytes_per_token:,}", first=nbytes(first.cache_bytes), first_len=f"{first.cache_len:,}",
+                  last=nbytes(last.cache_bytes), last_len=f"{last.cache_len:,}", verdict=verdict)
     if kv.num_kv_heads < kv.num_heads:
-        text += f"; full multi-head attention would hold {kv.gqa_factor:g}× as much"
-    return text + "."
+        return t("prefill.sum_kv_gqa", lang, factor=f"{kv.gqa_factor:g}", **values)
+    return t("prefill.sum_kv", lang, **values)
 
 
-def compare_summary(cmp: CacheComparison) -> str:
+def compare_summary(cmp: CacheComparison, lang: str = DEFAULT) -> str:
     on, off = cmp.on, cmp.off
-    same = "identical tokens" if cmp.identical else f"tokens that part at step {cmp.first_difference}"
+    same = (t("prefill.sum_cmp_same", lang) if cmp.identical
+            else t("prefill.sum_cmp_differ", lang, step=cmp.first_difference))
     last_on, last_off = on.steps[-1], off.steps[-1]
-    return (f"{len(on.steps)} tokens with the KV cache took {ms(on.metrics.total_s)}, without it "
-            f"{ms(off.metrics.total_s)} ({cmp.speedup_total:.1f}× slower); the last pass processed "
-            f"{last_on.tokens_in_pass} token(s) with the cache and {last_off.tokens_in_pass} without; {same}.")
+    return t("prefill.sum_cmp", lang, n=len(on.steps), on=ms(on.metrics.total_s), off=ms(off.metrics.total_s),
+             slower=f"{cmp.speedup_total:.1f}", last_on=last_on.tokens_in_pass, last_off=last_off.tokens_in_pass,
+             same=same)
 
 
-def sweep_summary(sw: Sweep) -> str:
+def sweep_summary(sw: Sweep, lang: str = DEFAULT) -> str:
     points = sw.points
     if not points:
-        return "No length was measured."
+        return t("prefill.sum_sweep_none", lang)
     a, b = points[0], points[-1]
-    text = (f"Prefill took {ms(a.prefill_s)} at {a.prompt_tokens:,} tokens and {ms(b.prefill_s)} at "
-            f"{b.prompt_tokens:,} (attention scores {a.attention_share:.0%} → {b.attention_share:.0%} of it, "
-            f"measured); a decode pass took {ms(a.decode_s)} → {ms(b.decode_s)}; the KV cache grew to "
-            f"{nbytes(b.kv_bytes)}")
-    if sw.timed_out:
-        text += "; the request's time limit stopped the sweep before its longest lengths (run it again to go on)"
-    return text + "."
+    return t("prefill.sum_sweep_timed_out" if sw.timed_out else "prefill.sum_sweep", lang,
+             prefill_a=ms(a.prefill_s), n_a=f"{a.prompt_tokens:,}", prefill_b=ms(b.prefill_s),
+             n_b=f"{b.prompt_tokens:,}", share_a=f"{a.attention_share:.0%}", share_b=f"{b.attention_share:.0%}",
+             decode_a=ms(a.decode_s), decode_b=ms(b.decode_s), kv=nbytes(b.kv_bytes))
 
 
-def batch_summary(b: BatchComparison) -> str:
+def batch_summary(b: BatchComparison, lang: str = DEFAULT) -> str:
     size = len(b.prompts)
-    return (f"{size} prompts × {b.new_tokens} new tokens: one at a time {b.single_tokens_per_s:.1f} tokens/s, "
-            f"as one batch {b.batched.tokens_per_s:.1f} tokens/s ({b.speedup:.1f}× the throughput); a decode "
-            "pass "
-            f"took {ms(b.single_decode_mean_s)} for 1 row and {ms(b.batched.decode_mean_s)} for {size} rows.")
+    return t("prefill.sum_batch", lang, size=size, new=b.new_tokens, single_rate=f"{b.single_tokens_per_s:.1f}",
+             batch_rate=f"{b.batched.tokens_per_s:.1f}", speedup=f"{b.speedup:.1f}",
+             single=ms(b.single_decode_mean_s), batch=ms(b.batched.decode_mean_s))
 
 
 # ---------------------------------------------------------------------------------------------------

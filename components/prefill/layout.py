@@ -31,6 +31,7 @@ from inference.limits import (
 from . import api
 from . import events as ev
 from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from ..i18n import DEFAULT as ENGLISH, RTL, T, t
 from .figures import CSS
 from ..share import share_link
 from ..teaching import LessonPanel
@@ -41,16 +42,34 @@ EXAMPLES = _DATA["examples"]
 BATCH_PROMPTS = _DATA["batch_prompts"]
 DEFAULT = EXAMPLES[0]
 
-# How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/prefill.md).
-INTRO = (f"Press **Run** to generate and time every forward pass of the loaded model; untick **KV cache on** to see "
-         f"why the cache exists; grow the prompt in the sweep to see what context costs. Limits: prompt "
-         f"{MAX_PROMPT_TOKENS:,} tokens, {MAX_NEW_TOKENS} new tokens; without the cache at most "
-         f"{MAX_RECOMPUTE_TOKENS:,} tokens processed over all passes.")
+# How to operate the tab and its limits (catalogue texts, filled with this server's limits); the teaching text is
+# the lesson (assets/lessons/<lang>/prefill.md).
+INTRO_VALUES = dict(prompt_tokens=f"{MAX_PROMPT_TOKENS:,}", new_tokens=MAX_NEW_TOKENS,
+                    recompute_tokens=f"{MAX_RECOMPUTE_TOKENS:,}")
+SWEEP_NOTE_VALUES = dict(lengths=", ".join(f"{n:,}" for n in SWEEP_LENGTHS), steps=SWEEP_DECODE_STEPS,
+                         cap=f"{MAX_SWEEP_TOKENS:,}", memory=f"{MAX_SWEEP_WORKING_BYTES / 1e9:.1f}")
+BATCH_NOTE_VALUES = dict(prompts=MAX_BATCH_PROMPTS, tokens=MAX_BATCH_PROMPT_TOKENS)
 
-SWEEP_NOTE = (f"Lengths {', '.join(f'{n:,}' for n in SWEEP_LENGTHS)} up to the one you pick; each is one greedy "
-              f"generation ({SWEEP_DECODE_STEPS} decode steps after the prefill). Cap: {MAX_SWEEP_TOKENS:,} tokens, the "
-              f"model's context length, and about {MAX_SWEEP_WORKING_BYTES / 1e9:.1f} GB of working memory for the "
-              "longest prefill. Results are cached per model. The longest lengths take a while on a small CPU.")
+
+def example_labels(lang: str) -> list[str]:
+    """The examples' labels in `lang`: catalogue key prefill.example_<i> (from 1) where its English text is the
+    label in assets/examples/prefill.json; a label the catalogue does not know stays as the file has it."""
+    labels = []
+    for i, e in enumerate(EXAMPLES, 1):
+        key = f"prefill.example_{i}"
+        try:
+            known = t(key, ENGLISH) == e["label"]
+        except KeyError:
+            known = False
+        labels.append(t(key, lang) if known else e["label"])
+    return labels
+
+
+def _markdown(texts, key: str, **values) -> gr.Markdown:
+    """A Markdown of catalogue text `key` filled with `values`, relabelled (and turned right to left) with the
+    visitor's language."""
+    return texts.add(gr.Markdown(t(key, ENGLISH, **values)),
+                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,29 +77,35 @@ SWEEP_NOTE = (f"Lengths {', '.join(f'{n:,}' for n in SWEEP_LENGTHS)} up to the o
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
     lesson = LessonPanel(demo, "prefill")
-    gr.Markdown(INTRO)
-    facts = gr.HTML(elem_id="pfd-model-note")
+    _markdown(texts, "prefill.intro", **INTRO_VALUES)
+    facts = texts.add(gr.HTML(elem_id="pfd-model-note"), lambda lang: ev.model_note(lang))
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", value=DEFAULT["prompt"], lines=2, max_length=8000, elem_id="pfd-prompt")
+            prompt = texts.make(gr.Textbox, label=T("prefill.prompt"), value=DEFAULT["prompt"], lines=2, max_length=8000,
+                                elem_id="pfd-prompt")
         with gr.Column(scale=2, min_width=280):
             with gr.Row():
-                chat = gr.Checkbox(label="as chat (chat template)", value=DEFAULT["chat"], elem_id="pfd-chat")
-                use_cache = gr.Checkbox(label="KV cache on", value=True, elem_id="pfd-cache")
+                chat = texts.make(gr.Checkbox, label=T("prefill.chat"), value=DEFAULT["chat"], elem_id="pfd-chat")
+                use_cache = texts.make(gr.Checkbox, label=T("prefill.use_cache"), value=True, elem_id="pfd-cache")
             with gr.Row():
-                max_new = gr.Number(label=f"max new tokens (≤ {MAX_NEW_TOKENS})", value=DEFAULT["max_new_tokens"],
-                                    precision=0, minimum=1, maximum=MAX_NEW_TOKENS, elem_id="pfd-max-new")
-                seed = gr.Number(label="seed (empty = random; a run writes the one it used)", value=42, precision=0,
-                                 minimum=0, maximum=MAX_SEED, elem_id="pfd-seed", elem_classes=["lie-advanced"])
-            temperature = gr.Slider(0, 2, value=DEFAULT["temperature"], step=0.05, label="temperature (0 = greedy)",
-                                    elem_id="pfd-temperature")
-    gr.Examples(examples=[[e["prompt"], e["chat"], e["max_new_tokens"], e["temperature"]] for e in EXAMPLES],
-                example_labels=[e["label"] for e in EXAMPLES], inputs=[prompt, chat, max_new, temperature],
-                label="Examples")
+                max_new = texts.label(gr.Number(label=t("prefill.max_new", ENGLISH, n=MAX_NEW_TOKENS),
+                                                value=DEFAULT["max_new_tokens"], precision=0, minimum=1,
+                                                maximum=MAX_NEW_TOKENS, elem_id="pfd-max-new"),
+                                      "prefill.max_new", n=MAX_NEW_TOKENS)
+                seed = texts.make(gr.Number, label=T("prefill.seed"), value=42, precision=0,
+                                  minimum=0, maximum=MAX_SEED, elem_id="pfd-seed", elem_classes=["lie-advanced"])
+            temperature = texts.make(gr.Slider, 0, 2, value=DEFAULT["temperature"], step=0.05,
+                                     label=T("prefill.temperature"), elem_id="pfd-temperature")
+    examples = gr.Examples(examples=[[e["prompt"], e["chat"], e["max_new_tokens"], e["temperature"]] for e in EXAMPLES],
+                           example_labels=example_labels(ENGLISH), inputs=[prompt, chat, max_new, temperature],
+                           label=t("prefill.examples", ENGLISH))
+    texts.add(examples.dataset, lambda lang: gr.update(label=t("prefill.examples", lang),
+                                                       sample_labels=example_labels(lang)))
     with gr.Row():
-        run_btn = gr.Button("Run ▸", variant="primary", elem_id="pfd-run")
-        compare_btn = gr.Button("Run with the KV cache on and off", elem_id="pfd-compare")
+        run_btn = texts.make(gr.Button, T("prefill.run"), variant="primary", elem_id="pfd-run")
+        compare_btn = texts.make(gr.Button, T("prefill.compare"), elem_id="pfd-compare")
     # The longest sweep length of the view, for the shareable link: empty until a sweep has run.
     sweep_link = gr.Number(value=None, precision=0, minimum=8, maximum=MAX_SWEEP_TOKENS, visible=False,
                            elem_id="pfd-sweep-link")
@@ -88,53 +113,58 @@ def build(demo: gr.Blocks) -> None:
               "use_cache": use_cache, "max_tokens": sweep_link}
     loaded = share_link(demo, "prefill", fields)
     headline = gr.HTML(elem_id="pfd-headline", css_template=CSS)
-    timeline_plot = gr.Plot(label="Timeline: prefill, then one decode pass per token", elem_id="pfd-timeline")
+    timeline_plot = texts.make(gr.Plot, label=T("prefill.timeline_plot"), elem_id="pfd-timeline")
     timeline_alt = gr.Markdown(elem_id="pfd-timeline-summary", elem_classes=["lie-alt"])
     with gr.Row(elem_classes=["lie-advanced"]):
-        timeline_csv = gr.DownloadButton("⬇ Timeline as CSV (one row per pass)", size="sm",
-                                         elem_id="pfd-timeline-csv", interactive=False)
-    gr.Markdown("### KV cache")
+        # A DownloadButton's first argument is its label (not its value): named here.
+        timeline_csv = texts.make(gr.DownloadButton, label=T("prefill.timeline_csv"), size="sm",
+                                  elem_id="pfd-timeline-csv", interactive=False)
+    texts.make(gr.Markdown, T("prefill.kv_heading"))
     kv_text = gr.HTML(elem_id="pfd-kv-html", css_template=CSS)
-    kv_plot = gr.Plot(label="KV cache: measured from the tensors vs the formula", elem_id="pfd-kv-plot")
+    kv_plot = texts.make(gr.Plot, label=T("prefill.kv_plot"), elem_id="pfd-kv-plot")
     kv_alt = gr.Markdown(elem_id="pfd-kv-summary", elem_classes=["lie-alt"])
-    gr.Markdown("### KV cache on vs off")
+    texts.make(gr.Markdown, T("prefill.compare_heading"))
     compare_text = gr.HTML(elem_id="pfd-compare-html", css_template=CSS)
-    compare_plot = gr.Plot(label="The same generation with and without the cache", elem_id="pfd-compare-plot")
+    compare_plot = texts.make(gr.Plot, label=T("prefill.compare_plot"), elem_id="pfd-compare-plot")
     compare_alt = gr.Markdown(elem_id="pfd-compare-summary-alt", elem_classes=["lie-alt"])
     with gr.Row(elem_classes=["lie-advanced"]):
-        compare_csv = gr.DownloadButton("⬇ Both runs as CSV", size="sm", elem_id="pfd-compare-csv", interactive=False)
+        compare_csv = texts.make(gr.DownloadButton, label=T("prefill.compare_csv"), size="sm", elem_id="pfd-compare-csv",
+                                 interactive=False)
 
-    gr.Markdown("### What context length costs")
-    gr.Markdown(SWEEP_NOTE)
+    texts.make(gr.Markdown, T("prefill.sweep_heading"))
+    _markdown(texts, "prefill.sweep_note", **SWEEP_NOTE_VALUES)
     with gr.Row():
-        sweep_max = gr.Dropdown(choices=list(SWEEP_LENGTHS), value=ev.DEFAULT_SWEEP, allow_custom_value=True,
-                                label=f"longest prompt (tokens, ≤ {MAX_SWEEP_TOKENS:,})", elem_id="pfd-sweep-max")
-        fresh = gr.Checkbox(label="measure again (ignore cached results)", value=False, elem_id="pfd-sweep-fresh",
-                            elem_classes=["lie-advanced"])
-        sweep_btn = gr.Button("Run the sweep", elem_id="pfd-sweep-run")
-    sweep_plot = gr.Plot(label="Context-length sweep", elem_id="pfd-sweep-plot")
+        sweep_max = texts.label(gr.Dropdown(choices=list(SWEEP_LENGTHS), value=ev.DEFAULT_SWEEP, allow_custom_value=True,
+                                            label=t("prefill.sweep_max", ENGLISH, n=f"{MAX_SWEEP_TOKENS:,}"),
+                                            elem_id="pfd-sweep-max"),
+                                "prefill.sweep_max", n=f"{MAX_SWEEP_TOKENS:,}")
+        fresh = texts.make(gr.Checkbox, label=T("prefill.fresh"), value=False, elem_id="pfd-sweep-fresh",
+                           elem_classes=["lie-advanced"])
+        sweep_btn = texts.make(gr.Button, T("prefill.sweep_run"), elem_id="pfd-sweep-run")
+    sweep_plot = texts.make(gr.Plot, label=T("prefill.sweep_plot"), elem_id="pfd-sweep-plot")
     sweep_alt = gr.Markdown(elem_id="pfd-sweep-summary", elem_classes=["lie-alt"])
     sweep_text = gr.HTML(elem_id="pfd-sweep-html", css_template=CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
-        sweep_csv = gr.DownloadButton("⬇ Sweep as CSV (one row per length)", size="sm", elem_id="pfd-sweep-csv",
-                                      interactive=False)
+        sweep_csv = texts.make(gr.DownloadButton, label=T("prefill.sweep_csv"), size="sm", elem_id="pfd-sweep-csv",
+                               interactive=False)
 
-    gr.Markdown("### Throughput: a batch vs one prompt at a time")
-    gr.Markdown(f"Greedy decoding of up to {MAX_BATCH_PROMPTS} prompts (≤ {MAX_BATCH_PROMPT_TOKENS} tokens each), "
-                "once as one left-padded batch with an attention mask, once one prompt after another. Every prompt "
-                "gets exactly the chosen number of new tokens (EOS blocked), so both do the same work.")
+    texts.make(gr.Markdown, T("prefill.batch_heading"))
+    _markdown(texts, "prefill.batch_note", **BATCH_NOTE_VALUES)
     with gr.Row():
-        batch_prompts = gr.Textbox(label=f"prompts, one per line (≤ {MAX_BATCH_PROMPTS})", value="\n".join(BATCH_PROMPTS),
-                                   lines=4, elem_id="pfd-batch-prompts", scale=3)
+        batch_prompts = texts.label(gr.Textbox(label=t("prefill.batch_prompts", ENGLISH, n=MAX_BATCH_PROMPTS),
+                                               value="\n".join(BATCH_PROMPTS), lines=4, elem_id="pfd-batch-prompts",
+                                               scale=3),
+                                    "prefill.batch_prompts", n=MAX_BATCH_PROMPTS)
         with gr.Column(scale=1, min_width=220):
-            batch_new = gr.Slider(1, MAX_BATCH_NEW_TOKENS, value=16, step=1, label="new tokens per prompt",
-                                  elem_id="pfd-batch-new")
-            batch_btn = gr.Button("Measure throughput", elem_id="pfd-batch-run")
-    batch_plot = gr.Plot(label="Throughput", elem_id="pfd-batch-plot")
+            batch_new = texts.make(gr.Slider, 1, MAX_BATCH_NEW_TOKENS, value=16, step=1, label=T("prefill.batch_new"),
+                                   elem_id="pfd-batch-new")
+            batch_btn = texts.make(gr.Button, T("prefill.batch_run"), elem_id="pfd-batch-run")
+    batch_plot = texts.make(gr.Plot, label=T("prefill.batch_plot"), elem_id="pfd-batch-plot")
     batch_alt = gr.Markdown(elem_id="pfd-batch-summary-alt", elem_classes=["lie-alt"])
     batch_text = gr.HTML(elem_id="pfd-batch-html", css_template=CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
-        batch_csv = gr.DownloadButton("⬇ Throughput as CSV", size="sm", elem_id="pfd-batch-csv", interactive=False)
+        batch_csv = texts.make(gr.DownloadButton, label=T("prefill.batch_csv"), size="sm", elem_id="pfd-batch-csv",
+                               interactive=False)
 
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     controls = [prompt, chat, max_new, temperature, seed]
@@ -155,10 +185,10 @@ def build(demo: gr.Blocks) -> None:
                                          *sweep_outputs[:-1], *batch_outputs], api_visibility="private", queue=False)
     # "Try this": a button sets its fields, then runs what it is about (a run; a run and the cache comparison
     # when it turns the cache off; the sweep when it names a longest length).
-    for t, event in zip(lesson.lesson.tries, lesson.connect(fields)):
-        if "max_tokens" in t.values:
+    for try_, event in zip(lesson.lesson.tries, lesson.connect(fields)):
+        if "max_tokens" in try_.values:
             event.then(**sweep_from_field)
-        elif t.values.get("use_cache") is False:
+        elif try_.values.get("use_cache") is False:
             event.then(**run).then(**compare)
         else:
             event.then(**run)
