@@ -8,6 +8,7 @@ from inference.forward import forward_pass
 from inference.limits import MAX_FORWARD_TOKENS
 
 from ..common import session, user_errors
+from ..i18n import t
 from .exports import forward_data, surprisal_data
 
 
@@ -32,6 +33,5 @@ def surprisal_api(text: str, chat: bool = False, model: str | None = None) -> di
     s = session(model)
     forward = forward_pass(s, text, chat)
     if forward.num_predicted == 0:
-        raise InputError("The text is a single token: perplexity needs at least two tokens (one to predict from, one "
-                         "to predict). Type a longer text.")
+        raise InputError(t("forward.one_token_no_perplexity"))
     return {"model": s.model_id, **surprisal_data(s, forward), "max_tokens": MAX_FORWARD_TOKENS}

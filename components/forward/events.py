@@ -5,6 +5,7 @@ Run records one model pass per text (cached in the session, `inference.forward.f
 view, a click on a box included, only reads that cached analysis. `run_forward` returns the views in the order
 of `RUN_OUTPUTS`, so the layout (`layout.build`) and this handler agree on one list. The table rows and JSON
 of the downloads come from `exports`; what each box does is the tab's text, assets/lessons/<lang>/forward_boxes.yaml.
+Every text is in the visitor's language (`language()`, handed to the pure figure builders as `lang`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from inference.positions import positional_scheme
 
 from ..common import session, user_errors
 from ..export import csv_file, json_file
-from ..i18n import language
+from ..i18n import DEFAULT, language, t
 from ..teaching import load_yaml
 from .figures import (
     box_links, compare_figure, compare_summary, cosine_heatmap, cosine_summary, diagram_html, embedding_strip,
     embedding_strip_summary, explain_html, lens_figure, lens_summary, norms_heatmap, norms_summary, position_figure,
-    position_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
+    position_summary, scheme_summary, surprisal_html, surprising_table_html, updates_figure, updates_summary,
 )
 from .exports import (
     LENS_HEADER, PAIR_HEADER, PROMPTS_HEADER, RESIDUAL_HEADER, SURPRISAL_HEADER, lens_csv_rows, pair_csv_rows,
@@ -36,10 +37,10 @@ from .exports import (
 )
 
 
-def box_texts() -> dict:
+def box_texts(lang: str | None = None) -> dict:
     """What each box of the diagram does (HTML with {placeholders} for the model's numbers), shown on a click, in
-    the visitor's language (assets/lessons/<lang>/forward_boxes.yaml)."""
-    return load_yaml("forward_boxes.yaml", language())
+    `lang` (default: the visitor's language; assets/lessons/<lang>/forward_boxes.yaml)."""
+    return load_yaml("forward_boxes.yaml", lang or language())
 
 # What run_forward returns, in order (build() lists the components in the same order).
 RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine", "cosine_alt", "positions", "rope",
@@ -54,10 +55,10 @@ RUN_OUTPUTS = ("state", "info", "flow", "explain", "strip", "strip_alt", "cosine
 def shown_pass(state: dict | None) -> ForwardPass:
     """The cached analysis the views show; a model switch since Run asks for a new Run."""
     if not state:
-        raise InputError("Press Run to analyse a text first.")
+        raise InputError(t("forward.press_run"))
     s = session()
     if s.model_id != state["model"]:
-        raise InputError(f"The model is now {s.label}: press Run to analyse the text with it.")
+        raise InputError(t("forward.model_changed", model=s.label))
     return forward_pass(s, state["text"], state["chat"])
 
 
@@ -66,71 +67,73 @@ def diagram_of(forward: ForwardPass) -> Diagram:
     return build_diagram(session(), forward)
 
 
-def _diagram_views(forward: ForwardPass, selected: str | None):
+def _diagram_views(forward: ForwardPass, selected: str | None, lang: str = DEFAULT):
     """Diagram HTML and the explanation HTML (with a link to the tab that opens the picked box further)."""
     diagram = diagram_of(forward)
     box = diagram.find(selected) if selected else None
     link = box_links(diagram.boxes)[box.key] if box else None
-    explain = explain_html(diagram, box, box_texts(), link)
-    return diagram_html(diagram, box.key if box else None), explain
+    explain = explain_html(diagram, box, box_texts(lang), link, lang=lang)
+    return diagram_html(diagram, box.key if box else None, lang=lang), explain
 
 
-def _info(forward: ForwardPass) -> str:
+def _info(forward: ForwardPass, lang: str = DEFAULT) -> str:
     s = session()
-    ppl = f"{forward.perplexity:,.2f}" if forward.perplexity is not None else "— (one token)"
+    ppl = f"{forward.perplexity:,.2f}" if forward.perplexity is not None else t("forward.info_no_perplexity", lang)
     cells = [
-        ("token" if forward.n == 1 else "tokens", f"{forward.n:,}"),
-        ("layers", f"{forward.num_layers}"),
-        ("parameters", f"{s.facts.num_parameters / 1e6:,.1f}M"),
-        ("perplexity", ppl),
-        ("for the pass", f"{forward.seconds:.2f} s"),
+        ("forward.info_token" if forward.n == 1 else "forward.info_tokens", f"{forward.n:,}"),
+        ("forward.info_layers", f"{forward.num_layers}"),
+        ("forward.info_parameters", f"{s.facts.num_parameters / 1e6:,.1f}M"),
+        ("forward.info_perplexity", ppl),
+        ("forward.info_seconds", f"{forward.seconds:.2f} s"),
     ]
-    inner = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in cells)
-    check = (f'<div class="lie-note">Check: the final norm and the LM head applied to the last layer\'s output give the '
-             f"model's own logits (largest difference {forward.head_check:.1e}).</div>")
+    inner = "".join(f"<span><b>{v}</b> {t(k, lang)}</span>" for k, v in cells)
+    check = f'<div class="lie-note">{t("forward.info_check", lang, difference=forward.head_check)}</div>'
     return f'<div class="lie-counts">{inner}</div>{check}'
 
 
-def _embedding_views(forward: ForwardPass):
+def _embedding_views(forward: ForwardPass, lang: str = DEFAULT):
     """The embedding strip and the cosine heatmap, each followed by its one-line summary."""
-    return embedding_strip(forward), embedding_strip_summary(forward), cosine_heatmap(forward), cosine_summary(forward)
+    return (embedding_strip(forward, lang), embedding_strip_summary(forward, lang), cosine_heatmap(forward, lang),
+            cosine_summary(forward, lang))
 
 
-def _positions_markdown() -> str:
+def _positions_markdown(lang: str = DEFAULT) -> str:
     s = session()
     scheme = positional_scheme(s)
+    summary = scheme_summary(scheme, s.facts.head_dim, lang)
     if scheme.kind == "rope":
-        waves = "; ".join(
-            ("" if name == "all" else f"{name.replace('_', ' ')} layers: ")
-            + f"the fastest pair of dimensions turns once every {fast:.1f} tokens, the slowest once every {slow:,.0f}"
+        waves = t("forward.list_separator", lang).join(
+            t("forward.positions_wave", lang, fast=fast, slow=slow) if name == "all" else
+            t("forward.positions_wave_layers", lang, layers=name.replace("_", " "), fast=fast, slow=slow)
             for name, (fast, slow) in scheme.wavelengths.items())
-        return (f"**Positions in {s.label}: {scheme.summary}.** Nothing is added to the embeddings; instead every "
-                f"attention layer rotates each query and key by its position (the rotary module's `inv_freq`: one speed "
-                f"per pair of dimensions, θ^(−2i/d)). {waves}. Context length {scheme.context_length:,} tokens.")
+        return t("forward.positions_rope", lang, model=s.label, summary=summary, waves=waves,
+                 context=scheme.context_length)
     if scheme.kind == "learned":
-        return f"**Positions in {s.label}: {scheme.summary}**, added to the token embeddings before the first layer."
-    return f"**Positions in {s.label}:** {scheme.summary}."
+        return t("forward.positions_learned", lang, model=s.label, summary=summary)
+    return t("forward.positions_none", lang, model=s.label, summary=summary)
 
 
-def _position_plot():
+def _position_plot(lang: str = DEFAULT):
     """The positions plot and its summary (none for a model whose positions have no curve to draw)."""
     scheme = positional_scheme(session())
     if not scheme.curves:
         return None, ""
-    return position_figure(scheme), position_summary(scheme)
+    return position_figure(scheme, lang), position_summary(scheme, lang)
 
 
-def _residual_views(forward: ForwardPass):
+def _residual_views(forward: ForwardPass, lang: str = DEFAULT):
     """Updates bars, norms heatmap and logit lens, each followed by its one-line summary."""
     updates = (forward.stages[1:], forward.attn_update_norms, forward.mlp_update_norms, forward.layer_update_norms)
     return (
-        updates_figure(*updates, skip_first=forward.n > 1), updates_summary(*updates, skip_first=forward.n > 1),
-        norms_heatmap(forward), norms_summary(forward), lens_figure(forward), lens_summary(forward),
+        updates_figure(*updates, skip_first=forward.n > 1, lang=lang),
+        updates_summary(*updates, skip_first=forward.n > 1, lang=lang),
+        norms_heatmap(forward, lang), norms_summary(forward, lang), lens_figure(forward, lang),
+        lens_summary(forward, lang),
     )
 
 
-def _surprisal_view(forward: ForwardPass, title: str) -> str:
-    return surprisal_html(forward, pieces(session(), forward.expected_ids), title)
+def _surprisal_view(forward: ForwardPass, title: str, lang: str = DEFAULT) -> str:
+    return surprisal_html(forward, pieces(session(), forward.expected_ids), title, lang)
 
 
 def _downloads(forward: ForwardPass, text: str, chat: bool) -> tuple:
@@ -160,11 +163,13 @@ def run_forward(text: str, chat: bool, state: dict | None, box: str | None = Non
     if selected and diagram_of(forward).find(selected) is None:
         selected = None
     state = {"model": s.model_id, "text": text, "chat": chat, "selected": selected}
-    diagram_view, explain = _diagram_views(forward, selected)
-    table = surprising_table_html(forward, pieces(s, forward.expected_ids), SURPRISAL_TOP)
-    return (state, _info(forward), diagram_view, explain, *_embedding_views(forward), _positions_markdown(),
-            *_position_plot(), *_residual_views(forward), _surprisal_view(forward, "Your text"),
-            table or '<div class="lie-note">No token is predicted in a one-token text.</div>',
+    lang = language()
+    diagram_view, explain = _diagram_views(forward, selected, lang)
+    table = surprising_table_html(forward, pieces(s, forward.expected_ids), SURPRISAL_TOP, lang)
+    return (state, _info(forward, lang), diagram_view, explain, *_embedding_views(forward, lang),
+            _positions_markdown(lang), *_position_plot(lang), *_residual_views(forward, lang),
+            _surprisal_view(forward, t("forward.your_text", lang), lang),
+            table or f'<div class="lie-note">{t("forward.no_prediction", lang)}</div>',
             *_downloads(forward, text, chat))
 
 
@@ -175,9 +180,9 @@ def pick_box(state: dict, evt: gr.EventData):
     forward = shown_pass(state)
     key = str((getattr(evt, "_data", None) or {}).get("key", ""))
     if diagram_of(forward).find(key) is None:
-        raise InputError(f"There is no box {key!r} in this diagram.")
+        raise InputError(t("forward.no_box", box=repr(key)))
     state = {**state, "selected": key}
-    return (state, *_diagram_views(forward, key), key)
+    return (state, *_diagram_views(forward, key, language()), key)
 
 
 @user_errors
@@ -185,7 +190,7 @@ def open_tab(state: dict):
     """The picked box's tab (Attention for attention boxes, Sampling for the logits)."""
     link = box_links(diagram_of(shown_pass(state)).boxes).get(state.get("selected") or "")
     if not link:
-        raise InputError("Pick a box that belongs to another tab first.")
+        raise InputError(t("forward.pick_box_first"))
     return gr.Tabs(selected=link)
 
 
@@ -194,7 +199,9 @@ def compare_texts(text_a: str, text_b: str):
     """Two texts' surprisal side by side (plain text, one cached pass each), and both as one CSV."""
     s = session()
     a, b = forward_pass(s, text_a, False), forward_pass(s, text_b, False)
-    view = f'<div class="fw-pair">{_surprisal_view(a, "Text A")}{_surprisal_view(b, "Text B")}</div>'
+    lang = language()
+    view = (f'<div class="fw-pair">{_surprisal_view(a, t("forward.text_a", lang), lang)}'
+            f'{_surprisal_view(b, t("forward.text_b", lang), lang)}</div>')
     return view, gr.DownloadButton(value=csv_file("forward-compare-texts", PAIR_HEADER, pair_csv_rows(s, a, b)))
 
 
@@ -217,12 +224,17 @@ def prompt_comparison(prompt_a: str, prompt_b: str) -> dict:
 def compare_prompts(prompt_a: str, prompt_b: str):
     """Two prompts' next-token distributions on one chart (plain text, one cached pass each)."""
     c = prompt_comparison(prompt_a, prompt_b)
-    note = (f'<div class="lie-note">Top token after A: <b>{html.escape(c["top_a"])}</b> ({c["probs_a"].max():.0%}) · '
-            f'after B: <b>{html.escape(c["top_b"])}</b> ({c["probs_b"].max():.0%}). Each bar group is one token; both '
-            f"prompts' top {COMPARE_TOP_K} are shown.</div>")
-    return (compare_figure(c["labels"], c["probs_a"], c["probs_b"], "A: " + prompt_a, "B: " + prompt_b),
-            compare_summary(c["labels"], c["probs_a"], c["probs_b"]), note,
+    lang = language()
+    note = t("forward.prompts_note", lang, top_a=html.escape(c["top_a"]), p_a=c["probs_a"].max(),
+             top_b=html.escape(c["top_b"]), p_b=c["probs_b"].max(), k=COMPARE_TOP_K)
+    return (compare_figure(c["labels"], c["probs_a"], c["probs_b"], "A: " + prompt_a, "B: " + prompt_b, lang),
+            compare_summary(c["labels"], c["probs_a"], c["probs_b"], lang), f'<div class="lie-note">{note}</div>',
             gr.DownloadButton(value=csv_file("forward-compare-prompts", PROMPTS_HEADER, prompts_csv_rows(c))))
+
+
+def chat_label(has_template: bool, lang: str | None = None) -> str:
+    """The chat checkbox's label: what it does, or that this model cannot do it."""
+    return t("forward.chat" if has_template else "forward.chat_none", lang)
 
 
 @user_errors
@@ -230,5 +242,5 @@ def on_model():
     """A new model: the chat checkbox only where the model has a chat template (a choice a link made stays
     where the model has one)."""
     if session().has_chat_template:
-        return gr.update(interactive=True, label="as chat (apply the chat template)")
-    return gr.update(value=False, interactive=False, label="as chat (this model has no chat template)")
+        return gr.update(interactive=True, label=chat_label(True))
+    return gr.update(value=False, interactive=False, label=chat_label(False))

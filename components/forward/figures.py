@@ -12,11 +12,17 @@ use ColorBrewer's blue-white-red (RdBu, readable with every common colour-vision
 norms use a single-hue blue ramp and surprisal a white -> yellow -> dark red ramp whose lightness falls
 monotonically, so both read as "more" in greyscale too. The diagram's tints only back up the boxes' written
 titles, never carry meaning alone.
+
+Every builder that writes words takes `lang` (default English) and reads them from the message catalogue
+(assets/i18n/<lang>/forward.yaml). The names inference gives the diagram's boxes, the residual stream's stages and
+the positional scheme are English; in another language the ones with a fixed wording are shown from the catalogue
+(`box_title`, `box_detail`, `stage_name`, `scheme_summary`), and a module's own name stays as the model names it.
 """
 
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -24,6 +30,8 @@ import plotly.graph_objects as go
 from inference.diagram import Box, Diagram
 from inference.forward import ForwardPass
 from inference.positions import PositionScheme
+
+from ..i18n import DEFAULT, t
 
 FONT = dict(size=14, color="#222")
 AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
@@ -39,7 +47,6 @@ KIND_TINT = {
     "attn_weights": "#bfdcf2", "residual": "#fff6c7", "mlp": "#d2efe4", "activation": "#ffffff",
     "lm_head": "#f9d3c4", "logits": "#f9d3c4", "softmax": "#f9d3c4", "module": "#f2f2f2",
 }
-TAB_NAMES = {"attention_tab": "Attention", "sampling_tab": "Sampling", "tokenizer_tab": "Tokenizer"}
 # The tab that opens a kind of box further (the steps inside the attention block inherit its tab: box_links).
 TAB_OF_KIND = {"ids": "tokenizer_tab", "attention": "attention_tab", "attn_weights": "attention_tab",
                "rope": "attention_tab", "logits": "sampling_tab", "softmax": "sampling_tab", "lm_head": "sampling_tab"}
@@ -73,6 +80,118 @@ def _short(piece: str, limit: int = 12) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# What inference names in English, in the reader's language
+
+
+# Boxes whose title is fixed text (by key); the attention and MLP blocks and the layer block carry a number or a
+# module name (box_title); every other box is a module, named as the model names it.
+BOX_TITLES = {key: f"forward.box_{key.replace('layer.', '')}" for key in (
+    "ids", "embed", "residual_attn", "residual_mlp", "layer.rope", "layer.attn_weights", "final_norm", "lm_head",
+    "other", "logits", "softmax")}
+# The details inference writes (inference/diagram.py), read back into their numbers: a detail of another form
+# stays in English. `summary` is the positional scheme's line (scheme_summary translates it).
+DETAILS = [(re.compile(pattern), key) for pattern, key in (
+    (r"^(?P<n>\d+) tokens$", "forward.detail_ids"),
+    (r"^vocabulary (?P<vocab>[\d,]+) × (?P<d>\d+)$", "forward.detail_embed"),
+    (r"^vocabulary (?P<vocab>[\d,]+) × (?P<d>\d+), scaled by √(?P<root>\d+) = (?P<scale>[\d.]+)$",
+     "forward.detail_embed_scaled"),
+    (r"^one learned vector per position, (?P<positions>[\d,]+) positions$", "forward.detail_positions_learned"),
+    (r"^(?P<summary>.+) · makes cos/sin tables for the attention layers$", "forward.detail_positions_rope"),
+    (r"^(?P<layers>\d+) layers, (?P<params>[\d,–]+) parameters each(?P<types>;.*)?$", "forward.detail_layers"),
+    (r"^(?P<heads>\d+) query heads × (?P<head_dim>\d+), (?P<kv>\d+) key/value heads \(one per query head\)$",
+     "forward.detail_attention_mha"),
+    (r"^(?P<heads>\d+) query heads × (?P<head_dim>\d+), (?P<kv>\d+) key/value heads \(grouped-query: "
+     r"(?P<group>\d+) query heads share each\)$", "forward.detail_attention_gqa"),
+    (r"^(?P<heads>\d+) query heads × (?P<head_dim>\d+), (?P<kv>\d+) key/value head \(grouped-query: "
+     r"(?P<group>\d+) query heads share each\)$", "forward.detail_attention_gqa_one"),
+    (r"^stream = stream \+ attention block$", "forward.detail_residual_attn"),
+    (r"^stream = stream \+ MLP block$", "forward.detail_residual_mlp"),
+    (r"^by each token's position$", "forward.detail_rope"),
+    (r"^causal mask, softmax per row, then the weighted sum of the values$", "forward.detail_attn_weights"),
+    (r"^(?P<shape>.+) · tied: reuses the embedding matrix$", "forward.detail_lm_head_tied"),
+    (r"^one score per vocabulary entry at each of the (?P<n>\d+) positions$", "forward.detail_logits"),
+    (r"^last position: (?P<answer>.*)$", "forward.detail_softmax"),
+)]
+STAGE = re.compile(r"^layer (\d+)$")
+CURVE = re.compile(r"^(?P<theta>θ = [\d,.a-z]+) \((?P<layer_type>.+) layers\)$")
+LEARNED_POSITIONS = re.compile(r"([\d,]+) positions$")
+
+
+def box_title(box: Box, diagram: Diagram, lang: str = DEFAULT) -> str:
+    """A box's name in `lang` (English: inference's own)."""
+    if lang == DEFAULT:
+        return box.title
+    if box.key in BOX_TITLES:
+        return t(BOX_TITLES[box.key], lang)
+    if box.key == "positions" and diagram.positions.kind in ("rope", "learned"):
+        return t(f"forward.box_positions_{diagram.positions.kind}", lang)
+    if box.key == "layers":
+        return t("forward.box_layers", lang, layers=box.repeat)
+    if box.key in ("layer.attention", "layer.mlp") and box.module:
+        return t(f"forward.box_{box.key[6:]}", lang, name=box.module.rsplit(".", 1)[-1])
+    return box.title
+
+
+def box_detail(box: Box, diagram: Diagram, lang: str = DEFAULT) -> str:
+    """A box's detail line in `lang` (English: inference's own; a form the catalogue does not know stays so)."""
+    if lang == DEFAULT or not box.detail:
+        return box.detail
+    for pattern, key in DETAILS:
+        match = pattern.match(box.detail)
+        if match:
+            values = {name: value or "" for name, value in match.groupdict().items()}
+            if "summary" in values:
+                values["summary"] = scheme_summary(diagram.positions, diagram.facts.head_dim, lang)
+            if values.get("types"):  # "; 15 × sliding attention, ...": the layer types, named as the config does
+                values["types"] = t("forward.list_separator", lang) + values["types"].removeprefix("; ")
+            return t(key, lang, **values)
+    return box.detail
+
+
+def scheme_summary(scheme: PositionScheme, head_dim: int, lang: str = DEFAULT) -> str:
+    """The positional scheme in one line (inference's `summary`, English) in `lang`."""
+    if lang == DEFAULT:
+        return scheme.summary
+    if scheme.kind == "rope" and scheme.thetas:
+        thetas = [f"θ = {theta:,.0f}" if name == "all" else
+                  t("forward.scheme_theta_layers", lang, theta=f"{theta:,.0f}", count=scheme.layer_counts.get(name, 0),
+                    layer_type=name.replace("_", " "))
+                  for name, theta in scheme.thetas.items()]
+        return t("forward.scheme_rope", lang, thetas=t("forward.scheme_and", lang).join(thetas),
+                 rotated=scheme.rotary_dims, head_dim=head_dim)
+    match = LEARNED_POSITIONS.search(scheme.summary)
+    if scheme.kind == "learned" and match:
+        return t("forward.scheme_learned", lang, positions=match.group(1))
+    if scheme.kind == "none":
+        return t("forward.scheme_none", lang)
+    return scheme.summary
+
+
+def stage_name(name: str, lang: str = DEFAULT) -> str:
+    """A stage of the residual stream ("embeddings", "layer 3") in `lang`."""
+    if lang == DEFAULT:
+        return name
+    if name == "embeddings":
+        return t("forward.stage_embeddings", lang)
+    match = STAGE.match(name)
+    return t("forward.stage_layer", lang, layer=match.group(1)) if match else name
+
+
+def stage_names(names: list[str], lang: str = DEFAULT) -> list[str]:
+    return [stage_name(name, lang) for name in names]
+
+
+def curve_name(name: str, lang: str = DEFAULT) -> str:
+    """A curve of the positions plot ("θ = 10,000 (sliding attention layers)", "mean cosine similarity")."""
+    if lang == DEFAULT:
+        return name
+    if name == "mean cosine similarity":
+        return t("forward.curve_mean_cosine", lang)
+    match = CURVE.match(name)
+    return t("forward.curve_theta_layers", lang, **match.groupdict()) if match else name
+
+
+# ---------------------------------------------------------------------------------------------------
 # Data-flow diagram
 
 
@@ -98,36 +217,46 @@ def _shapes(box: Box) -> str:
     return b or a
 
 
-def _sub_row(box: Box, selected: str | None) -> str:
+def _sub_row(box: Box, selected: str | None, diagram: Diagram, lang: str) -> str:
     cls = "fw-sub selected" if box.key == selected else "fw-sub"
     params = fmt_params(box.params) if box.params else ""
-    return (f'<div class="{cls}" data-key="{html.escape(box.key)}" title="click to explain" role="button" tabindex="0" '
+    tip = html.escape(t("forward.click_to_explain", lang))
+    return (f'<div class="{cls}" data-key="{html.escape(box.key)}" title="{tip}" role="button" tabindex="0" '
             f'style="background:{KIND_TINT.get(box.kind, "#fff")}">'
-            f'<span class="fw-sub-name">{html.escape(box.title)}</span>'
+            f'<span class="fw-sub-name">{html.escape(box_title(box, diagram, lang))}</span>'
             f'<span class="fw-shape">{html.escape(_shapes(box))}</span>'
             f'<span class="fw-params">{params}</span></div>')
 
 
-def _box(box: Box, selected: str | None, total: int) -> str:
+def _params_text(params: int, total: int, lang: str) -> str:
+    """"134.5M params · 100.0% of the model" (the share only when the model's total is known)."""
+    text = t("forward.box_params", lang, params=fmt_params(params))
+    return text + (" · " + t("forward.box_share", lang, share=_share(params, total)) if total else "")
+
+
+def _box(box: Box, selected: str | None, diagram: Diagram, lang: str) -> str:
+    total = diagram.facts.num_parameters
     cls = "fw-box selected" if box.key == selected else "fw-box"
-    share = f" · {_share(box.params, total)} of the model" if total and box.params else ""
-    params = f'<span class="fw-params">{fmt_params(box.params)} params{share}</span>' if box.params else ""
+    params = f'<span class="fw-params">{_params_text(box.params, total, lang)}</span>' if box.params else ""
     module = (f'<div class="fw-module">{html.escape(box.module)} <i>{html.escape(box.module_class)}</i></div>'
               if box.module else "")
-    detail = f'<div class="fw-detail">{html.escape(box.detail)}</div>' if box.detail else ""
+    detail = box_detail(box, diagram, lang)
+    detail = f'<div class="fw-detail">{html.escape(detail)}</div>' if detail else ""
     shape = f'<div class="fw-shape">{html.escape(_shapes(box))}</div>' if _shapes(box) else ""
-    subs = "".join(_sub_row(c, selected) for c in box.children)
+    subs = "".join(_sub_row(c, selected, diagram, lang) for c in box.children)
     subs = f'<div class="fw-subs">{subs}</div>' if subs else ""
+    tip = html.escape(t("forward.click_to_explain", lang))
     return (f'<div class="{cls} kind-{box.kind}" data-key="{html.escape(box.key)}" role="button" tabindex="0" '
-            f'title="click to explain" style="background:{KIND_TINT.get(box.kind, "#fff")}">'
-            f'<div class="fw-head"><b>{html.escape(box.title)}</b>{params}</div>{module}{detail}{shape}{subs}</div>')
+            f'title="{tip}" style="background:{KIND_TINT.get(box.kind, "#fff")}">'
+            f'<div class="fw-head"><b>{html.escape(box_title(box, diagram, lang))}</b>{params}</div>{module}{detail}'
+            f'{shape}{subs}</div>')
 
 
 def _arrow(label: str = "") -> str:
     return f'<div class="fw-arrow">↓ <span>{html.escape(label)}</span></div>'
 
 
-def diagram_html(diagram: Diagram, selected: str | None) -> str:
+def diagram_html(diagram: Diagram, selected: str | None, lang: str = DEFAULT) -> str:
     """The forward pass top to bottom. The layer block frames one layer's steps (in the order they ran) and
     stands for all L layers; every box and sub-step carries data-key for a click."""
     boxes, num_parameters = diagram.boxes, diagram.facts.num_parameters
@@ -143,20 +272,21 @@ def diagram_html(diagram: Diagram, selected: str | None) -> str:
             for j, child in enumerate(box.children):
                 if j:
                     inner.append(_arrow())
-                inner.append(_box(child, selected, num_parameters))
+                inner.append(_box(child, selected, diagram, lang))
             cls = "fw-layers selected" if box.key == selected else "fw-layers"
+            tip = html.escape(t("forward.click_to_explain", lang))
             parts.append(
-                f'<div class="{cls}" data-key="layers" role="button" tabindex="0" title="click to explain">'
-                f'<div class="fw-layers-head"><b>{html.escape(box.title)}</b>'
-                f'<span class="fw-params">{fmt_params(box.params)} params · {_share(box.params, num_parameters)} of the model</span></div>'
-                f'<div class="fw-detail">{html.escape(box.detail)} · <code>{html.escape(box.module)}</code></div>'
+                f'<div class="{cls}" data-key="layers" role="button" tabindex="0" title="{tip}">'
+                f'<div class="fw-layers-head"><b>{html.escape(box_title(box, diagram, lang))}</b>'
+                f'<span class="fw-params">{_params_text(box.params, num_parameters, lang)}</span></div>'
+                f'<div class="fw-detail">{html.escape(box_detail(box, diagram, lang))} · '
+                f'<code>{html.escape(box.module)}</code></div>'
                 f'<div class="fw-layer-body">{"".join(inner)}</div></div>'
             )
         else:
-            parts.append(_box(box, selected, num_parameters))
-    total = diagram.params
-    footer = (f'<div class="fw-total">Boxes add up to <b>{total:,}</b> parameters; the model reports '
-              f'<b>{num_parameters:,}</b> (<code>model.num_parameters()</code>, tied weights counted once).</div>')
+            parts.append(_box(box, selected, diagram, lang))
+    total = t("forward.diagram_total", lang, total=diagram.params, reported=num_parameters)
+    footer = f'<div class="fw-total">{total}</div>'
     return f'<div class="fw-diagram">{"".join(parts)}{footer}</div>'
 
 
@@ -174,9 +304,10 @@ def _norm_where(diagram: Diagram, box: Box, where: dict[str, str]) -> str:
     return where["post"] if name.startswith("post") else ""
 
 
-def _explain_text(diagram: Diagram, box: Box, texts: dict) -> str:
+def _explain_text(diagram: Diagram, box: Box, texts: dict, lang: str = DEFAULT) -> str:
     """What a box does, in plain words with this model's numbers: a text of `texts` (the tab's
-    assets/lessons/forward_boxes.yaml) with the numbers filled in. HTML; every string from the model escaped."""
+    assets/lessons/<lang>/forward_boxes.yaml) with the numbers filled in. HTML; every string from the model
+    escaped."""
     f, kind = diagram.facts, box.kind
     name = box.module.rsplit(".", 1)[-1] if box.module else box.key
     kv_s = "s" if f.num_kv_heads > 1 else ""
@@ -185,8 +316,8 @@ def _explain_text(diagram: Diagram, box: Box, texts: dict) -> str:
         kv=f.num_kv_heads, kv_s=kv_s, head_dim=f.head_dim, intermediate=f.intermediate_size, params=box.params,
         share=box.params / f.num_parameters, stream_shape=fmt_shape((diagram.n, f.hidden_size)),
         out_shape=fmt_shape(box.out_shape), shapes=html.escape(_shapes(box)), repeat=box.repeat,
-        detail=html.escape(box.detail), title=html.escape(box.title),
-        summary=html.escape(diagram.positions.summary),
+        detail=html.escape(box_detail(box, diagram, lang)), title=html.escape(box_title(box, diagram, lang)),
+        summary=html.escape(scheme_summary(diagram.positions, f.head_dim, lang)),
     )
     fill = lambda key, **more: texts[key].format(**values, **more)  # noqa: E731
     if kind == "embedding":
@@ -223,38 +354,44 @@ def _explain_text(diagram: Diagram, box: Box, texts: dict) -> str:
     return fill("other")
 
 
-def explain_html(diagram: Diagram, box: Box | None, texts: dict, link: str | None = None) -> str:
+def explain_html(diagram: Diagram, box: Box | None, texts: dict, link: str | None = None,
+                 lang: str = DEFAULT) -> str:
     """The picked box: what it does, its module, weights and shapes, and a button to the tab `link` that opens it
     further; or (box None) how to use the diagram. `texts`: the tab's box explanations (forward_boxes.yaml)."""
     if box is None:
         return f'<div class="fw-explain"><p>{texts["none"]}</p></div>'
     rows = []
     if box.module:
-        rows.append(f"<tr><th>module</th><td><code>{html.escape(box.module)}</code> ({html.escape(box.module_class)})</td></tr>")
+        rows.append(f"<tr><th>{html.escape(t('forward.fact_module', lang))}</th><td><code>{html.escape(box.module)}"
+                    f"</code> ({html.escape(box.module_class)})</td></tr>")
     if _shapes(box):
-        rows.append(f"<tr><th>shape in this pass</th><td>{html.escape(_shapes(box))}</td></tr>")
+        rows.append(f"<tr><th>{html.escape(t('forward.fact_shape', lang))}</th>"
+                    f"<td>{html.escape(_shapes(box))}</td></tr>")
     for name, shape in box.weights:
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{fmt_shape(shape)}</td></tr>")
     if box.params:
-        rows.append(f"<tr><th>parameters</th><td>{box.params:,}</td></tr>")
+        rows.append(f"<tr><th>{html.escape(t('forward.fact_parameters', lang))}</th><td>{box.params:,}</td></tr>")
     table = f'<table class="fw-facts">{"".join(rows)}</table>' if rows else ""
-    button = (f'<button class="fw-link" id="fw-open" data-tab="{html.escape(link)}">{html.escape(link_label(link))}</button>'
-              if link else "")
+    button = (f'<button class="fw-link" id="fw-open" data-tab="{html.escape(link)}">'
+              f'{html.escape(link_label(link, lang))}</button>' if link else "")
     if box.kind in ABLATABLE_KINDS:  # the Interventions tab switches this block off (the diagram draws layer 0)
-        button += '<button class="fw-ablate" id="fw-ablate">Ablate this block (layer 0) →</button>'
-    return (f'<div class="fw-explain"><h4>{html.escape(box.title)}</h4><p>{_explain_text(diagram, box, texts)}</p>{button}'
-            f"{table}</div>")
+        button += f'<button class="fw-ablate" id="fw-ablate">{html.escape(t("forward.ablate", lang))}</button>'
+    return (f'<div class="fw-explain"><h4>{html.escape(box_title(box, diagram, lang))}</h4>'
+            f"<p>{_explain_text(diagram, box, texts, lang)}</p>{button}{table}</div>")
 
 
-def link_label(tab_id: str | None) -> str:
-    return f"Open the {TAB_NAMES.get(tab_id, tab_id)} tab →" if tab_id else ""
+def link_label(tab_id: str | None, lang: str = DEFAULT) -> str:
+    """The button to the tab that opens a box further, named as the tab is (the page's tab.* texts)."""
+    if not tab_id:
+        return ""
+    return t("forward.open_tab", lang, tab=t(f"tab.{tab_id.removesuffix('_tab')}", lang))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Embeddings and positions
 
 
-def embedding_strip(forward: ForwardPass) -> go.Figure:
+def embedding_strip(forward: ForwardPass, lang: str = DEFAULT) -> go.Figure:
     """Each token's embedding vector as one row of colour: embeddings [k, d] (blue negative, red positive)."""
     pieces, embeddings, total_tokens = forward.tokens.pieces, forward.embeddings, forward.n
     k, d = embeddings.shape
@@ -262,21 +399,22 @@ def embedding_strip(forward: ForwardPass) -> go.Figure:
     labels = [f"{i}:{_short(p, 10)}" for i, p in enumerate(pieces[:k])]
     fig = go.Figure(go.Heatmap(
         z=np.round(embeddings, 3), y=list(range(k)), zmin=-limit, zmax=limit, colorscale=DIVERGING,
-        hovertemplate="token %{y}, dimension %{x}<br>value %{z:.3f}<extra></extra>",
-        colorbar=dict(title=dict(text="value", side="right"), thickness=12, len=0.8),
+        hovertemplate=t("forward.embed_hover", lang) + "<extra></extra>",
+        colorbar=dict(title=dict(text=t("forward.embed_value", lang), side="right"), thickness=12, len=0.8),
     ))
-    more = f" (first {k} of {total_tokens} tokens)" if total_tokens > k else ""
+    title = (t("forward.embed_title_first", lang, d=d, k=k, total=total_tokens) if total_tokens > k
+             else t("forward.embed_title", lang, d=d))
     fig.update_layout(
-        title=dict(text=f"Embedding vector of each token: {d} numbers per row{more}", font=dict(size=15), x=0.02, xanchor="left"),
+        title=dict(text=title, font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
-        xaxis=dict(AXIS, title=dict(text="dimension"), showticklabels=True),
+        xaxis=dict(AXIS, title=dict(text=t("forward.embed_dimension", lang)), showticklabels=True),
         yaxis=dict(AXIS, tickvals=list(range(k)), ticktext=labels, autorange="reversed", tickfont=dict(size=12)),
         margin=dict(l=10, r=10, t=50, b=10), height=int(np.clip(22 * k + 130, 260, 840)),
     )
     return fig
 
 
-def cosine_heatmap(forward: ForwardPass) -> go.Figure:
+def cosine_heatmap(forward: ForwardPass, lang: str = DEFAULT) -> go.Figure:
     """Cosine similarity between the tokens' embedding vectors [k, k]: 1 = same direction, 0 = unrelated."""
     pieces, embeddings = forward.tokens.pieces, forward.embeddings
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
@@ -286,11 +424,11 @@ def cosine_heatmap(forward: ForwardPass) -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=sim, zmin=-1, zmax=1, colorscale=DIVERGING, text=sim if k <= 14 else None,
         texttemplate="%{text:.2f}" if k <= 14 else None, textfont=dict(size=11),
-        hovertemplate="%{y} · %{x}<br>cosine %{z:.2f}<extra></extra>", x=labels, y=labels,
-        colorbar=dict(title=dict(text="cosine", side="right"), thickness=12, len=0.8),
+        hovertemplate=t("forward.cosine_hover", lang) + "<extra></extra>", x=labels, y=labels,
+        colorbar=dict(title=dict(text=t("forward.cosine", lang), side="right"), thickness=12, len=0.8),
     ))
     fig.update_layout(
-        title=dict(text="Cosine similarity between token embeddings", font=dict(size=15), x=0.02, xanchor="left"),
+        title=dict(text=t("forward.cosine_title", lang), font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(AXIS, tickangle=-60, tickfont=dict(size=11)),
         yaxis=dict(AXIS, autorange="reversed", tickfont=dict(size=11)),
@@ -303,7 +441,7 @@ def _hex_rgba(colour: str, alpha: float) -> str:
     return "rgba({},{},{},{})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)), alpha)
 
 
-def position_figure(scheme: PositionScheme) -> go.Figure:
+def position_figure(scheme: PositionScheme, lang: str = DEFAULT) -> go.Figure:
     """RoPE: q·k of one query/key pair (q = k) against the distance between their positions, relative to
     distance 0; curves [3, P] = mean, min, max over each distance bin (the band shows the ripples).
     Learned positions: how similar the position vectors t apart are."""
@@ -318,23 +456,24 @@ def position_figure(scheme: PositionScheme) -> go.Figure:
                                      showlegend=False))
             fig.add_trace(go.Scatter(x=x, y=np.round(low, 4), mode="lines", line=dict(width=0), fill="tonexty",
                                      fillcolor=_hex_rgba(colour, 0.18), hoverinfo="skip", showlegend=False))
+        name = curve_name(name, lang)
         fig.add_trace(go.Scatter(x=x, y=np.round(mean, 4), mode="lines", name=name, line=dict(width=2.5, color=colour),
-                                 customdata=distances, hovertemplate="distance %{customdata}<br>%{y:.3f}<extra>" + name + "</extra>"))
+                                 customdata=distances,
+                                 hovertemplate=t("forward.distance_hover", lang) + "<extra>" + name + "</extra>"))
     limit = int(distances.max()) if len(distances) else 1
     ticks = [0.7] + [10 ** k for k in range(0, int(np.log10(max(limit, 1))) + 1)]
     if kind == "rope":
-        title = ("How RoPE changes one query·key score with distance (q = k = all ones; 1 = the score at distance 0)"
-                 "<br><span style='font-size:13px'>the same pair scores lower the further apart the tokens are; the "
-                 "band shows the fast ripples · computed with this model's own rotary module</span>")
-        ytitle = "relative q·k score"
+        title = (t("forward.rope_title", lang) + "<br><span style='font-size:13px'>" + t("forward.rope_subtitle", lang)
+                 + "</span>")
+        ytitle = t("forward.rope_score", lang)
     else:
-        title = "How alike the learned position vectors are, t positions apart (mean cosine similarity)"
-        ytitle = "cosine similarity"
+        title = t("forward.learned_title", lang)
+        ytitle = t("forward.cosine_similarity", lang)
     fig.update_layout(
         title=dict(text=title, font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(GRID, type="log", tickvals=ticks, ticktext=["0"] + [f"{t:,}" for t in ticks[1:]],
-                   title=dict(text="distance between query and key (tokens, log scale)")),
+                   title=dict(text=t("forward.distance_axis", lang))),
         yaxis=dict(GRID, title=dict(text=ytitle), zeroline=True, zerolinecolor="#999"),
         legend=dict(orientation="h", y=-0.25, x=0), margin=dict(l=10, r=10, t=80, b=10), height=420,
     )
@@ -346,36 +485,38 @@ def position_figure(scheme: PositionScheme) -> go.Figure:
 
 
 def updates_figure(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndarray | None,
-                   layer_update: np.ndarray, skip_first: bool) -> go.Figure:
+                   layer_update: np.ndarray, skip_first: bool, lang: str = DEFAULT) -> go.Figure:
     """Per layer: how much the attention block and the MLP block change the stream (mean norm of the update
     over tokens, the first token left out when skip_first: it often carries huge outlier values)."""
     cols = slice(1, None) if skip_first else slice(None)
+    layer_names = stage_names(layer_names, lang)
     fig = go.Figure()
     if attn is not None and mlp is not None:
-        fig.add_trace(go.Bar(x=layer_names, y=np.round(attn[:, cols].mean(-1), 2), name="attention update", marker_color=ATTN_COLOUR,
-                             hovertemplate="%{x}<br>attention adds |Δ| = %{y:.2f}<extra></extra>"))
-        fig.add_trace(go.Bar(x=layer_names, y=np.round(mlp[:, cols].mean(-1), 2), name="MLP update", marker_color=MLP_COLOUR,
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(attn[:, cols].mean(-1), 2),
+                             name=t("forward.attention_update", lang), marker_color=ATTN_COLOUR,
+                             hovertemplate=t("forward.attention_hover", lang) + "<extra></extra>"))
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(mlp[:, cols].mean(-1), 2), name=t("forward.mlp_update", lang),
+                             marker_color=MLP_COLOUR,
                              marker_pattern=dict(shape="/", fillmode="overlay", fgcolor="white", size=7, solidity=0.3),  # not hue alone
-                             hovertemplate="%{x}<br>MLP adds |Δ| = %{y:.2f}<extra></extra>"))
+                             hovertemplate=t("forward.mlp_hover", lang) + "<extra></extra>"))
     else:
-        fig.add_trace(go.Bar(x=layer_names, y=np.round(layer_update[:, cols].mean(-1), 2), name="layer update",
-                             marker_color=ATTN_COLOUR))
-    which = "tokens 1…n-1 (the first token is left out: its values are huge outliers)" if skip_first else "all tokens"
+        fig.add_trace(go.Bar(x=layer_names, y=np.round(layer_update[:, cols].mean(-1), 2),
+                             name=t("forward.layer_update", lang), marker_color=ATTN_COLOUR))
+    title = t("forward.updates_title_skip" if skip_first else "forward.updates_title_all", lang)
     fig.update_layout(
-        title=dict(text=f"How much each block changes the residual stream: mean |update| over {which}",
-                   font=dict(size=15), x=0.02, xanchor="left"),
+        title=dict(text=title, font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white", barmode="group",
         xaxis=dict(AXIS, tickangle=-45, tickfont=dict(size=11)),
-        yaxis=dict(GRID, title=dict(text="L2 norm of the update")),
+        yaxis=dict(GRID, title=dict(text=t("forward.update_norm", lang))),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
         margin=dict(l=10, r=10, t=70, b=10), height=400,
     )
     return fig
 
 
-def norms_heatmap(forward: ForwardPass) -> go.Figure:
+def norms_heatmap(forward: ForwardPass, lang: str = DEFAULT) -> go.Figure:
     """|hidden state| per layer (rows, embeddings at the top) and token (columns), on a log colour scale."""
-    row_names, norms, pieces = forward.stages, forward.hidden_norms, forward.tokens.pieces
+    row_names, norms, pieces = stage_names(forward.stages, lang), forward.hidden_norms, forward.tokens.pieces
     rows, n = norms.shape
     step = max(1, -(-n // 48))
     ticks = list(range(0, n, step))
@@ -385,14 +526,13 @@ def norms_heatmap(forward: ForwardPass) -> go.Figure:
     tick_values = [v for v in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)]
     fig = go.Figure(go.Heatmap(
         z=logs, x=list(range(n)), y=list(range(rows)), colorscale=NORM_SCALE, zmin=lo, zmax=hi,
-        customdata=np.round(norms, 1), hovertemplate="%{y}: token %{x}<br>|h| = %{customdata}<extra></extra>",
+        customdata=np.round(norms, 1), hovertemplate=t("forward.norms_hover", lang) + "<extra></extra>",
         colorbar=dict(title=dict(text="|h|", side="right"), tickvals=tick_values, ticktext=[f"{10 ** v:g}" for v in tick_values],
                       thickness=12),
         xgap=1 if n <= 64 else 0, ygap=1,
     ))
     fig.update_layout(
-        title=dict(text="|residual stream| after each layer, per token (log colour)",
-                   font=dict(size=15), x=0.02, xanchor="left"),
+        title=dict(text=t("forward.norms_title", lang), font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(AXIS, tickvals=ticks, ticktext=labels, tickangle=-60, tickfont=dict(size=11), side="bottom"),
         yaxis=dict(AXIS, tickvals=list(range(rows)), ticktext=row_names, autorange="reversed", tickfont=dict(size=10)),
@@ -401,26 +541,28 @@ def norms_heatmap(forward: ForwardPass) -> go.Figure:
     return fig
 
 
-def _last_lens(forward: ForwardPass) -> tuple[list[str], np.ndarray, list[str], str]:
-    """The logit lens at the last position: stage names, p(final answer) per stage, each stage's top guess, the
-    final answer."""
+def _last_lens(forward: ForwardPass, lang: str = DEFAULT) -> tuple[list[str], np.ndarray, list[str], str]:
+    """The logit lens at the last position: stage names (in `lang`), p(final answer) per stage, each stage's top
+    guess, the final answer."""
     lens = forward.lens
-    return forward.stages, forward.lens_answer_probs, [stage[-1][0] for stage in lens.top_pieces], lens.answer_pieces[-1]
+    return (stage_names(forward.stages, lang), forward.lens_answer_probs, [stage[-1][0] for stage in lens.top_pieces],
+            lens.answer_pieces[-1])
 
 
-def lens_figure(forward: ForwardPass) -> go.Figure:
+def lens_figure(forward: ForwardPass, lang: str = DEFAULT) -> go.Figure:
     """Logit lens at the last position: the probability each layer's stream gives the model's final answer."""
-    row_names, answer_probs, top_pieces, answer = _last_lens(forward)
+    row_names, answer_probs, top_pieces, answer = _last_lens(forward, lang)
     fig = go.Figure(go.Scatter(
         x=row_names, y=np.round(answer_probs, 4), mode="lines+markers", line=dict(color=LENS_COLOUR, width=2.5),
-        customdata=top_pieces, hovertemplate="%{x}<br>p(" + html.escape(answer) + ") = %{y:.3f}<br>top guess: %{customdata}<extra></extra>",
+        customdata=top_pieces, hovertemplate="%{x}<br>p(" + html.escape(answer) + ") = %{y:.3f}<br>"
+                                             + t("forward.lens_hover_top", lang) + "<extra></extra>",
     ))
     fig.update_layout(
-        title=dict(text=f"Logit lens at the last token: p({html.escape(answer)}) if the model stopped after each layer",
-                   font=dict(size=15), x=0.02, xanchor="left"),
+        title=dict(text=t("forward.lens_title", lang, answer=html.escape(answer)), font=dict(size=15), x=0.02,
+                   xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(AXIS, tickangle=-60, tickfont=dict(size=10)),
-        yaxis=dict(GRID, range=[0, 1.05], title=dict(text="probability")),
+        yaxis=dict(GRID, range=[0, 1.05], title=dict(text=t("forward.probability", lang))),
         margin=dict(l=10, r=10, t=50, b=10), height=320,
     )
     return fig
@@ -450,41 +592,42 @@ def surprisal_text_colour(bits: float) -> str:
     return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
 
 
-def surprisal_html(forward: ForwardPass, expected: list[str], title: str) -> str:
+def surprisal_html(forward: ForwardPass, expected: list[str], title: str, lang: str = DEFAULT) -> str:
     """The text as tokens, each coloured by its surprisal; hover for p and the model's top guess there.
     expected: the readable pieces of `forward.expected_ids` (the top guess at positions 0..n-2)."""
     spans = []
     for i, piece in enumerate(forward.tokens.pieces):
         if i == 0:
-            tip = f"token #{i}: the first token, nothing before it to predict it from"
+            tip = t("forward.tip_first", lang, i=i)
             spans.append(f'<span class="fw-tok first" title="{html.escape(tip)}">{html.escape(piece)}</span>')
         else:
             bits = forward.surprisal_bits[i - 1]
             b, p = float(bits), float(2.0 ** -bits)
-            tip = f"token #{i} {piece}\nsurprisal {b:.2f} bits (p = {p:.4g})\nmodel's top guess here: {expected[i - 1]}"
+            tip = t("forward.tip", lang, i=i, piece=piece, bits=b, p=p, expected=expected[i - 1])
             fg = surprisal_text_colour(b)
             spans.append(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{fg}" '
                          f'title="{html.escape(tip)}">{html.escape(piece)}</span>')
         if piece.endswith("↵"):
             spans.append("<br>")
     if forward.perplexity is None:
-        score = ('<div class="fw-ppl">Only one token: there is nothing to predict it from, so <b>no perplexity</b> '
-                 "(it needs at least two tokens).</div>")
+        score = f'<div class="fw-ppl">{t("forward.no_perplexity", lang)}</div>'
     else:
-        score = (f'<div class="fw-ppl">perplexity <b>{forward.perplexity:,.2f}</b> · mean surprisal '
-                 f"<b>{forward.mean_bits:.2f}</b> bits per token over {forward.n - 1} predicted tokens</div>")
+        line = t("forward.perplexity_line", lang, perplexity=forward.perplexity, bits=forward.mean_bits,
+                 predicted=forward.n - 1)
+        score = f'<div class="fw-ppl">{line}</div>'
     return f'<div class="fw-surprisal"><h4>{html.escape(title)}</h4>{score}<div class="fw-tokens">{"".join(spans)}</div></div>'
 
 
-def surprisal_legend_html() -> str:
+def surprisal_legend_html(lang: str = DEFAULT) -> str:
     stops = [0, 2, 4, 8, 12, 16]
     cells = "".join(f'<span class="fw-tok" style="background:{surprisal_colour(b)};color:{surprisal_text_colour(b)}">'
-                    f"{b}{'+' if b == 16 else ''} bits</span>" for b in stops)
-    return (f'<div class="fw-legend">surprisal = −log₂ p(token | the tokens before it): {cells} '
-            '<span class="fw-tok first">first token: not predicted</span></div>')
+                    f"{html.escape(t('forward.legend_bits', lang, bits=f'{b}+' if b == 16 else b))}</span>"
+                    for b in stops)
+    return (f'<div class="fw-legend">{html.escape(t("forward.legend", lang))} {cells} '
+            f'<span class="fw-tok first">{html.escape(t("forward.legend_first", lang))}</span></div>')
 
 
-def surprising_table_html(forward: ForwardPass, expected: list[str], k: int) -> str:
+def surprising_table_html(forward: ForwardPass, expected: list[str], k: int, lang: str = DEFAULT) -> str:
     """The k most surprising tokens: position, token, bits, p, and what the model expected instead (expected: the
     readable pieces of `forward.expected_ids`)."""
     rows = []
@@ -495,15 +638,18 @@ def surprising_table_html(forward: ForwardPass, expected: list[str], k: int) -> 
                     f"</code> ({float(forward.expected_probs[i - 1]):.0%})</td></tr>")
     if not rows:
         return ""
-    return ('<table class="fw-table"><thead><tr><th>pos</th><th>token</th><th>bits</th><th>p</th>'
-            f"<th>the model expected</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    names = [t("forward.table_position", lang), t("forward.table_token", lang), t("forward.table_bits", lang), "p",
+             t("forward.table_expected", lang)]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    return f'<table class="fw-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 # ---------------------------------------------------------------------------------------------------
 # Prompt comparison
 
 
-def compare_figure(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, name_a: str, name_b: str) -> go.Figure:
+def compare_figure(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, name_a: str, name_b: str,
+                   lang: str = DEFAULT) -> go.Figure:
     """Two prompts' next-token distributions on one chart: the union of each one's top tokens, grouped bars."""
     y = [_short(label, 16) for label in labels]
     fig = go.Figure()
@@ -514,10 +660,9 @@ def compare_figure(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, 
             hovertemplate="%{y}: %{x:.2%}<extra>" + html.escape(_short(name.replace("\n", "↵"), 40)) + "</extra>",
         ))
     fig.update_layout(
-        title=dict(text="Next-token probabilities after each prompt (each prompt's top tokens)", font=dict(size=15),
-                   x=0.02, xanchor="left"),
+        title=dict(text=t("forward.compare_title", lang), font=dict(size=15), x=0.02, xanchor="left"),
         template="none", font=FONT, paper_bgcolor="white", plot_bgcolor="white", barmode="group",
-        xaxis=dict(GRID, title=dict(text="probability"), tickformat=".0%", range=[0, min(1.0, float(max(probs_a.max(), probs_b.max())) * 1.18 + 0.02)]),
+        xaxis=dict(GRID, title=dict(text=t("forward.probability", lang)), tickformat=".0%", range=[0, min(1.0, float(max(probs_a.max(), probs_b.max())) * 1.18 + 0.02)]),
         yaxis=dict(AXIS, autorange="reversed", tickfont=dict(family="monospace", size=13)),
         legend=dict(orientation="h", y=-0.12, x=0, yanchor="top"),
         margin=dict(l=10, r=30, t=50, b=10), height=int(np.clip(46 * len(labels) + 170, 340, 900)),
@@ -535,100 +680,98 @@ def _q(piece: str) -> str:
     return "“" + "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~" else c for c in piece) + "”"
 
 
-def embedding_strip_summary(forward: ForwardPass) -> str:
+def embedding_strip_summary(forward: ForwardPass, lang: str = DEFAULT) -> str:
     pieces, embeddings, total_tokens = forward.tokens.pieces, forward.embeddings, forward.n
     k, d = embeddings.shape
     norms = np.linalg.norm(embeddings, axis=-1)  # [k]
     big, small = int(np.argmax(norms)), int(np.argmin(norms))
-    more = f" (the first {k} of {total_tokens} tokens)" if total_tokens > k else ""
-    return (f"The embedding vectors of {k} token{'s' if k != 1 else ''}{more}, {d} numbers each, ranging from "
-            f"{embeddings.min():.3f} to {embeddings.max():.3f}; the longest vector belongs to {_q(pieces[big])} "
-            f"(length {norms[big]:.2f}), the shortest to {_q(pieces[small])} ({norms[small]:.2f}).")
+    key = "first" if total_tokens > k else "one" if k == 1 else "many"
+    return t(f"forward.embed_summary_{key}", lang, k=k, total=total_tokens, d=d, low=embeddings.min(),
+             high=embeddings.max(), longest=_q(pieces[big]), longest_norm=norms[big], shortest=_q(pieces[small]),
+             shortest_norm=norms[small])
 
 
-def cosine_summary(forward: ForwardPass) -> str:
+def cosine_summary(forward: ForwardPass, lang: str = DEFAULT) -> str:
     pieces, embeddings = forward.tokens.pieces, forward.embeddings
     k = len(embeddings)
     if k < 2:
-        return "Only one token: there is no pair to compare."
+        return t("forward.cosine_one", lang)
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
     sim = unit @ unit.T  # [k, k]
     upper = np.triu_indices(k, 1)
     values = sim[upper]
-    mean = f"the mean over all {len(values)} pairs is {values.mean():.2f}"
+    mean = dict(pairs=len(values), mean=values.mean())
     # A token that occurs twice has the same vector (cosine 1): name the most alike pair of different tokens.
     distinct = np.flatnonzero([pieces[i] != pieces[j] for i, j in zip(*upper)])
     if not len(distinct):
-        return f"Cosine similarity of the {k} token embeddings: every token is the same one; {mean}."
+        return t("forward.cosine_same", lang, k=k, **mean)
     hi = int(distinct[np.argmax(values[distinct])])
     lo = int(distinct[np.argmin(values[distinct])])
-    pair = lambda j: f"{_q(pieces[upper[0][j]])} and {_q(pieces[upper[1][j]])}"  # noqa: E731
-    return (f"Cosine similarity of the {k} token embeddings, pair by pair: of two different tokens the most alike are "
-            f"{pair(hi)} ({values[hi]:.2f}), the least alike {pair(lo)} ({values[lo]:.2f}); {mean}.")
+    pair = lambda j: t("forward.token_pair", lang, a=_q(pieces[upper[0][j]]), b=_q(pieces[upper[1][j]]))  # noqa: E731
+    return t("forward.cosine_summary", lang, k=k, alike=pair(hi), alike_value=values[hi], unlike=pair(lo),
+             unlike_value=values[lo], **mean)
 
 
-def position_summary(scheme: PositionScheme) -> str:
+def position_summary(scheme: PositionScheme, lang: str = DEFAULT) -> str:
     kind, distances, curves = scheme.kind, scheme.distances, scheme.curves
     if not curves:
         return ""
     parts = []
     mid = min(int(np.searchsorted(distances, 100)), len(distances) - 1)  # the first distance >= 100
     for name, (mean, low, high) in curves.items():
-        far = int(distances[-1])
+        far, name = int(distances[-1]), curve_name(name, lang)
         if kind == "rope":
-            parts.append(f"with {name} it is 1 at distance 0, {mean[mid]:.2f} at distance {int(distances[mid]):,} and "
-                         f"{mean[-1]:.2f} at {far:,}, where the ripples span {low[-1]:.2f} to {high[-1]:.2f}")
+            parts.append(t("forward.rope_summary_part", lang, name=name, mid_value=mean[mid], mid=int(distances[mid]),
+                           far_value=mean[-1], far=far, low=low[-1], high=high[-1]))
         else:
-            parts.append(f"{name}: {mean[1]:.2f} one position apart, {mean[-1]:.2f} at {far:,} apart")
-    what = ("How RoPE changes the same query·key score (relative to distance 0) as two tokens move apart"
-            if kind == "rope" else "How alike the learned position vectors are, against their distance")
-    return f"{what}: " + "; ".join(parts) + "."
+            parts.append(t("forward.learned_summary_part", lang, name=name, near=mean[1], far_value=mean[-1], far=far))
+    what = t("forward.rope_summary_what" if kind == "rope" else "forward.learned_summary_what", lang)
+    return t("forward.position_summary", lang, what=what, parts=t("forward.list_separator", lang).join(parts))
 
 
 def updates_summary(layer_names: list[str], attn: np.ndarray | None, mlp: np.ndarray | None,
-                    layer_update: np.ndarray, skip_first: bool) -> str:
+                    layer_update: np.ndarray, skip_first: bool, lang: str = DEFAULT) -> str:
     cols = slice(1, None) if skip_first else slice(None)
-    which = "tokens after the first" if skip_first else "all tokens"
+    which = t("forward.updates_over_skip" if skip_first else "forward.updates_over_all", lang)
+    layer_names = stage_names(layer_names, lang)
     if attn is None or mlp is None:
         per_layer = layer_update[:, cols].mean(-1)  # [L]
         top = int(np.argmax(per_layer))
-        return (f"Mean size of each layer's update to the residual stream over {which}: largest in {layer_names[top]} "
-                f"(|Δ| = {per_layer[top]:,.1f}), smallest {per_layer.min():,.1f}.")
+        return t("forward.updates_summary_layer", lang, which=which, top=layer_names[top], top_value=per_layer[top],
+                 smallest=per_layer.min())
     a, m = attn[:, cols].mean(-1), mlp[:, cols].mean(-1)  # [L] each
     ta, tm = int(np.argmax(a)), int(np.argmax(m))
-    bigger = int((m > a).sum())
-    return (f"Mean size of the attention and MLP updates to the residual stream over {which}, per layer: attention "
-            f"adds the most in {layer_names[ta]} (|Δ| = {a[ta]:,.1f}), the MLP in {layer_names[tm]} ({m[tm]:,.1f}); the "
-            f"MLP update is the larger one in {bigger} of {len(layer_names)} layers.")
+    return t("forward.updates_summary", lang, which=which, top_attention=layer_names[ta], attention=a[ta],
+             top_mlp=layer_names[tm], mlp=m[tm], bigger=int((m > a).sum()), layers=len(layer_names))
 
 
-def norms_summary(forward: ForwardPass) -> str:
-    row_names, norms, pieces = forward.stages, forward.hidden_norms, forward.tokens.pieces
+def norms_summary(forward: ForwardPass, lang: str = DEFAULT) -> str:
+    row_names, norms, pieces = stage_names(forward.stages, lang), forward.hidden_norms, forward.tokens.pieces
     rows, n = norms.shape
     r, c = np.unravel_index(int(np.argmax(norms)), norms.shape)
     last = norms[:, -1]
-    return (f"Size of the residual stream of each of {n} token{'s' if n != 1 else ''} after the {row_names[0]} and after "
-            f"each of {rows - 1} layers: at the last token {_q(pieces[-1])} it goes from {last[0]:,.1f} to "
-            f"{last[-1]:,.1f}; the largest value, {norms[r, c]:,.1f}, is token {c} {_q(pieces[c])} after "
-            f"{row_names[r]}.")
+    return t("forward.norms_summary_one" if n == 1 else "forward.norms_summary_many", lang, n=n, first=row_names[0],
+             layers=rows - 1, last=_q(pieces[-1]), start=last[0], end=last[-1], largest=norms[r, c], position=c,
+             token=_q(pieces[c]), stage=row_names[r])
 
 
-def lens_summary(forward: ForwardPass) -> str:
-    row_names, answer_probs, top_pieces, answer = _last_lens(forward)
+def lens_summary(forward: ForwardPass, lang: str = DEFAULT) -> str:
+    row_names, answer_probs, top_pieces, answer = _last_lens(forward, lang)
     final = float(answer_probs[-1])
     above = np.flatnonzero(answer_probs >= 0.1)
-    start = (f"first reaches 10% after {row_names[above[0]]}" if len(above) else "never reaches 10%")
+    start = (t("forward.lens_reaches", lang, stage=row_names[above[0]]) if len(above)
+             else t("forward.lens_never", lang))
     same = [i for i, p in enumerate(top_pieces) if p == answer]
-    tops = (f"it is the lens's top guess from {row_names[same[0]]} on" if same and same == list(range(same[0], len(top_pieces)))
-            else f"it is the lens's top guess at {len(same)} of {len(top_pieces)} stages")
-    return (f"Logit lens at the last token, after the {row_names[0]} and after each of {len(row_names) - 1} layers: "
-            f"the probability of the model's answer {_q(answer)} {start} and ends at {final:.1%}; {tops}.")
+    tops = (t("forward.lens_top_from", lang, stage=row_names[same[0]])
+            if same and same == list(range(same[0], len(top_pieces)))
+            else t("forward.lens_top_at", lang, count=len(same), stages=len(top_pieces)))
+    return t("forward.lens_summary", lang, first=row_names[0], layers=len(row_names) - 1, answer=_q(answer),
+             start=start, final=final, tops=tops)
 
 
-def compare_summary(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray) -> str:
+def compare_summary(labels: list[str], probs_a: np.ndarray, probs_b: np.ndarray, lang: str = DEFAULT) -> str:
     ta, tb = int(np.argmax(probs_a)), int(np.argmax(probs_b))
     diff = np.abs(probs_a - probs_b)
     d = int(np.argmax(diff))
-    return (f"Next-token probabilities for {len(labels)} tokens after two prompts: after A the top token is "
-            f"{_q(labels[ta])} ({probs_a[ta]:.1%}), after B {_q(labels[tb])} ({probs_b[tb]:.1%}); they differ most "
-            f"on {_q(labels[d])} ({probs_a[d]:.1%} vs {probs_b[d]:.1%}).")
+    return t("forward.compare_summary", lang, n=len(labels), top_a=_q(labels[ta]), p_a=probs_a[ta],
+             top_b=_q(labels[tb]), p_b=probs_b[tb], most=_q(labels[d]), most_a=probs_a[d], most_b=probs_b[d])

@@ -6,37 +6,37 @@ the CSV rows / JSON data of the downloads and endpoints in `exports` (pure) and 
 One recorded model pass per text (cached in the session, `inference.forward.forward_pass`); clicking a box or
 re-drawing only reads that cached analysis. The lesson (assets/lessons/forward.md) sits at the top; the view is
 shareable as a link (text, chat, the picked box and the two comparisons) and every trace downloads as CSV/JSON.
+Every text is in the visitor's language (assets/i18n/<lang>/forward.yaml): the layout through the page's
+registry (`demo.texts`), the views by the handlers; a change of language redraws the views from the cached passes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import gradio as gr
 
 from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS, MAX_TEXT_CHARS, SURPRISAL_TOP
 
-from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
+from ..i18n import DEFAULT, RTL, T, Texts, catalogue, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import forward_pass_api, surprisal_api
 from .events import (
-    RUN_OUTPUTS, compare_prompts, compare_texts, on_model, open_tab, pick_box, run_forward,
+    RUN_OUTPUTS, chat_label, compare_prompts, compare_texts, on_model, open_tab, pick_box, run_forward,
 )
 from .figures import surprisal_legend_html
 
 __all__ = ["TITLE", "build", "compare_prompts", "compare_texts", "forward_pass_api", "on_model", "open_tab",
            "pick_box", "run_forward", "surprisal_api"]
 
-TITLE = "Forward pass"
+TITLE = "Forward pass"  # not translated: the app names the tabs (tab.forward)
 EXAMPLES = json.loads((ASSETS / "examples" / "forward.json").read_text())
 DEFAULT_TEXT = EXAMPLES["texts"]["France"]
 DEFAULT_PAIR = EXAMPLES["surprisal_pairs"]["Normal vs shuffled"]
 DEFAULT_PROMPTS = EXAMPLES["prompt_pairs"]["Statement vs Q&A"]
-
-# How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/forward.md).
-INTRO = (f"Type a text (at most {MAX_FORWARD_TOKENS:,} tokens) and press **Run**: the model runs **once** over it "
-         "and every view below reads that one recorded pass. Click a box of the diagram to see what it does.")
 
 DIAGRAM_CSS = """
 .fw-diagram { font-size: .95rem; max-width: 760px; }
@@ -114,48 +114,76 @@ element.addEventListener('click', (event) => {
 """
 
 
-def _download(label: str, elem_id: str) -> gr.DownloadButton:
-    return gr.DownloadButton(label, size="sm", elem_id=elem_id, scale=0, min_width=330)
+def _download(texts: Texts, key: str, elem_id: str) -> gr.DownloadButton:
+    return texts.make(gr.DownloadButton, label=T(key), size="sm", elem_id=elem_id, scale=0, min_width=330)
 
 
-def _alt(elem_id: str) -> gr.Markdown:
-    """The one-line text alternative under a figure."""
-    return gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"])
+def _alt(texts: Texts, elem_id: str) -> gr.Markdown:
+    """The one-line text alternative under a figure (its text comes from the handlers; right to left in Persian)."""
+    return _rtl(texts, gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"]))
+
+
+def _rtl(texts: Texts, markdown: gr.Markdown) -> gr.Markdown:
+    """A Markdown whose text the handlers write: it reads right to left in a right-to-left language."""
+    return texts.add(markdown, lambda lang: gr.update(rtl=lang in RTL))
+
+
+def _markdown(texts: Texts, key: str, **values) -> gr.Markdown:
+    """A Markdown of catalogue text with numbers filled in (T keys cannot carry values)."""
+    return texts.add(gr.Markdown(t(key, DEFAULT, **values)),
+                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
+
+
+def _example_label(name: str, lang: str) -> str:
+    """An example's name (a key of assets/examples/forward.json) in `lang`; a name the catalogue lacks as it is."""
+    key = "forward.example_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return t(key, lang) if key in catalogue(DEFAULT) else name
+
+
+def _examples(texts: Texts, group: dict, key: str, **kwargs) -> gr.Examples:
+    """gr.Examples of a group of assets/examples/forward.json, its label and the examples' names translated."""
+    examples = gr.Examples(label=t(key, DEFAULT), example_labels=[_example_label(n, DEFAULT) for n in group],
+                           api_visibility="private", **kwargs)
+    texts.add(examples.dataset, lambda lang: gr.update(label=t(key, lang),
+                                                       sample_labels=[_example_label(n, lang) for n in group]))
+    return examples
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
     lesson = LessonPanel(demo, "forward")
-    gr.Markdown(INTRO)
+    _markdown(texts, "forward.intro", max_tokens=MAX_FORWARD_TOKENS)
     state = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(label=f"Text (at most {MAX_FORWARD_TOKENS:,} tokens)", lines=2, value=DEFAULT_TEXT,
-                              max_length=MAX_TEXT_CHARS, elem_id="fw-text")
+            text = texts.label(gr.Textbox(label=t("forward.text", DEFAULT, max_tokens=MAX_FORWARD_TOKENS), lines=2,
+                                          value=DEFAULT_TEXT, max_length=MAX_TEXT_CHARS, elem_id="fw-text"),
+                               "forward.text", max_tokens=MAX_FORWARD_TOKENS)
         with gr.Column(scale=1, min_width=220):
-            chat = gr.Checkbox(label="as chat (apply the chat template)", value=False, elem_id="fw-chat")
-            run = gr.Button("Run", variant="primary", elem_id="fw-run")
+            chat = texts.add(gr.Checkbox(label=chat_label(True, DEFAULT), value=False, elem_id="fw-chat"),
+                             lambda lang: gr.update(label=chat_label(session().has_chat_template, lang)))
+            run = texts.make(gr.Button, T("forward.run"), variant="primary", elem_id="fw-run")
     # The picked box (set by a click or a shared link), so the link can carry it; never shown.
     box = gr.Textbox(value="", visible=False, elem_id="fw-box")
-    examples = gr.Examples(examples=[[t] for t in EXAMPLES["texts"].values()], example_labels=list(EXAMPLES["texts"]),
-                           inputs=[text], label="Examples", api_visibility="private", api_name="forward_example")
+    examples = _examples(texts, EXAMPLES["texts"], "forward.examples",
+                         examples=[[x] for x in EXAMPLES["texts"].values()], inputs=[text], api_name="forward_example")
     info = gr.HTML(elem_id="fw-info")
     # Comparison fields are made further down; the link needs them now (its row sits here, under the text).
-    text_a = gr.Textbox(label="Text A", value=DEFAULT_PAIR[0], lines=2, max_length=MAX_TEXT_CHARS, elem_id="fw-text-a",
-                        render=False)
-    text_b = gr.Textbox(label="Text B", value=DEFAULT_PAIR[1], lines=2, max_length=MAX_TEXT_CHARS, elem_id="fw-text-b",
-                        render=False)
-    prompt_a = gr.Textbox(label="Prompt A", value=DEFAULT_PROMPTS[0], lines=2, max_length=MAX_TEXT_CHARS,
-                          elem_id="fw-prompt-a", render=False)
-    prompt_b = gr.Textbox(label="Prompt B", value=DEFAULT_PROMPTS[1], lines=2, max_length=MAX_TEXT_CHARS,
-                          elem_id="fw-prompt-b", render=False)
+    text_a = texts.make(gr.Textbox, label=T("forward.text_a"), value=DEFAULT_PAIR[0], lines=2,
+                        max_length=MAX_TEXT_CHARS, elem_id="fw-text-a", render=False)
+    text_b = texts.make(gr.Textbox, label=T("forward.text_b"), value=DEFAULT_PAIR[1], lines=2,
+                        max_length=MAX_TEXT_CHARS, elem_id="fw-text-b", render=False)
+    prompt_a = texts.make(gr.Textbox, label=T("forward.prompt_a"), value=DEFAULT_PROMPTS[0], lines=2,
+                          max_length=MAX_TEXT_CHARS, elem_id="fw-prompt-a", render=False)
+    prompt_b = texts.make(gr.Textbox, label=T("forward.prompt_b"), value=DEFAULT_PROMPTS[1], lines=2,
+                          max_length=MAX_TEXT_CHARS, elem_id="fw-prompt-b", render=False)
     fields = {"text": text, "chat": chat, "box": box, "text_a": text_a, "text_b": text_b, "prompt_a": prompt_a,
               "prompt_b": prompt_b}
     loaded = share_link(demo, "forward", fields)
     with gr.Row(elem_classes=["lie-advanced"]):
-        download_json = _download("⬇ The whole pass as JSON", "fw-download-json")
+        download_json = _download(texts, "forward.download_json", "fw-download-json")
 
-    gr.Markdown("### The path of one forward pass\nEvery box is a module of the loaded model, with the shapes of "
-                "this pass and its parameter count. **Click a box** to see what it does.")
+    texts.make(gr.Markdown, T("forward.path_heading"))
     with gr.Row(equal_height=True):  # the explanation's column spans the diagram, so it can stay in view
         with gr.Column(scale=3):
             flow = gr.HTML(elem_id="fw-diagram", css_template=DIAGRAM_CSS, js_on_load=DIAGRAM_JS)
@@ -163,70 +191,72 @@ def build(demo: gr.Blocks) -> None:
             explain = gr.HTML(elem_id="fw-explain", css_template=EXPLAIN_CSS, js_on_load=EXPLAIN_JS)
 
     with gr.Column(elem_classes=["lie-advanced"], elem_id="fw-embeddings-section"):
-        gr.Markdown(f"### Embeddings and positions\nThe embedding lookup gives each token a vector (first "
-                    f"{FORWARD_EMBED_TOKENS} tokens drawn). Similar tokens point in similar directions.")
+        _markdown(texts, "forward.embeddings_heading", embed_tokens=FORWARD_EMBED_TOKENS)
         with gr.Row():
             with gr.Column():
                 strip = gr.Plot(show_label=False, elem_id="fw-embed")
-                strip_alt = _alt("fw-embed-summary")
+                strip_alt = _alt(texts, "fw-embed-summary")
             with gr.Column():
                 cosine = gr.Plot(show_label=False, elem_id="fw-cosine")
-                cosine_alt = _alt("fw-cosine-summary")
-        positions = gr.Markdown(elem_id="fw-positions")
+                cosine_alt = _alt(texts, "fw-cosine-summary")
+        positions = _rtl(texts, gr.Markdown(elem_id="fw-positions"))
         rope = gr.Plot(show_label=False, elem_id="fw-rope")
-        rope_alt = _alt("fw-rope-summary")
+        rope_alt = _alt(texts, "fw-rope-summary")
 
-    gr.Markdown("### Residual stream\nEach layer adds an attention update and an MLP update to the stream. The bars "
-                "show which layers change it most; the lens shows when the final answer appears.")
+    texts.make(gr.Markdown, T("forward.residual_heading"))
     updates = gr.Plot(show_label=False, elem_id="fw-updates")
-    updates_alt = _alt("fw-updates-summary")
+    updates_alt = _alt(texts, "fw-updates-summary")
     with gr.Row():
         with gr.Column(elem_classes=["lie-advanced"]):
             norms = gr.Plot(show_label=False, elem_id="fw-norms")
-            norms_alt = _alt("fw-norms-summary")
+            norms_alt = _alt(texts, "fw-norms-summary")
         with gr.Column():
             lens = gr.Plot(show_label=False, elem_id="fw-lens")
-            lens_alt = _alt("fw-lens-summary")
+            lens_alt = _alt(texts, "fw-lens-summary")
     with gr.Row(elem_classes=["lie-advanced"]):
-        download_residual = _download("⬇ Residual-stream norms per layer as CSV", "fw-download-residual")
-        download_lens = _download("⬇ Logit lens as CSV", "fw-download-lens")
+        download_residual = _download(texts, "forward.download_residual", "fw-download-residual")
+        download_lens = _download(texts, "forward.download_lens", "fw-download-lens")
 
-    gr.Markdown("### Surprisal and perplexity\nHow surprised the model is by each token, given the ones before it. "
-                "**Perplexity** = 2^(mean surprisal). Hover a token for its probability and the model's top guess.")
-    gr.HTML(surprisal_legend_html(), css_template=SURPRISAL_CSS)
+    texts.make(gr.Markdown, T("forward.surprisal_heading"))
+    texts.add(gr.HTML(surprisal_legend_html(DEFAULT), css_template=SURPRISAL_CSS),
+              lambda lang: gr.update(value=surprisal_legend_html(lang)))
     surprisal = gr.HTML(elem_id="fw-surprisal", css_template=SURPRISAL_CSS)
-    with gr.Accordion(f"The {SURPRISAL_TOP} most surprising tokens", open=True):
+    with texts.add(gr.Accordion(t("forward.most_surprising", DEFAULT, n=SURPRISAL_TOP), open=True),
+                   lambda lang: gr.update(label=t("forward.most_surprising", lang, n=SURPRISAL_TOP))):
         surprising = gr.HTML(elem_id="fw-surprising", css_template=SURPRISAL_CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
-        download_surprisal = _download("⬇ Surprisal per token as CSV", "fw-download-surprisal")
-    gr.Markdown("#### Compare two texts (plain text, no chat template)")
+        download_surprisal = _download(texts, "forward.download_surprisal", "fw-download-surprisal")
+    texts.make(gr.Markdown, T("forward.compare_texts_heading"))
     with gr.Row():
         text_a.render()
         text_b.render()
     with gr.Row():
-        pair_examples = gr.Examples(examples=list(EXAMPLES["surprisal_pairs"].values()),
-                                    example_labels=list(EXAMPLES["surprisal_pairs"]), inputs=[text_a, text_b],
-                                    label="Pairs", api_visibility="private", api_name="forward_pair_example")
-        compare = gr.Button("Compare texts", elem_id="fw-compare", scale=0, min_width=180)
+        pair_examples = _examples(texts, EXAMPLES["surprisal_pairs"], "forward.pairs",
+                                  examples=list(EXAMPLES["surprisal_pairs"].values()), inputs=[text_a, text_b],
+                                  api_name="forward_pair_example")
+        compare = texts.make(gr.Button, T("forward.compare_texts"), elem_id="fw-compare", scale=0, min_width=180)
     pair = gr.HTML(elem_id="fw-pair", css_template=SURPRISAL_CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
-        download_pair = _download("⬇ Both texts' surprisal as CSV", "fw-download-pair")
+        download_pair = _download(texts, "forward.download_pair", "fw-download-pair")
 
-    gr.Markdown("### Prompt comparison\nTwo wordings of the same question, and what the model expects next after "
-                "each (plain text, no chat template).")
+    texts.make(gr.Markdown, T("forward.prompts_heading"))
     with gr.Row():
         prompt_a.render()
         prompt_b.render()
     with gr.Row():
-        prompt_examples = gr.Examples(examples=list(EXAMPLES["prompt_pairs"].values()),
-                                      example_labels=list(EXAMPLES["prompt_pairs"]), inputs=[prompt_a, prompt_b],
-                                      label="Prompt pairs", api_visibility="private", api_name="forward_prompt_example")
-        compare_p = gr.Button("Compare prompts", elem_id="fw-compare-prompts", scale=0, min_width=180)
+        prompt_examples = _examples(texts, EXAMPLES["prompt_pairs"], "forward.prompt_pairs",
+                                    examples=list(EXAMPLES["prompt_pairs"].values()), inputs=[prompt_a, prompt_b],
+                                    api_name="forward_prompt_example")
+        compare_p = texts.make(gr.Button, T("forward.compare_prompts"), elem_id="fw-compare-prompts", scale=0,
+                               min_width=180)
     prompt_chart = gr.Plot(show_label=False, elem_id="fw-prompt-chart")
-    prompt_alt = _alt("fw-prompt-chart-summary")
+    prompt_alt = _alt(texts, "fw-prompt-chart-summary")
     prompt_note = gr.HTML(elem_id="fw-prompt-note")
     with gr.Row(elem_classes=["lie-advanced"]):
-        download_prompts = _download("⬇ Both prompts' next-token probabilities as CSV", "fw-download-prompts")
+        download_prompts = _download(texts, "forward.download_prompts", "fw-download-prompts")
+    # The page's language, set when the visitor changes it: its change redraws the views in the new language
+    # (from the cached passes; the tab is built before the page's language event exists, so it listens here).
+    language = texts.add(gr.State(DEFAULT), lambda lang: lang)
 
     components = dict(state=state, info=info, flow=flow, explain=explain, strip=strip, strip_alt=strip_alt,
                       cosine=cosine, cosine_alt=cosine_alt, positions=positions, rope=rope, rope_alt=rope_alt,
@@ -247,6 +277,7 @@ def build(demo: gr.Blocks) -> None:
 
     demo.load(on_model, None, chat, api_visibility="private", queue=False)
     run_all(loaded)  # the first view, with a shared link's values if there are any
+    language.change(**main).then(**pair_run).then(**prompts_run)  # a new language: every view in it
     run_all(model_changed(demo)(on_model, None, chat, api_visibility="private", queue=False))
     for event in lesson.connect(fields):  # a "try this" sets the fields, then everything redraws (cached passes)
         run_all(event)
