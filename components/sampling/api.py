@@ -13,6 +13,7 @@ from inference.sampling import SamplingParams
 from inference.serving import serve
 
 from ..common import session, user_errors
+from ..i18n import t
 
 
 def _ablation(s, text: str | None, mode: str | None):
@@ -107,7 +108,8 @@ def _spec(name: str, settings: dict | None, prompt: str, max_new_tokens: int, ch
     settings = dict(settings or {})
     unknown = set(settings) - set(RUN_KEYS)
     if unknown:
-        raise InputError(f"Run {name} has unknown settings {sorted(unknown)}; allowed: {', '.join(RUN_KEYS)}.")
+        raise InputError(t("sampling.err_unknown_settings", run=name, unknown=sorted(unknown),
+                           allowed=", ".join(RUN_KEYS)))
     s = session(settings.get("model") or default_model)
     params = SamplingParams(**{k: settings[k] for k in RUN_KEYS[:8] if k in settings})
     constraint = Constraint.from_text(settings.get("constraint_kind"), settings.get("constraint"))

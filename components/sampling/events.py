@@ -30,10 +30,11 @@ from inference.interventions import Ablation
 from inference.limits import MAX_COMPARE_NEW_TOKENS
 from inference.sampling import SamplingParams
 from inference.sampling_run import SamplingRun, Settings, place_guess
-from inference.serving import run_on, shared_note
+from inference.serving import run_on
 
 from ..common import session, user_errors
 from ..export import csv_file
+from ..i18n import language, t
 from .exports import STAGE_CSV_HEADER, TRACE_CSV_HEADER, stage_rows, trace_rows
 from .figures import (
     compare_figure,
@@ -46,6 +47,7 @@ from .figures import (
     generated_html,
     guess_line,
     hidden_note,
+    shared_text,
     stage_explanations,
     stage_table_html,
     status_markdown,
@@ -64,7 +66,7 @@ B_PARAMS = ["b_temperature", "b_top_k", "b_top_p", "b_min_p", "b_repetition_pena
 COMPARE_NAMES = [*B_PARAMS, "b_seed", "b_model", "b_constraint", "b_ablation"]
 COMPARE_VIEW_NAMES = ["compare_tokens", "compare_status", "compare_plot", "compare_alt", "compare_on", "compare_box"]
 SAMPLES = 100  # draws in the "sample 100 times" histogram
-ENDED = "The run has ended: press Reset, or branch at an earlier step."
+ENDED = "sampling.ended_note"  # catalogue key: the run has ended (press Reset, or branch at an earlier step)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -158,10 +160,11 @@ def continue_state(state: TabState | None, c: Controls) -> TabState:
     return copy.deepcopy(state) if same_run(state, c) else new_state(c)
 
 
-def whatif_choices(record: StepRecord) -> list[tuple[str, int]]:
+def whatif_choices(record: StepRecord, lang: str | None = None) -> list[tuple[str, int]]:
     final = record.stages[-1]
+    removed = t("sampling.whatif_removed", lang)
     return [
-        (f"{piece}   {p:.1%}" if kept else f"{piece}   (removed)", cand)
+        (f"{piece}   {p:.1%}" if kept else f"{piece}   ({removed})", cand)
         for cand, piece, p, kept in zip(record.candidates, record.pieces, final.probs, final.kept)
     ]
 
@@ -180,10 +183,11 @@ def views(**values) -> tuple:
 
 def _text(state: TabState, view: int | None = None, pending: bool | None = None) -> str:
     run = state.run
+    lang = language()
     return generated_html(run.tokens, state.view if view is None else view,
-                          pending=not run.done if pending is None else pending, ended=ended_text(run),
+                          pending=not run.done if pending is None else pending, ended=ended_text(run, lang),
                           hide_last=state.hidden, by_removed_mass=run.constraint is not None,
-                          ablation=run.ablation)
+                          ablation=run.ablation, lang=lang)
 
 
 def _seed_box(state: TabState, c: Controls):
@@ -206,7 +210,8 @@ def _trace_download(state: TabState):
 def render_hidden(state: TabState, c: Controls):
     """Predict first: the text so far, and nothing of the step's distribution or the newest token."""
     return views(
-        text=_text(state), status="", hidden_note=gr.HTML(hidden_note(state.run, state.view), visible=True),
+        text=_text(state), status="",
+        hidden_note=gr.HTML(hidden_note(state.run, state.view, language()), visible=True),
         panels=gr.Column(visible=False), waterfall=None, waterfall_alt="", table="", draw=None, draw_alt="",
         whatif=gr.Radio(choices=[], value=None), stage_csv=gr.DownloadButton(value=None, interactive=False),
         trace_csv=gr.DownloadButton(value=None, interactive=False), seed=_seed_box(state, c),
@@ -220,26 +225,27 @@ def render(state: TabState, c: Controls, settings: Settings, extra: str = ""):
     if state.hidden:
         return render_hidden(state, c)
     s = session()
+    lang = language()
     run, j = state.run, state.view
     taken = run.tokens[j].token_id if j < len(run.tokens) else None
     record, trace = run.inspect(s, j, settings, samples=SAMPLES, extra_ids=[taken] if taken is not None else ())
     params, min_new = settings.params, settings.min_new_tokens
-    guess = guess_line(place_guess(s, trace, record, c.guess), record)
+    guess = guess_line(place_guess(s, trace, record, c.guess), record, lang)
     stages_csv = csv_file(f"sampling-step{j + 1}-stages", STAGE_CSV_HEADER, stage_rows(record))
     valid = validity(s, run.constraint, run_text(run)) if run.constraint is not None and run.done else None
     return views(
         text=_text(state),
         status=status_markdown(run, j, record, params, min_new, "  \n".join(x for x in (extra, guess) if x),
-                               valid=valid),
+                               valid=valid, lang=lang),
         hidden_note=gr.HTML("", visible=False),
         panels=gr.Column(visible=True),
-        waterfall=waterfall_figure(record, taken),
-        waterfall_alt=waterfall_summary(record),
-        table=stage_table_html(record, stage_explanations(params, min_new, record, run.constraint)),
-        draw=draw_figure(record, params.greedy),
-        draw_alt=draw_summary(record, params.greedy),
-        whatif=gr.Radio(choices=whatif_choices(record), value=None,
-                        label=f"What-if: take another token at step {j + 1} and continue from there"),
+        waterfall=waterfall_figure(record, taken, lang=lang),
+        waterfall_alt=waterfall_summary(record, lang),
+        table=stage_table_html(record, stage_explanations(params, min_new, record, run.constraint, lang), lang),
+        draw=draw_figure(record, params.greedy, lang),
+        draw_alt=draw_summary(record, params.greedy, lang),
+        whatif=gr.Radio(choices=whatif_choices(record, lang), value=None,
+                        label=t("sampling.whatif_step", lang, step=j + 1)),
         stage_csv=gr.DownloadButton(value=stages_csv, interactive=True),
         trace_csv=_trace_download(state),
         seed=_seed_box(state, c),
@@ -279,7 +285,7 @@ def on_seed(state, *values):
 def ended_view(state: TabState, c: Controls, settings: Settings):
     """A Step or Generate on a run that has ended: show its last step and say so."""
     state.view = len(state.run.tokens) - 1
-    return render(state, c, settings, ENDED)
+    return render(state, c, settings, t(ENDED))
 
 
 @user_errors
@@ -313,12 +319,12 @@ def on_show_step(evt: gr.EventData, state, *values):
     c = Controls.of(values)
     settings = c.read()
     if not state:
-        raise InputError("Press Step first: there is no run yet.")
+        raise InputError(t("sampling.err_no_run"))
     data = getattr(evt, "_data", None) or {}
     try:
         j = int(data.get("step"))
     except (TypeError, ValueError):
-        raise InputError("Click on a token of the generated text.") from None
+        raise InputError(t("sampling.err_click_token")) from None
     state = copy.deepcopy(state)
     last = len(state.run.tokens) - (1 if state.run.done else 0)
     state.view = max(0, min(j, last))
@@ -331,15 +337,14 @@ def on_branch(state, choice, *values):
     c = Controls.of(values)
     settings = c.read()
     if not state:
-        raise InputError("Press Step first: there is no run to branch from.")
+        raise InputError(t("sampling.err_no_branch_run"))
     if choice is None or choice == "":
-        raise InputError("Pick a candidate token first, then press Branch.")
+        raise InputError(t("sampling.err_pick_candidate"))
     state = copy.deepcopy(state)
     j = state.view
     record = state.run.branch(session(), j, int(choice), settings)
     state.hidden = False  # the user picked this token: nothing to guess
-    return render(state, c, settings, f"Branched: step {j + 1} is now **{html.escape(record.piece)}**; "
-                                      "Step or Generate to end continues from here.")
+    return render(state, c, settings, t("sampling.branched", step=j + 1, token=html.escape(record.piece)))
 
 
 @user_errors
@@ -348,10 +353,26 @@ def on_reveal(state, *values):
     c = Controls.of(values)
     settings = c.read()
     if not state:
-        raise InputError("Press Step first: there is nothing to reveal yet.")
+        raise InputError(t("sampling.err_nothing_to_reveal"))
     state = copy.deepcopy(state)
     state.hidden = False
     return render(state, c, settings)
+
+
+def on_language(state, *values):
+    """The visitor's language changed: the step on view again, in that language (the same run, no new one).
+    Nothing happens without a run, or when the controls no longer describe it (their own events start the new
+    run); a bad value in a control says nothing here (the control's own event says it)."""
+    if not state:
+        return views()
+    try:
+        c = Controls.of(values)
+        settings = c.read()
+        if not same_run(state, c):
+            return views()
+        return render(state, c, settings)
+    except InputError:
+        return views()
 
 
 @user_errors
@@ -370,20 +391,21 @@ def _generate(state: TabState, c: Controls, settings: Settings, limit: int | Non
     """Run on with the KV cache from the run's tokens (at most `limit` more steps), streaming the text a
     few times a second; the views then show the last step (hidden when predicting)."""
     steps, trace = run_on(state.run, session(), settings, limit)  # batched with other visitors' generations
+    lang = language()
     state.hidden = c.predict
     shown = time.perf_counter()
     for _ in steps:
         if time.perf_counter() - shown > 0.4:  # stream the text a few times a second, not every token
             shown = time.perf_counter()
             yield views(text=_text(state, view=-1, pending=False),
-                        status=f"Generating… {len(state.run.tokens)} tokens", state=state)
+                        status=t("sampling.generating", lang, n=len(state.run.tokens)), state=state)
     state.show_last()
     timing = ""
     if trace.ttft_s is not None:
-        timing = (f"This run: {len(trace.token_ids)} tokens, time to first token {trace.ttft_s * 1000:.0f} ms "
-                  f"(prefill of {trace.steps[0].tokens_in_pass} tokens)"
-                  + (f", then {trace.tpot_s * 1000:.0f} ms per token." if trace.tpot_s else "."))
-    shared = shared_note(trace)
+        timing = t("sampling.timing_tpot" if trace.tpot_s else "sampling.timing", lang, n=len(trace.token_ids),
+                   ttft=f"{trace.ttft_s * 1000:.0f}", prefill=trace.steps[0].tokens_in_pass,
+                   tpot=f"{(trace.tpot_s or 0) * 1000:.0f}")
+    shared = shared_text(trace, lang)
     yield render(state, c, settings, f"{timing}  \n{shared}" if shared else timing)
 
 
@@ -429,8 +451,7 @@ def _streaming(handler):
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:
             log.exception("%s failed", handler.__name__)
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}); the app is still running. Try again.",
-                           print_exception=False) from None
+            raise gr.Error(t("sampling.err_failed", error=type(exc).__name__), print_exception=False) from None
 
     stream.__name__ = stream.__qualname__ = handler.__name__ + "_stream"
     stream.__doc__ = handler.__doc__
@@ -453,11 +474,11 @@ def model_chat(chat: bool):
 
 def toggle_play(playing: bool):
     playing = not playing
-    return playing, gr.Timer(active=playing), gr.Button(value="⏸ Pause" if playing else "▶ Play")
+    return playing, gr.Timer(active=playing), gr.Button(value=t("sampling.pause" if playing else "sampling.play"))
 
 
 def stop_play():
-    return False, gr.Timer(active=False), gr.Button(value="▶ Play")
+    return False, gr.Timer(active=False), gr.Button(value=t("sampling.play"))
 
 
 def on_tick(state, *values):
@@ -465,7 +486,7 @@ def on_tick(state, *values):
     try:
         out = on_step(state, *values)
     except gr.Error:
-        gr.Warning("Play stopped: fix the value above and press Play again.")
+        gr.Warning(t("sampling.play_stopped"))
         return (*views(), *stop_play())
     ended = out[VIEW_NAMES.index("state")].run.done
     return (*out, *(stop_play() if ended else (True, gr.skip(), gr.skip())))
@@ -509,8 +530,7 @@ def run_specs(c: Controls, b: CompareControls):
     gets the prompt as plain text."""
     settings = c.read()
     if settings.max_new_tokens > MAX_COMPARE_NEW_TOKENS:
-        raise InputError(f"Two runs are compared over at most {MAX_COMPARE_NEW_TOKENS} new tokens; set max new "
-                         f"tokens to {MAX_COMPARE_NEW_TOKENS} or fewer.")
+        raise InputError(t("sampling.err_compare_tokens", n=MAX_COMPARE_NEW_TOKENS))
     a_session = session()
     b_session = session(b.model_id) if b.model_id else a_session
     a_params = settings.params
@@ -519,7 +539,7 @@ def run_specs(c: Controls, b: CompareControls):
                               seed=b.seed)
     constraint = c.run_constraint()
     if b.constraint and constraint is None:
-        raise InputError("B uses A's constraint, but A has none: choose a constraint above, or untick it for B.")
+        raise InputError(t("sampling.err_b_constraint"))
     a = RunSpec(c.prompt, a_params, settings.max_new_tokens, c.chat, constraint, c.run_ablation(), stop=settings.stop)
     b_ablation = parse_ablation(b_session, b.ablation, c.ablation_mode)
     b_spec = RunSpec(c.prompt, b_params, settings.max_new_tokens, c.chat and b_session.has_chat_template,
@@ -529,8 +549,9 @@ def run_specs(c: Controls, b: CompareControls):
 
 
 def compare_views(comparison) -> tuple:
-    return (compare_tokens_html(comparison), compare_status(comparison), compare_figure(comparison),
-            compare_summary(comparison), True, gr.Accordion(open=True))
+    lang = language()
+    return (compare_tokens_html(comparison, lang), compare_status(comparison, lang), compare_figure(comparison, lang),
+            compare_summary(comparison, lang), True, gr.Accordion(open=True))
 
 
 @user_errors

@@ -8,6 +8,7 @@ only how to operate it.
 from __future__ import annotations
 
 import json
+import re
 
 import gradio as gr
 
@@ -31,6 +32,7 @@ from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, sess
 from .api import compare_api, generate_api, next_token_api
 from .figures import CSS
 from ..header import OTHER, choices as model_choices
+from ..i18n import DEFAULT as ENGLISH, RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 
@@ -40,38 +42,72 @@ PARAMS = ev.PARAMS
 DEFAULT = EXAMPLES[0]
 TICK_S = 0.8  # Play: one step per tick
 
-INTRO = (f"**Step** draws one token and shows each stage; drag a slider to re-apply the pipeline to the same logits "
-         f"(no new model call); click a generated token to go back to its step; pick another candidate to branch. "
-         f"Limits: prompt {MAX_PROMPT_TOKENS:,} tokens, {MAX_NEW_TOKENS} new tokens, {MAX_STOP_SEQUENCES} stop "
-         f"sequences of {MAX_STOP_CHARS} characters.")
-CONSTRAINT_KINDS = [("none", "none"), ("one of a list", "choice"), ("regex", "regex"), ("JSON schema", "json_schema")]
-COMPARE_INTRO = (f"Run **A** is the run above: its prompt and all its settings (constraint and ablation included). "
-                 f"Run **B** is the same prompt with the settings below. Both are generated together, step by step "
-                 f"(at most {MAX_COMPARE_NEW_TOKENS} new tokens each).")
+# The texts with numbers: (catalogue key, its values); the catalogue is assets/i18n/<lang>/sampling.yaml.
+INTRO = ("sampling.intro", dict(prompt_tokens=f"{MAX_PROMPT_TOKENS:,}", new_tokens=MAX_NEW_TOKENS,
+                                stop_sequences=MAX_STOP_SEQUENCES, stop_chars=MAX_STOP_CHARS))
+CONSTRAINT_KINDS = [(T("sampling.kind_none"), "none"), (T("sampling.kind_choice"), "choice"),
+                    (T("sampling.kind_regex"), "regex"), (T("sampling.kind_json_schema"), "json_schema")]
+COMPARE_INTRO = ("sampling.compare_intro", dict(n=MAX_COMPARE_NEW_TOKENS))
+# The constraint presets' buttons (the preset's name in inference.constrained.PRESETS -> its catalogue key).
+PRESET_KEYS = {"yes / no": "sampling.preset_yes_no", "a date (YYYY-MM-DD)": "sampling.preset_date",
+               "a person (JSON)": "sampling.preset_person"}
+# The examples' labels (assets/examples/sampling.json, English) -> their catalogue keys.
+EXAMPLE_KEYS = {"A poem (balanced)": "sampling.example_poem", "A fact (greedy)": "sampling.example_fact",
+                "Wild (high temperature)": "sampling.example_wild", "Tamed by min-p": "sampling.example_min_p",
+                "Repetition trap": "sampling.example_repetition", "Frequency penalty": "sampling.example_frequency",
+                "Plain text (no chat)": "sampling.example_plain"}
+
+
+def _markdown(texts, key: str, values: dict, **kwargs) -> gr.Markdown:
+    """A Markdown with catalogue text `key` filled with `values`, relabelled (and turned right to left) on a
+    language change (`Texts.make` fills no values)."""
+    return texts.add(gr.Markdown(t(key, ENGLISH, **values), **kwargs),
+                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
+
+
+def _labelled(texts, cls, key: str, values: dict, **kwargs):
+    """A component whose label is catalogue text `key` filled with `values`."""
+    return texts.label(cls(label=t(key, ENGLISH, **values), **kwargs), key, **values)
+
+
+def _example_label(label: str, lang: str) -> str:
+    key = EXAMPLE_KEYS.get(label)
+    return t(key, lang) if key else label
+
+
+def _unavailable(reason: str, lang: str) -> str:
+    """Why constrained decoding is off (inference.constrained.unavailable_reason, English), in `lang`."""
+    found = re.search(r"not installed \((\w+)\)", reason)
+    return t("sampling.constraint_missing", lang, error=found.group(1)) if found else reason
 
 
 # ---------------------------------------------------------------------------------------------------
 # Layout
 
 
-def run_b_controls() -> dict:
+def run_b_controls(texts) -> dict:
     """Run B's controls (unrendered: the compare box renders them), by link key."""
-    models = [("the same model as A", "")] + [c for c in model_choices() if c[1] != OTHER]
+    models = [(T("sampling.b_same_model"), "")] + [c for c in model_choices(ENGLISH) if c[1] != OTHER]
+    make = texts.make
     return {
-        "b_temperature": gr.Slider(0, min(2.0, MAX_TEMPERATURE), value=1.2, step=0.05, label="temperature B",
-                                   elem_id="smp-b-temperature", render=False),
-        "b_top_k": gr.Slider(0, 200, value=0, step=1, label="top-k B", elem_id="smp-b-top-k", render=False),
-        "b_top_p": gr.Slider(0.01, 1.0, value=1.0, step=0.01, label="top-p B", elem_id="smp-b-top-p", render=False),
-        "b_min_p": gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="min-p B", elem_id="smp-b-min-p", render=False),
-        "b_repetition_penalty": gr.Slider(0.5, min(2.0, MAX_REPETITION_PENALTY), value=1.0, step=0.05,
-                                          label="repetition penalty B", elem_id="smp-b-repetition", render=False),
-        "b_seed": gr.Number(label="seed B", value=42, precision=0, minimum=0, maximum=MAX_SEED, elem_id="smp-b-seed",
-                            render=False),
-        "b_model": gr.Dropdown(models, value="", label="model B", elem_id="smp-b-model", render=False),
-        "b_constraint": gr.Checkbox(label="B uses A's constraint", value=False, elem_id="smp-b-constraint",
-                                    render=False),
-        "b_ablation": gr.Textbox(label="ablation B (e.g. L3H2; empty = none)", max_length=500,
-                                 elem_id="smp-b-ablation", render=False),
+        "b_temperature": make(gr.Slider, 0, min(2.0, MAX_TEMPERATURE), value=1.2, step=0.05,
+                              label=T("sampling.b_temperature"), elem_id="smp-b-temperature", render=False),
+        "b_top_k": make(gr.Slider, 0, 200, value=0, step=1, label=T("sampling.b_top_k"), elem_id="smp-b-top-k",
+                        render=False),
+        "b_top_p": make(gr.Slider, 0.01, 1.0, value=1.0, step=0.01, label=T("sampling.b_top_p"),
+                        elem_id="smp-b-top-p", render=False),
+        "b_min_p": make(gr.Slider, 0.0, 1.0, value=0.0, step=0.01, label=T("sampling.b_min_p"),
+                        elem_id="smp-b-min-p", render=False),
+        "b_repetition_penalty": make(gr.Slider, 0.5, min(2.0, MAX_REPETITION_PENALTY), value=1.0, step=0.05,
+                                     label=T("sampling.b_repetition"), elem_id="smp-b-repetition", render=False),
+        "b_seed": make(gr.Number, label=T("sampling.b_seed"), value=42, precision=0, minimum=0, maximum=MAX_SEED,
+                       elem_id="smp-b-seed", render=False),
+        "b_model": make(gr.Dropdown, choices=models, value="", label=T("sampling.b_model"), elem_id="smp-b-model",
+                        render=False),
+        "b_constraint": make(gr.Checkbox, label=T("sampling.b_constraint"), value=False, elem_id="smp-b-constraint",
+                             render=False),
+        "b_ablation": make(gr.Textbox, label=T("sampling.b_ablation"), max_length=500, elem_id="smp-b-ablation",
+                           render=False),
     }
 
 
@@ -89,79 +125,88 @@ def connect_tries(panel: LessonPanel, fields: dict, chat, controls, views, play_
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
+    make = texts.make
     lesson = LessonPanel(demo, "sampling")
-    gr.Markdown(INTRO)
+    _markdown(texts, *INTRO)
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", value=DEFAULT["prompt"], lines=2, max_length=4000, elem_id="smp-prompt")
+            prompt = make(gr.Textbox, label=T("sampling.prompt"), value=DEFAULT["prompt"], lines=2, max_length=4000,
+                          elem_id="smp-prompt")
         with gr.Column(scale=2, min_width=260):
             with gr.Row():
-                chat = gr.Checkbox(label="as chat (chat template)", value=DEFAULT["chat"], elem_id="smp-chat")
-                seed = gr.Number(label="seed (empty = a new random one)", value=42, precision=0, minimum=0,
-                                 maximum=MAX_SEED, elem_id="smp-seed")
+                chat = make(gr.Checkbox, label=T("sampling.chat"), value=DEFAULT["chat"], elem_id="smp-chat")
+                seed = make(gr.Number, label=T("sampling.seed"), value=42, precision=0, minimum=0,
+                            maximum=MAX_SEED, elem_id="smp-seed")
             with gr.Row():
-                max_new = gr.Number(label=f"max new tokens (≤ {MAX_NEW_TOKENS})", value=48, precision=0, minimum=1,
-                                    maximum=MAX_NEW_TOKENS, elem_id="smp-max-new")
-                min_new = gr.Number(label="min new tokens (EOS blocked until)", value=0, precision=0, minimum=0,
-                                    maximum=MAX_NEW_TOKENS, elem_id="smp-min-new", elem_classes=["lie-advanced"])
-            stop_text = gr.Textbox(label=f"stop sequences (one per line, ≤ {MAX_STOP_SEQUENCES}; \\n = newline)",
-                                   lines=1, max_lines=MAX_STOP_SEQUENCES, elem_id="smp-stop")
+                max_new = _labelled(texts, gr.Number, "sampling.max_new", dict(n=MAX_NEW_TOKENS), value=48,
+                                    precision=0, minimum=1, maximum=MAX_NEW_TOKENS, elem_id="smp-max-new")
+                min_new = make(gr.Number, label=T("sampling.min_new"), value=0, precision=0, minimum=0,
+                               maximum=MAX_NEW_TOKENS, elem_id="smp-min-new", elem_classes=["lie-advanced"])
+            stop_text = _labelled(texts, gr.Textbox, "sampling.stop", dict(n=MAX_STOP_SEQUENCES), lines=1,
+                                  max_lines=MAX_STOP_SEQUENCES, elem_id="smp-stop")
     with gr.Row(elem_id="smp-sliders"):
-        temperature = gr.Slider(0, min(2.0, MAX_TEMPERATURE), value=DEFAULT["temperature"], step=0.05,
-                                label="temperature (0 = greedy)", elem_id="smp-temperature")
-        top_k = gr.Slider(0, 200, value=DEFAULT["top_k"], step=1, label="top-k (0 = off)", elem_id="smp-top-k")
-        top_p = gr.Slider(0.01, 1.0, value=DEFAULT["top_p"], step=0.01, label="top-p (1 = off)", elem_id="smp-top-p")
-        min_p = gr.Slider(0.0, 1.0, value=DEFAULT["min_p"], step=0.01, label="min-p (0 = off)", elem_id="smp-min-p")
+        temperature = make(gr.Slider, 0, min(2.0, MAX_TEMPERATURE), value=DEFAULT["temperature"], step=0.05,
+                           label=T("sampling.temperature"), elem_id="smp-temperature")
+        top_k = make(gr.Slider, 0, 200, value=DEFAULT["top_k"], step=1, label=T("sampling.top_k"),
+                     elem_id="smp-top-k")
+        top_p = make(gr.Slider, 0.01, 1.0, value=DEFAULT["top_p"], step=0.01, label=T("sampling.top_p"),
+                     elem_id="smp-top-p")
+        min_p = make(gr.Slider, 0.0, 1.0, value=DEFAULT["min_p"], step=0.01, label=T("sampling.min_p"),
+                     elem_id="smp-min-p")
     with gr.Row():
-        repetition = gr.Slider(0.5, min(2.0, MAX_REPETITION_PENALTY), value=DEFAULT["repetition_penalty"], step=0.05,
-                               label="repetition penalty θ (1 = off)", elem_id="smp-repetition")
-        presence = gr.Slider(-MAX_PRESENCE_PENALTY, MAX_PRESENCE_PENALTY, value=DEFAULT["presence_penalty"], step=0.1,
-                             label="presence penalty (0 = off)", elem_id="smp-presence", elem_classes=["lie-advanced"])
-        frequency = gr.Slider(-MAX_FREQUENCY_PENALTY, MAX_FREQUENCY_PENALTY, value=DEFAULT["frequency_penalty"],
-                              step=0.1, label="frequency penalty (0 = off)", elem_id="smp-frequency",
-                              elem_classes=["lie-advanced"])
+        repetition = make(gr.Slider, 0.5, min(2.0, MAX_REPETITION_PENALTY), value=DEFAULT["repetition_penalty"],
+                          step=0.05, label=T("sampling.repetition"), elem_id="smp-repetition")
+        presence = make(gr.Slider, -MAX_PRESENCE_PENALTY, MAX_PRESENCE_PENALTY, value=DEFAULT["presence_penalty"],
+                        step=0.1, label=T("sampling.presence"), elem_id="smp-presence", elem_classes=["lie-advanced"])
+        frequency = make(gr.Slider, -MAX_FREQUENCY_PENALTY, MAX_FREQUENCY_PENALTY, value=DEFAULT["frequency_penalty"],
+                         step=0.1, label=T("sampling.frequency"), elem_id="smp-frequency",
+                         elem_classes=["lie-advanced"])
     reason = unavailable_reason()  # None where xgrammar is installed
     structured = LessonPanel(demo, "structured", open=False)  # its own lesson: the constraint, ablation, compare
     with gr.Row(elem_id="smp-run-options"):
         with gr.Column(scale=3, min_width=320):
-            constraint_kind = gr.Radio(CONSTRAINT_KINDS, value="none", interactive=reason is None,
-                                       label="constraint (structured output): a grammar removes every token that "
-                                             "cannot continue a valid output", elem_id="smp-constraint-kind")
-            constraint = gr.Textbox(label="the choices (one per line), the regular expression, or the JSON schema",
-                                    lines=1, max_lines=8, max_length=MAX_CONSTRAINT_CHARS, interactive=reason is None,
-                                    elem_id="smp-constraint")
+            constraint_kind = make(gr.Radio, choices=CONSTRAINT_KINDS, value="none", interactive=reason is None,
+                                   label=T("sampling.constraint_kind"), elem_id="smp-constraint-kind")
+            constraint = make(gr.Textbox, label=T("sampling.constraint"), lines=1, max_lines=8,
+                              max_length=MAX_CONSTRAINT_CHARS, interactive=reason is None, elem_id="smp-constraint")
             with gr.Row(elem_id="smp-presets"):
-                presets = [gr.Button(name, size="sm", interactive=reason is None, elem_id=f"smp-preset-{i}",
-                                     min_width=80) for i, name in enumerate(PRESETS)]
+                # A preset without a catalogue key keeps its name.
+                presets = [make(gr.Button, T(PRESET_KEYS[name]) if name in PRESET_KEYS else name, size="sm",
+                                interactive=reason is None, elem_id=f"smp-preset-{i}", min_width=80)
+                           for i, name in enumerate(PRESETS)]
             if reason:
-                gr.Markdown(reason, elem_id="smp-constraint-missing")
+                texts.add(gr.Markdown(_unavailable(reason, ENGLISH), elem_id="smp-constraint-missing"),
+                          lambda lang: gr.update(value=_unavailable(reason, lang), rtl=lang in RTL))
         with gr.Column(scale=2, min_width=260):
-            ablation = gr.Textbox(label="generate with an ablation: heads / blocks switched off in every pass "
-                                        "(e.g. L3H2, mlp L0; empty = none)", max_length=500, elem_id="smp-ablation")
-            ablation_mode = gr.Radio([("zero", "zero"), ("mean over the prompt", "mean")], value="zero",
-                                     label="ablation mode", elem_id="smp-ablation-mode", elem_classes=["lie-advanced"])
+            ablation = make(gr.Textbox, label=T("sampling.ablation"), max_length=500, elem_id="smp-ablation")
+            ablation_mode = make(gr.Radio, choices=[(T("sampling.ablation_zero"), "zero"),
+                                                    (T("sampling.ablation_mean"), "mean")], value="zero",
+                                 label=T("sampling.ablation_mode"), elem_id="smp-ablation-mode",
+                                 elem_classes=["lie-advanced"])
     examples = gr.Examples(
         examples=[[e["prompt"], e["chat"], *[e[k] for k in PARAMS]] for e in EXAMPLES],
-        example_labels=[e["label"] for e in EXAMPLES],
+        example_labels=[_example_label(e["label"], ENGLISH) for e in EXAMPLES],
         inputs=[prompt, chat, temperature, top_k, top_p, min_p, repetition, presence, frequency],
-        label="Examples (each sets the prompt and the sliders)",
+        label=t("sampling.examples", ENGLISH),
     )
+    texts.add(examples.dataset, lambda lang: gr.update(
+        label=t("sampling.examples", lang), sample_labels=[_example_label(e["label"], lang) for e in EXAMPLES]))
     with gr.Row(elem_id="smp-buttons"):
-        step_btn = gr.Button("Step ▸", variant="primary", elem_id="smp-step")
-        play_btn = gr.Button("▶ Play", elem_id="smp-play")
-        gen_btn = gr.Button("Generate to end ⏭", elem_id="smp-generate")
-        reset_btn = gr.Button("Reset ↺", elem_id="smp-reset")
+        step_btn = make(gr.Button, T("sampling.step"), variant="primary", elem_id="smp-step")
+        play_btn = make(gr.Button, T("sampling.play"), elem_id="smp-play")
+        gen_btn = make(gr.Button, T("sampling.generate"), elem_id="smp-generate")
+        reset_btn = make(gr.Button, T("sampling.reset"), elem_id="smp-reset")
     with gr.Row(elem_id="smp-predict-row", equal_height=True):
-        predict = gr.Checkbox(label="Predict first (hide until Reveal)", value=False, elem_id="smp-predict",
-                              scale=2, min_width=240)
-        guess = gr.Textbox(label="your guess (optional: its rank and probability show on Reveal)", scale=3,
-                           max_length=100, elem_id="smp-guess")
-        reveal_btn = gr.Button("Reveal 👀", elem_id="smp-reveal", scale=1, min_width=120)
+        predict = make(gr.Checkbox, label=T("sampling.predict"), value=False, elem_id="smp-predict",
+                       scale=2, min_width=240)
+        guess = make(gr.Textbox, label=T("sampling.guess"), scale=3, max_length=100, elem_id="smp-guess")
+        reveal_btn = make(gr.Button, T("sampling.reveal"), elem_id="smp-reveal", scale=1, min_width=120)
     # The number of tokens generated: a shared link replays that many seeded steps (see on_first_view).
     steps = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_NEW_TOKENS, visible=False, elem_id="smp-steps")
     # Whether the compare view is on: a shared link with compare=1 runs it too.
     compare_on = gr.Checkbox(value=False, visible=False, elem_id="smp-compare-on")
-    b_fields = run_b_controls()  # shown in the compare box below, but part of this tab's link
+    b_fields = run_b_controls(texts)  # shown in the compare box below, but part of this tab's link
     fields = {"prompt": prompt, "chat": chat, "seed": seed, "temperature": temperature, "top_k": top_k,
               "top_p": top_p, "min_p": min_p, "repetition_penalty": repetition, "presence_penalty": presence,
               "frequency_penalty": frequency, "max_new_tokens": max_new, "min_new_tokens": min_new, "stop": stop_text,
@@ -178,26 +223,24 @@ def build(demo: gr.Blocks) -> None:
     status = gr.Markdown(elem_id="smp-status")
     hidden = gr.HTML(visible=False, elem_id="smp-hidden")
     with gr.Column(elem_id="smp-panels") as panels:
-        waterfall = gr.Plot(label="Each stage, on the top candidates (grey: removed)", elem_id="smp-waterfall")
+        waterfall = make(gr.Plot, label=T("sampling.waterfall"), elem_id="smp-waterfall")
         waterfall_alt = gr.Markdown(elem_id="smp-waterfall-alt", elem_classes=["lie-alt"])
         table = gr.HTML(elem_id="smp-table", css_template=CSS)
         with gr.Row():
             with gr.Column(scale=3):
-                draw = gr.Plot(label="The draw", elem_id="smp-draw")
+                draw = make(gr.Plot, label=T("sampling.draw"), elem_id="smp-draw")
                 draw_alt = gr.Markdown(elem_id="smp-draw-alt", elem_classes=["lie-alt"])
             with gr.Column(scale=2, elem_classes=["lie-advanced"]):
-                whatif = gr.Radio(label="What-if: take another token here and continue", choices=[],
-                                  elem_id="smp-whatif")
-                branch_btn = gr.Button("Branch: continue with this token", elem_id="smp-branch")
+                whatif = make(gr.Radio, label=T("sampling.whatif"), choices=[], elem_id="smp-whatif")
+                branch_btn = make(gr.Button, T("sampling.branch"), elem_id="smp-branch")
         with gr.Row(elem_classes=["lie-advanced"]):
-            stage_csv = gr.DownloadButton("⬇ Stage table of this step as CSV", size="sm", elem_id="smp-stage-csv",
-                                          interactive=False)
-            trace_csv = gr.DownloadButton("⬇ Generated tokens as CSV", size="sm", elem_id="smp-trace-csv",
-                                          interactive=False)
+            stage_csv = make(gr.DownloadButton, label=T("sampling.stage_csv"), size="sm", elem_id="smp-stage-csv",
+                             interactive=False)
+            trace_csv = make(gr.DownloadButton, label=T("sampling.trace_csv"), size="sm", elem_id="smp-trace-csv",
+                             interactive=False)
 
-    with gr.Accordion("Compare two runs side by side (A = the run above, B = the settings here)", open=False,
-                      elem_id="smp-compare-box") as compare_box:
-        gr.Markdown(COMPARE_INTRO)
+    with make(gr.Accordion, label=T("sampling.compare_box"), open=False, elem_id="smp-compare-box") as compare_box:
+        _markdown(texts, *COMPARE_INTRO)
         with gr.Row():
             for name in ("b_model", "b_seed", "b_constraint", "b_ablation"):
                 b_fields[name].render()
@@ -205,16 +248,22 @@ def build(demo: gr.Blocks) -> None:
             for name in ev.B_PARAMS:
                 b_fields[name].render()
         with gr.Row():
-            compare_btn = gr.Button("Compare A and B ⇆", variant="primary", elem_id="smp-compare")
-            same_btn = gr.Button("B = A", size="sm", elem_id="smp-b-same")
-            no_constraint_btn = gr.Button("Compare with B = A without the constraint", size="sm",
-                                          elem_id="smp-b-no-constraint")
-            no_ablation_btn = gr.Button("Compare with B = A without the ablation", size="sm",
-                                        elem_id="smp-b-no-ablation")
+            compare_btn = make(gr.Button, T("sampling.compare"), variant="primary", elem_id="smp-compare")
+            same_btn = make(gr.Button, T("sampling.b_same"), size="sm", elem_id="smp-b-same")
+            no_constraint_btn = make(gr.Button, T("sampling.b_no_constraint"), size="sm",
+                                     elem_id="smp-b-no-constraint")
+            no_ablation_btn = make(gr.Button, T("sampling.b_no_ablation"), size="sm", elem_id="smp-b-no-ablation")
         compare_status = gr.Markdown(elem_id="smp-compare-status")
         compare_tokens = gr.HTML(elem_id="smp-compare-tokens", css_template=CSS)
-        compare_plot = gr.Plot(label="Two runs, position by position", elem_id="smp-compare-plot")
+        compare_plot = make(gr.Plot, label=T("sampling.compare_plot"), elem_id="smp-compare-plot")
         compare_alt = gr.Markdown(elem_id="smp-compare-alt", elem_classes=["lie-alt"])
+    # The handlers write these in the visitor's language: Persian reads right to left.
+    for markdown in (status, waterfall_alt, draw_alt, compare_status, compare_alt):
+        texts.add(markdown, lambda lang: gr.update(rtl=lang in RTL))
+    # The page's language, for this tab's own event: a new language shows the step on view again in it (the
+    # language's own event is wired after the tabs exist, so the tab follows this hidden box instead).
+    language_box = texts.add(gr.Textbox(ENGLISH, visible=False, elem_id="smp-language"),
+                             lambda lang: gr.update(value=lang))
 
     sliders = [temperature, top_k, top_p, min_p, repetition, presence, frequency]
     controls = [prompt, chat, seed, *sliders, max_new, min_new, stop_text, predict, guess, constraint_kind, constraint,
@@ -265,6 +314,7 @@ def build(demo: gr.Blocks) -> None:
     branch_btn.click(ev.on_branch, [state, whatif, *controls], views, **model_event)
     gr.on([reveal_btn.click, guess.submit], ev.on_reveal, [state, *controls], views, **model_event)
     predict.input(ev.on_predict, [state, *controls], views, **model_event)
+    language_box.change(ev.on_language, [state, *controls], views, show_progress="hidden", **model_event)
 
     # Two runs side by side.
     compare_btn.click(ev.on_compare, [*controls, *b_controls], compare_outputs, **model_event)
