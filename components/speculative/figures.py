@@ -96,7 +96,8 @@ def _message_figure(text: str, height: int = 180) -> go.Figure:
 
 
 # How `inference.speculative` words a draft model's label after its name (matched to find the name; English only).
-_HOW = {"model": ", same tokenizer", "universal": ", another tokenizer: universal assisted decoding"}  # not translated: inference's wording, matched
+_HOW = {"model": ", same tokenizer",  # not translated: inference's wording, matched
+        "universal": ", another tokenizer: universal assisted decoding"}  # not translated: inference's wording, matched
 _ITSELF = " (the target itself)"  # not translated: inference's wording, matched
 
 
@@ -292,7 +293,8 @@ def passes_figure(t_: SpeculativeTrace, lang: str = DEFAULT) -> go.Figure:
     fig.add_bar(y=[plain_lane] * n, x=[1] * n, base=list(range(n)), orientation="h",
                 name=t("speculative.trace_plain_pass", lang),
                 marker_color=[PLAIN if i % 2 else "#C8C8C8" for i in range(n)], marker_line=dict(color="white", width=2),
-                hovertext=[t("speculative.hover_plain_pass", lang, i=i + 1, piece=_esc(p)) for i, p in enumerate(t_.pieces)],
+                hovertext=[t("speculative.hover_plain_pass", lang, i=i + 1, piece=_esc(p))
+                           for i, p in enumerate(t_.pieces)],
                 hoverinfo="text")
     few = n <= MAX_TICK_TOKENS
     fig.update_xaxes(range=[-0.5, n + 0.5], title_text=t("speculative.axis_generated_tokens", lang),
@@ -427,8 +429,8 @@ def rule_figure(t_: SpeculativeTrace, step_index: int | None, lang: str = DEFAUL
     step = t_.steps[step_index]
     r = step.rule
     draft, chosen = t("speculative.rule_mark_draft", lang), t("speculative.rule_mark_chosen", lang)
-    labels = [f"{p[:12]}" + (f" ✗{draft}" if i == r.draft_token else "") + (f" ◆{chosen}" if i == r.chosen_token else "")
-              for i, p in zip(r.token_ids, r.pieces)]
+    labels = [f"{p[:12]}" + (f" ✗{draft}" if i == r.draft_token else "")
+              + (f" ◆{chosen}" if i == r.chosen_token else "") for i, p in zip(r.token_ids, r.pieces)]
     # Several tokens can print alike (e.g. two spaces); a category axis merges equal labels, so number them.
     labels = [f"{n + 1}. {label}" for n, label in enumerate(labels)]
     fig = go.Figure()
@@ -560,8 +562,9 @@ def compare_figure(cmp: DrafterComparison, lang: str = DEFAULT) -> go.Figure:
 def compare_summary(cmp: DrafterComparison, lang: str = DEFAULT) -> str:
     if not cmp.runs:
         return t("speculative.compare_nothing", lang)
-    parts = [t("speculative.compare_run_line", lang, drafter=drafter_label(t_.drafter, lang), speedup=_times(t_.speedup),
-               rate=_pct(t_.acceptance_rate), target=t_.target_passes, drafter_passes=t_.drafter_passes)
+    parts = [t("speculative.compare_run_line", lang, drafter=drafter_label(t_.drafter, lang),
+               speedup=_times(t_.speedup), rate=_pct(t_.acceptance_rate), target=t_.target_passes,
+               drafter_passes=t_.drafter_passes)
              for t_ in cmp.runs]
     same = [t_.same_as_plain for t_ in cmp.runs if t_.same_as_plain is not None]
     proof = t("speculative.compare_all_same", lang) if same and all(same) else ""

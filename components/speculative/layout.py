@@ -65,8 +65,8 @@ def build(demo: gr.Blocks) -> None:
             prompt = texts.make(gr.Textbox, label=T("speculative.prompt"), value=DEFAULT["prompt"], lines=5,
                                 max_length=8000, elem_id="spd-prompt")
         with gr.Column(scale=2, min_width=300):
-            drafter = texts.add(gr.Dropdown(choices=choices, value=DEFAULT["drafter"], label=t("speculative.drafter", en),
-                                            elem_id="spd-drafter"),
+            drafter = texts.add(gr.Dropdown(choices=choices, value=DEFAULT["drafter"],
+                                            label=t("speculative.drafter", en), elem_id="spd-drafter"),
                                 lambda lang: gr.update(label=t("speculative.drafter", lang),
                                                        choices=drafter_choices(lang)))
             layers = texts.make(gr.Slider, 1, max_layers(), value=DEFAULT.get("layers", default_layers()), step=1,
