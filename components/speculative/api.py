@@ -15,6 +15,7 @@ from inference.speculative import (EARLY_EXIT, PROMPT_LOOKUP, compare_drafters, 
                                    sweep_draft_tokens)
 
 from ..common import session, user_errors
+from ..i18n import t
 
 
 def draft_models() -> list[str]:
@@ -25,7 +26,8 @@ def draft_models() -> list[str]:
 
 def admit_drafter(drafter: str | None) -> str:
     """The drafter a visitor may use: prompt lookup and early exit always; a draft model from the host's
-    allow-list (or any hub id where the host allows any, size-checked when it loads), else one clear sentence.
+    allow-list (or any hub id where the host allows any, size-checked when it loads), else one clear sentence (in
+    the visitor's language; an API call reads English).
     A drafter is not the visitor's model, so the teacher's lock (one target for the class) does not forbid it."""
     spec = (drafter or "").strip()
     if spec == PROMPT_LOOKUP or spec.startswith(EARLY_EXIT):
@@ -34,8 +36,8 @@ def admit_drafter(drafter: str | None) -> str:
         return spec
     if policy.current().allow_any and spec:
         return validate_model_id(spec)
-    raise ModelLoadError(f"Draft models on this server: {', '.join(draft_models())}; its host has not allowed "
-                         f"{spec[:80] or 'an empty name'}.")
+    raise ModelLoadError(t("speculative.error_drafter", models=", ".join(draft_models()),
+                           name=spec[:80] or t("speculative.error_empty_name")))
 
 
 def sampling_params(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=None) -> SamplingParams:

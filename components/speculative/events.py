@@ -9,6 +9,7 @@ from inference.speculative import EARLY_EXIT, PROMPT_LOOKUP, compare_drafters, s
 
 from ..common import note, session, user_errors
 from ..export import json_file
+from ..i18n import DEFAULT, language, t
 from .api import admit_drafter, draft_models, sampling_params
 from .figures import (acceptance_figure, acceptance_summary, compare_figure, compare_html, compare_summary,
                       default_rule_step, headline_html, passes_figure, passes_summary, rule_figure, rule_steps,
@@ -26,11 +27,11 @@ def drafter_spec(drafter: str | None, layers) -> str:
     return drafter or ""
 
 
-def drafter_choices() -> list[tuple[str, str]]:
-    """The menu: (label, value). Early exit's layers come from the slider."""
-    return ([("prompt lookup (n-grams from the text so far)", PROMPT_LOOKUP),
-             ("early exit (the target's first layers + its LM head)", EARLY_EXIT)]
-            + [(f"draft model: {m}", m) for m in draft_models()])
+def drafter_choices(lang: str = DEFAULT) -> list[tuple[str, str]]:
+    """The menu: (label in `lang`, value). Early exit's layers come from the slider."""
+    return ([(t("speculative.choice_prompt_lookup", lang), PROMPT_LOOKUP),
+             (t("speculative.choice_early_exit", lang), EARLY_EXIT)]
+            + [(t("speculative.choice_model", lang, model=m), m) for m in draft_models()])
 
 
 def _chat(chat) -> bool:
@@ -54,17 +55,20 @@ def max_layers() -> int:
 @user_errors
 def on_run(prompt, chat, drafter, layers, num_draft_tokens, max_new_tokens, temperature, seed):
     s = session()
+    lang = language()
     params = sampling_params(temperature, seed=seed)
-    t = speculative_generate(s, prompt, admit_drafter(drafter_spec(drafter, layers)), num_draft_tokens,
-                             max_new_tokens, params, _chat(chat))
-    step = default_rule_step(t)
-    ruled = rule_steps(t)
-    selector = gr.Slider(minimum=1, maximum=max(2, len(t.steps)), value=(step or 0) + 1, step=1, visible=bool(ruled),
-                         label=f"step to show (steps with the rule: {len(ruled)} of {len(t.steps)})")
-    download = gr.DownloadButton(value=json_file("speculative-run", t.to_dict()), interactive=True)
-    return (headline_html(t), passes_figure(t), passes_summary(t), steps_html(t), acceptance_figure(t),
-            acceptance_summary(t), speedup_figure(t), speedup_summary(t), selector, rule_figure(t, step),
-            rule_summary(t, step), t, download, t.seed if t.seed is not None else seed)
+    trace = speculative_generate(s, prompt, admit_drafter(drafter_spec(drafter, layers)), num_draft_tokens,
+                                 max_new_tokens, params, _chat(chat))
+    step = default_rule_step(trace)
+    ruled = rule_steps(trace)
+    selector = gr.Slider(minimum=1, maximum=max(2, len(trace.steps)), value=(step or 0) + 1, step=1,
+                         visible=bool(ruled),
+                         label=t("speculative.rule_step_count", lang, ruled=len(ruled), steps=len(trace.steps)))
+    download = gr.DownloadButton(value=json_file("speculative-run", trace.to_dict()), interactive=True)
+    return (headline_html(trace, lang), passes_figure(trace, lang), passes_summary(trace, lang),
+            steps_html(trace, lang), acceptance_figure(trace, lang), acceptance_summary(trace, lang),
+            speedup_figure(trace, lang), speedup_summary(trace, lang), selector, rule_figure(trace, step, lang),
+            rule_summary(trace, step, lang), trace, download, trace.seed if trace.seed is not None else seed)
 
 
 def on_rule_step(trace, step):
@@ -72,7 +76,8 @@ def on_rule_step(trace, step):
     if trace is None:
         return gr.skip(), gr.skip()
     index = int(step or 1) - 1
-    return rule_figure(trace, index), rule_summary(trace, index)
+    lang = language()
+    return rule_figure(trace, index, lang), rule_summary(trace, index, lang)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,7 +88,8 @@ def on_rule_step(trace, step):
 def on_sweep(prompt, chat, drafter, layers, max_new_tokens, temperature, seed):
     sw = sweep_draft_tokens(session(), prompt, admit_drafter(drafter_spec(drafter, layers)), max_new_tokens,
                             sampling_params(temperature, seed=seed), _chat(chat))
-    return sweep_figure(sw), sweep_summary(sw), sweep_html(sw)
+    lang = language()
+    return sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang)
 
 
 @user_errors
@@ -91,18 +97,19 @@ def on_compare(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens,
     specs = [admit_drafter(drafter_spec(d, layers)) for d in (drafters or [])]
     cmp = compare_drafters(session(), prompt, specs, num_draft_tokens, max_new_tokens,
                            sampling_params(temperature, seed=seed), _chat(chat))
-    return compare_figure(cmp), compare_summary(cmp), compare_html(cmp)
+    lang = language()
+    return compare_figure(cmp, lang), compare_summary(cmp, lang), compare_html(cmp, lang)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Page load and a model switch
 
 
-def model_note() -> str:
+def model_note(lang: str | None = None) -> str:
+    """The target model in one note, in `lang` (default: the visitor's)."""
     s = session()
-    chat = "" if s.has_chat_template else " It has no chat template: prompts run as plain text."
-    return note(f"Target: {s.label}, {s.facts.num_layers} layers. Early exit drafts with its first k layers and its "
-                f"LM head; a draft model with another tokenizer goes through universal assisted decoding.{chat}")
+    chat = "" if s.has_chat_template else t("speculative.model_note_no_chat", lang)
+    return note(t("speculative.model_note", lang, model=s.label, layers=s.facts.num_layers) + chat)
 
 
 def layers_slider(value=None) -> gr.Slider:

@@ -11,7 +11,9 @@
     compare_figure     speedup and acceptance rate of each drafter on one prompt
 
 Every figure has a one-line text summary (`*_summary`) shown under it. Colours: Okabe-Ito (colour-blind safe);
-accepted and rejected also differ by mark (✓ / ✗) and pattern, so they read in greyscale.
+accepted and rejected also differ by mark (✓ / ✗) and pattern, so they read in greyscale. Texts come from the
+message catalogue (assets/i18n/<lang>/speculative.yaml): each builder takes `lang` (English by default; the event
+handlers pass the visitor's language). A record is named `t_` here, as `t` is the catalogue's lookup.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from ..i18n import DEFAULT, t
 
 if TYPE_CHECKING:  # records only; this module never runs the model
     from inference.speculative import DrafterComparison, DraftSweep, SpecStep, SpeculativeTrace
@@ -61,9 +65,16 @@ def _times(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}×"
 
 
-def _plural(n: int, word: str) -> str:
-    """'1 token', '2 tokens', '3 passes'."""
-    return f"{n:,} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+def _count(key: str, n: int, lang: str) -> str:
+    """'1 token', '2 tokens', '3 passes': catalogue texts `<key>_one` and `<key>_many` (n with thousands commas)."""
+    return t(f"{key}_{'one' if n == 1 else 'many'}", lang, n=f"{n:,}")
+
+
+def _stop_words(reason: str, lang: str) -> str:
+    """Why a run or a sweep stopped, in words (an unknown reason as it is)."""
+    if reason in ("eos", "max_new_tokens", "time_limit", "pass_budget"):
+        return t(f"speculative.stop_{reason}", lang)
+    return reason
 
 
 def _layout(fig: go.Figure, height: int, title: str, legend_rows: int = 1) -> go.Figure:
@@ -84,72 +95,103 @@ def _message_figure(text: str, height: int = 180) -> go.Figure:
     return fig
 
 
-def short_name(d) -> str:
+# How `inference.speculative` words a draft model's label after its name (matched to find the name; English only).
+_HOW = {"model": ", same tokenizer",  # not translated: inference's wording, matched
+        "universal": ", another tokenizer: universal assisted decoding"}  # not translated: inference's wording, matched
+_ITSELF = " (the target itself)"  # not translated: inference's wording, matched
+
+
+def drafter_label(d, lang: str = DEFAULT) -> str:
+    """The drafter's label: inference's own (English) one, or in another language rebuilt from the drafter's kind
+    (a label this module cannot read is shown as it is)."""
+    if lang == DEFAULT:
+        return d.label
+    if d.kind == "prompt_lookup":
+        return t("speculative.drafter_prompt_lookup", lang)
+    if d.kind == "early_exit" and d.layers:
+        return t("speculative.drafter_early_exit", lang, layers=d.layers)
+    how = _HOW.get(d.kind)
+    if how and d.label.endswith(how):
+        name = d.label[: -len(how)]
+        if d.kind == "model" and name.endswith(_ITSELF):
+            return t("speculative.drafter_model_itself", lang, name=name[: -len(_ITSELF)])
+        return t(f"speculative.drafter_{d.kind}", lang, name=name)
+    return d.label
+
+
+def short_name(d, lang: str = DEFAULT) -> str:
     """A drafter in a few words, for axis labels."""
     if d.kind == "prompt_lookup":
-        return "prompt lookup"
+        return t("speculative.short_prompt_lookup", lang)
     if d.kind == "early_exit":
-        return f"early exit, {d.layers} layers"
+        return t("speculative.short_early_exit", lang, layers=d.layers)
     name = (d.model_id or d.spec).rsplit("/", 1)[-1]
-    return f"{name} (another tokenizer)" if d.kind == "universal" else name
+    return t("speculative.short_universal", lang, name=name) if d.kind == "universal" else name
 
 
-def passes_line(t: SpeculativeTrace) -> str:
+def passes_line(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
     """'48 tokens in 19 target passes instead of 48'."""
-    n = len(t.token_ids)
-    return f"{_plural(n, 'token')} in {_plural(t.target_passes, 'target pass')} instead of {t.plain_passes or n}"
+    n = len(t_.token_ids)
+    return t("speculative.passes_line", lang, tokens=_count("speculative.n_tokens", n, lang),
+             passes=_count("speculative.n_target_passes", t_.target_passes, lang), plain=t_.plain_passes or n)
 
 
-def _speed_words(speedup: float | None) -> str:
+def _speed_words(speedup: float | None, lang: str) -> str:
     if speedup is None:
-        return "speed not measured"
+        return t("speculative.speed_unknown", lang)
     if speedup >= 1.05:
-        return f"{speedup:.2f}× faster than plain decoding"
+        return t("speculative.speed_faster", lang, x=f"{speedup:.2f}")
     if speedup <= 0.95:
-        return f"{1 / speedup:.2f}× slower than plain decoding"
-    return f"as fast as plain decoding ({speedup:.2f}×)"
+        return t("speculative.speed_slower", lang, x=f"{1 / speedup:.2f}")
+    return t("speculative.speed_same", lang, x=f"{speedup:.2f}")
 
 
-def _sameness(t: SpeculativeTrace) -> tuple[str, str]:
+def _sameness(t_: SpeculativeTrace, lang: str) -> tuple[str, str]:
     """(css class, sentence): the proof that nothing changed."""
-    if t.sampling:
-        return ("spd-info", "Sampling: the tokens differ from a plain run with the same seed (the random numbers are "
-                "used differently), but every token has exactly the target's distribution (the min(1, p/q) rule).")
-    if t.same_as_plain:
-        return "spd-ok", "✓ Identical tokens to plain greedy decoding: speculation changed nothing but the time."
-    if t.same_as_plain is None:
-        return "spd-info", "Plain decoding was not run."
-    return "spd-bad", "✗ The tokens differ from plain greedy decoding."
+    if t_.sampling:
+        return "spd-info", t("speculative.same_sampling", lang)
+    if t_.same_as_plain:
+        return "spd-ok", t("speculative.same_yes", lang)
+    if t_.same_as_plain is None:
+        return "spd-info", t("speculative.same_not_run", lang)
+    return "spd-bad", t("speculative.same_no", lang)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Headline and step view
 
 
-def headline_html(t: SpeculativeTrace) -> str:
-    n = len(t.token_ids)
-    cls, same = _sameness(t)
+def headline_html(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
+    n = len(t_.token_ids)
+    cls, same = _sameness(t_, lang)
+    tokens = _count("speculative.n_tokens", n, lang)
+    instead = t("speculative.card_instead_of", lang, n=f"{t_.plain_passes or n:,}")
     cards = [
-        ("target passes", f"{t.target_passes:,} <small>instead of {t.plain_passes or n:,}</small>",
-         f"{_plural(n, 'token')}, {t.tokens_per_pass:.2f} per target pass", "spd-passes"),
-        ("speedup vs plain decoding", _times(t.speedup),
-         f"{_secs(t.seconds)} vs {_secs(t.plain_seconds)} for the same {_plural(n, 'token')}", "spd-speedup"),
-        ("acceptance rate", _pct(t.acceptance_rate),
-         f"{t.accepted:,} of {_plural(t.proposed, 'draft token')} kept", "spd-acceptance"),
-        ("tokens / s", f"{t.tokens_per_s:.1f}",
-         f"plain {t.plain_tokens_per_s:.1f} tokens/s" if t.plain_tokens_per_s else "", "spd-rate"),
-        ("drafter passes", f"{t.drafter_passes:,}", _esc(t.drafter.label), "spd-drafter"),
+        (t("speculative.card_passes", lang), f"{t_.target_passes:,} <small>{instead}</small>",
+         t("speculative.card_passes_detail", lang, tokens=tokens, rate=f"{t_.tokens_per_pass:.2f}"), "spd-passes"),
+        (t("speculative.card_speedup", lang), _times(t_.speedup),
+         t("speculative.card_speedup_detail", lang, seconds=_secs(t_.seconds), plain=_secs(t_.plain_seconds),
+           tokens=tokens), "spd-speedup"),
+        (t("speculative.card_acceptance", lang), _pct(t_.acceptance_rate),
+         t("speculative.card_acceptance_detail", lang, accepted=f"{t_.accepted:,}",
+           draft_tokens=_count("speculative.n_draft_tokens", t_.proposed, lang)), "spd-acceptance"),
+        (t("speculative.card_rate", lang), f"{t_.tokens_per_s:.1f}",
+         t("speculative.card_rate_detail", lang, rate=f"{t_.plain_tokens_per_s:.1f}") if t_.plain_tokens_per_s else "",
+         "spd-rate"),
+        (t("speculative.card_drafter_passes", lang), f"{t_.drafter_passes:,}", _esc(drafter_label(t_.drafter, lang)),
+         "spd-drafter"),
     ]
     cards_html = "".join(f'<div class="spd-card" id="{i}"><div class="spd-k">{k}</div><div class="spd-v">{v}</div>'
                          f'<div class="spd-d">{d}</div></div>' for k, v, d, i in cards)
-    stop = {"eos": "end of sequence", "max_new_tokens": "max new tokens", "time_limit": "time limit",
-            "pass_budget": "pass budget"}.get(t.stop_reason, t.stop_reason)
-    text = _esc(t.text) or "<i>(no visible text)</i>"
-    mode = "greedy" if not t.sampling else f"sampling, temperature {t.params.temperature:g}, seed {t.seed}"
+    stop = _stop_words(t_.stop_reason, lang)
+    text = _esc(t_.text) or f"<i>{t('speculative.no_text', lang)}</i>"
+    mode = (t("speculative.mode_greedy", lang) if not t_.sampling else
+            t("speculative.mode_sampling", lang, temperature=f"{t_.params.temperature:g}", seed=t_.seed))
+    generated = t("speculative.generated", lang, mode=mode, k=t_.num_draft_tokens, generator=_esc(t_.generator),
+                  stop=_esc(stop))
     return (f'<div class="spd-cards">{cards_html}</div>'
             f'<div class="spd-same {cls}" id="spd-same">{_esc(same)}</div>'
-            f'<div class="spd-text"><b>Generated</b> ({mode}; k = {t.num_draft_tokens}; {_esc(t.generator)}; stopped: '
-            f'{_esc(stop)}): {text}</div>')
+            f'<div class="spd-text">{generated} {text}</div>')
 
 
 def _chip(piece: str, cls: str, mark: str = "", title: str = "", below: str = "") -> str:
@@ -158,59 +200,60 @@ def _chip(piece: str, cls: str, mark: str = "", title: str = "", below: str = ""
             f'{_esc(piece)}{sub}</span>')
 
 
-def step_chips(step: SpecStep) -> str:
+def step_chips(step: SpecStep, lang: str = DEFAULT) -> str:
     """One step's draft tokens (accepted ✓, the first rejected ✗, the rest discarded), then the target's token."""
     chips = []
     for i, piece in enumerate(step.proposed_pieces):
         p = step.p_draft[i] if i < len(step.p_draft) else None
         q = step.q_draft[i] if i < len(step.q_draft) else None
         below = f"{step.accept_prob[i]:.2f}" if i < len(step.accept_prob) else ""
-        title = (f"draft token {i + 1}: target p = {p:.3f}" if p is not None else f"draft token {i + 1}") + (
-            f", drafter q = {q:.3f}" if q is not None else "") + (f", accepted with probability min(1, p/q) = {below}"
-                                                                   if below else "")
+        title = (t("speculative.chip_draft_p", lang, i=i + 1, p=f"{p:.3f}") if p is not None
+                 else t("speculative.chip_draft", lang, i=i + 1)) + (
+            t("speculative.chip_q", lang, q=f"{q:.3f}") if q is not None else "") + (
+            t("speculative.chip_prob", lang, a=below) if below else "")
         if i < step.accepted:
-            chips.append(_chip(piece, "spd-acc", "✓", title + " · accepted", below))
+            chips.append(_chip(piece, "spd-acc", "✓", f"{title} · {t('speculative.chip_accepted', lang)}", below))
         elif i == step.accepted and step.cut:  # the run ends at this draft token: transformers stops the step here
-            chips.append(_chip(piece, "spd-tgt", "■", title + " · kept as the step's last token: the run ends here "
-                               "(end of sequence or max new tokens), so transformers does not count it as a match"))
+            chips.append(_chip(piece, "spd-tgt", "■", f"{title} · {t('speculative.chip_cut', lang)}"))
         elif i == step.accepted:
-            chips.append(_chip(piece, "spd-rej", "✗", title + " · rejected", below))
+            chips.append(_chip(piece, "spd-rej", "✗", f"{title} · {t('speculative.chip_rejected', lang)}", below))
         else:
-            chips.append(_chip(piece, "spd-dis", "", title + " · discarded (after a rejection)", ""))
+            chips.append(_chip(piece, "spd-dis", "", f"{title} · {t('speculative.chip_discarded', lang)}", ""))
     if not step.proposed:
-        chips.append('<span class="spd-none">no draft (no match in the text, or no room left): a plain decode '
-                     'step</span>')
+        chips.append(f'<span class="spd-none">{t("speculative.chip_no_draft", lang)}</span>')
     if step.cut:
         return "".join(chips)
     kind = "bonus" if step.bonus else ("replacement" if step.proposed else "target")
-    label = {"bonus": "bonus token (every draft accepted)", "replacement": "the target's own token, in place of the "
-             "rejected draft", "target": "the target's own token"}[kind]
+    label = t(f"speculative.chip_{kind}", lang)
     target = _chip(step.target_piece, "spd-bonus" if kind == "bonus" else "spd-tgt", "★" if kind == "bonus" else "→",
                    label)
     return "".join(chips) + '<span class="spd-arrow">⇒</span>' + target
 
 
-def steps_html(t: SpeculativeTrace) -> str:
+def steps_html(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
     """The step view: one row per verification pass."""
-    if not t.steps:
-        return '<div class="spd-steps" id="spd-steps"><i>No step ran.</i></div>'
+    if not t_.steps:
+        return f'<div class="spd-steps" id="spd-steps"><i>{t("speculative.no_step", lang)}</i></div>'
     rows = []
     proposed = accepted = 0
-    for step in t.steps:
+    for step in t_.steps:
         proposed += len(step.proposed)
         accepted += step.accepted
         rate = _pct(accepted / proposed) if proposed else "–"
-        passes = f"1 target + {step.drafter_passes} drafter" if step.drafter_passes else "1 target"
-        rows.append(f'<tr><td class="spd-n">{step.index + 1}</td><td class="spd-row">{step_chips(step)}</td>'
+        passes = (t("speculative.step_passes_drafter", lang, n=step.drafter_passes) if step.drafter_passes
+                  else t("speculative.step_passes", lang))
+        rows.append(f'<tr><td class="spd-n">{step.index + 1}</td><td class="spd-row">{step_chips(step, lang)}</td>'
                     f'<td>{step.accepted}/{len(step.proposed)}</td><td>{passes}</td><td>{rate}</td>'
                     f'<td>{_secs(step.draft_s)} + {_secs(step.verify_s)}</td></tr>')
-    note = ("Under each draft token: the probability min(1, p/q) with which the rule accepted it."
-            if any(s.accept_prob for s in t.steps) else "")
-    legend = ('<div class="spd-legend">' + _chip("accepted", "spd-acc", "✓") + _chip("rejected", "spd-rej", "✗")
-              + _chip("discarded", "spd-dis") + _chip("target's own token", "spd-tgt", "→")
-              + _chip("bonus token", "spd-bonus", "★") + f" {note}</div>")
-    return (f'<div class="spd-steps" id="spd-steps">{legend}<table><thead><tr><th>step</th><th>draft ⇒ verification '
-            f'(one target pass)</th><th>kept</th><th>passes</th><th>acceptance so far</th><th>draft + verify</th>'
+    note = t("speculative.steps_note", lang) if any(s.accept_prob for s in t_.steps) else ""
+    legend = ('<div class="spd-legend">' + _chip(t("speculative.legend_accepted", lang), "spd-acc", "✓")
+              + _chip(t("speculative.legend_rejected", lang), "spd-rej", "✗")
+              + _chip(t("speculative.legend_discarded", lang), "spd-dis")
+              + _chip(t("speculative.legend_target", lang), "spd-tgt", "→")
+              + _chip(t("speculative.legend_bonus", lang), "spd-bonus", "★") + f" {note}</div>")
+    heads = "".join(f"<th>{t(f'speculative.steps_col_{c}', lang)}</th>"
+                    for c in ("step", "draft", "kept", "passes", "rate", "time"))
+    return (f'<div class="spd-steps" id="spd-steps">{legend}<table><thead><tr>{heads}'
             f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
@@ -218,26 +261,28 @@ def steps_html(t: SpeculativeTrace) -> str:
 # Passes: the same text, passes counted under each
 
 
-def passes_figure(t: SpeculativeTrace) -> go.Figure:
+def passes_figure(t_: SpeculativeTrace, lang: str = DEFAULT) -> go.Figure:
     """Two lanes over the generated tokens: speculative decoding (each target pass a box over the tokens it
     produced: accepted drafts, then the target's token) and plain decoding (one pass per token)."""
-    n = len(t.token_ids)
+    n = len(t_.token_ids)
     if not n:
-        return _message_figure("No tokens were generated.")
-    spec_lane = f"speculative: {_plural(t.target_passes, 'pass')}"
-    plain_lane = f"plain: {_plural(t.plain_passes or n, 'pass')}"
+        return _message_figure(t("speculative.no_tokens", lang))
+    spec_lane = t("speculative.lane_speculative", lang, passes=_count("speculative.n_passes", t_.target_passes, lang))
+    plain_lane = t("speculative.lane_plain", lang, passes=_count("speculative.n_passes", t_.plain_passes or n, lang))
     fig = go.Figure()
     kinds = {"accepted": ([], [], [], []), "target": ([], [], [], []), "bonus": ([], [], [], [])}
-    for step in t.steps:
-        hover = (f"pass {step.index + 1}: {step.accepted} of {len(step.proposed)} drafts kept"
-                 f"<br>{_esc(''.join(step.proposed_pieces[: step.accepted]) + step.target_piece)}")
+    for step in t_.steps:
+        hover = (t("speculative.hover_pass", lang, i=step.index + 1, accepted=step.accepted,
+                   proposed=len(step.proposed))
+                 + f"<br>{_esc(''.join(step.proposed_pieces[: step.accepted]) + step.target_piece)}")
         if step.accepted:
             x, base, text, hov = kinds["accepted"]
             x.append(step.accepted), base.append(step.start), text.append(f"✓{step.accepted}"), hov.append(hover)
         x, base, text, hov = kinds["bonus" if step.bonus else "target"]
         x.append(1), base.append(step.start + step.accepted), text.append(""), hov.append(hover)
-    styles = {"accepted": ("accepted draft tokens", ACCEPTED, ""), "target": ("the target's own token", TARGET, ""),
-              "bonus": ("bonus token (all drafts kept)", BONUS, "/")}
+    styles = {"accepted": (t("speculative.trace_accepted", lang), ACCEPTED, ""),
+              "target": (t("speculative.trace_target", lang), TARGET, ""),
+              "bonus": (t("speculative.trace_bonus", lang), BONUS, "/")}
     for kind, (x, base, text, hov) in kinds.items():
         if not x:
             continue
@@ -245,263 +290,291 @@ def passes_figure(t: SpeculativeTrace) -> go.Figure:
         fig.add_bar(y=[spec_lane] * len(x), x=x, base=base, orientation="h", name=name, marker_color=colour,
                     marker_pattern=dict(shape=pattern, **HATCH), marker_line=dict(color="white", width=2),
                     text=text, textposition="inside", insidetextanchor="middle", hovertext=hov, hoverinfo="text")
-    fig.add_bar(y=[plain_lane] * n, x=[1] * n, base=list(range(n)), orientation="h", name="plain decode pass",
+    fig.add_bar(y=[plain_lane] * n, x=[1] * n, base=list(range(n)), orientation="h",
+                name=t("speculative.trace_plain_pass", lang),
                 marker_color=[PLAIN if i % 2 else "#C8C8C8" for i in range(n)], marker_line=dict(color="white", width=2),
-                hovertext=[f"plain pass {i + 1}: {_esc(p)}" for i, p in enumerate(t.pieces)], hoverinfo="text")
+                hovertext=[t("speculative.hover_plain_pass", lang, i=i + 1, piece=_esc(p))
+                           for i, p in enumerate(t_.pieces)],
+                hoverinfo="text")
     few = n <= MAX_TICK_TOKENS
-    fig.update_xaxes(range=[-0.5, n + 0.5], title_text="generated tokens (each box: one forward pass of the target)",
+    fig.update_xaxes(range=[-0.5, n + 0.5], title_text=t("speculative.axis_generated_tokens", lang),
                      tickmode="array" if few else "auto", tickvals=[i + 0.5 for i in range(n)] if few else None,
-                     ticktext=[p[:10] for p in t.pieces] if few else None, tickangle=-60 if few else 0)
+                     ticktext=[p[:10] for p in t_.pieces] if few else None, tickangle=-60 if few else 0)
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[spec_lane, plain_lane])
     fig.update_layout(barmode="overlay", bargap=0.35, uniformtext=dict(minsize=10, mode="hide"))
-    return _layout(fig, 330 if few else 290, f"The same text: {passes_line(t)}")
+    return _layout(fig, 330 if few else 290, t("speculative.passes_title", lang, line=passes_line(t_, lang)))
 
 
-def passes_summary(t: SpeculativeTrace) -> str:
-    n = len(t.token_ids)
-    bonus = sum(1 for s in t.steps if s.bonus)
-    return (f"{passes_line(t)} ({t.tokens_per_pass:.2f} tokens per target pass); {bonus} of {_plural(len(t.steps), 'step')} "
-            f"kept every draft token and got a bonus token; plain decoding needs one pass per token ({n}).")
+def passes_summary(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
+    n = len(t_.token_ids)
+    bonus = sum(1 for s in t_.steps if s.bonus)
+    return t("speculative.passes_summary", lang, line=passes_line(t_, lang), rate=f"{t_.tokens_per_pass:.2f}",
+             bonus=bonus, steps=_count("speculative.n_steps", len(t_.steps), lang), n=n)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Acceptance per step
 
 
-def acceptance_figure(t: SpeculativeTrace) -> go.Figure:
-    if not t.steps:
-        return _message_figure("No step ran.")
-    steps = [s.index + 1 for s in t.steps]
+def acceptance_figure(t_: SpeculativeTrace, lang: str = DEFAULT) -> go.Figure:
+    if not t_.steps:
+        return _message_figure(t("speculative.no_step", lang))
+    steps = [s.index + 1 for s in t_.steps]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_bar(x=steps, y=[s.accepted for s in t.steps], name="accepted draft tokens", marker_color=ACCEPTED)
-    if any(s.cut for s in t.steps):
-        fig.add_bar(x=steps, y=[int(s.cut) for s in t.steps], name="kept: the run ended there", marker_color=TARGET)
-    fig.add_bar(x=steps, y=[len(s.proposed) - s.accepted - int(s.cut) for s in t.steps], name="rejected or discarded",
-                marker_color=REJECTED, marker_pattern=dict(shape="x", **HATCH))
+    fig.add_bar(x=steps, y=[s.accepted for s in t_.steps], name=t("speculative.trace_accepted", lang),
+                marker_color=ACCEPTED)
+    if any(s.cut for s in t_.steps):
+        fig.add_bar(x=steps, y=[int(s.cut) for s in t_.steps], name=t("speculative.trace_cut", lang),
+                    marker_color=TARGET)
+    fig.add_bar(x=steps, y=[len(s.proposed) - s.accepted - int(s.cut) for s in t_.steps],
+                name=t("speculative.trace_rejected", lang), marker_color=REJECTED,
+                marker_pattern=dict(shape="x", **HATCH))
     running, proposed, accepted = [], 0, 0
-    for s in t.steps:
+    for s in t_.steps:
         proposed += len(s.proposed)
         accepted += s.accepted
         running.append(100 * accepted / proposed if proposed else None)
-    fig.add_scatter(x=steps, y=running, name="acceptance rate so far (right axis)", mode="lines+markers",
+    fig.add_scatter(x=steps, y=running, name=t("speculative.trace_running_rate", lang), mode="lines+markers",
                     line=dict(color="#222", width=2), secondary_y=True)
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title_text="step (one target pass each)", dtick=1 if len(steps) <= 30 else None)
-    fig.update_yaxes(title_text="draft tokens", range=[0, t.num_draft_tokens + 0.5], dtick=1, secondary_y=False)
-    fig.update_yaxes(title_text="acceptance so far (%)", range=[0, 105], secondary_y=True, showgrid=False)
-    return _layout(fig, 380, f"Draft tokens kept per step · acceptance rate {_pct(t.acceptance_rate)} "
-                             f"({t.accepted} of {t.proposed})")
+    fig.update_xaxes(title_text=t("speculative.axis_step", lang), dtick=1 if len(steps) <= 30 else None)
+    fig.update_yaxes(title_text=t("speculative.axis_draft_tokens", lang), range=[0, t_.num_draft_tokens + 0.5], dtick=1,
+                     secondary_y=False)
+    fig.update_yaxes(title_text=t("speculative.axis_running_rate", lang), range=[0, 105], secondary_y=True,
+                     showgrid=False)
+    return _layout(fig, 380, t("speculative.acceptance_title", lang, rate=_pct(t_.acceptance_rate),
+                               accepted=t_.accepted, proposed=t_.proposed))
 
 
-def acceptance_summary(t: SpeculativeTrace) -> str:
-    if not t.steps:
-        return "No step ran."
-    none = sum(1 for s in t.steps if s.proposed and s.accepted == 0)
-    empty = sum(1 for s in t.steps if not s.proposed)
-    extra = f"; {_plural(empty, 'step')} had no draft (plain decode steps)" if empty else ""
-    return (f"{t.accepted} of {_plural(t.proposed, 'draft token')} accepted ({_pct(t.acceptance_rate)}) over "
-            f"{_plural(len(t.steps), 'step')}; {_plural(none, 'step')} kept none of their drafts{extra}.")
+def acceptance_summary(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
+    if not t_.steps:
+        return t("speculative.no_step", lang)
+    none = sum(1 for s in t_.steps if s.proposed and s.accepted == 0)
+    empty = sum(1 for s in t_.steps if not s.proposed)
+    extra = t("speculative.acceptance_summary_empty", lang, steps=_count("speculative.n_steps", empty, lang)) \
+        if empty else ""
+    return t("speculative.acceptance_summary", lang, accepted=t_.accepted,
+             draft_tokens=_count("speculative.n_draft_tokens", t_.proposed, lang), rate=_pct(t_.acceptance_rate),
+             steps=_count("speculative.n_steps", len(t_.steps), lang),
+             none=_count("speculative.n_steps", none, lang), extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Speedup
 
 
-def speedup_figure(t: SpeculativeTrace) -> go.Figure:
+def speedup_figure(t_: SpeculativeTrace, lang: str = DEFAULT) -> go.Figure:
     """Left: forward passes of the target (and drafter) vs plain decoding. Right: wall time of both runs."""
-    n = len(t.token_ids)
+    n = len(t_.token_ids)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16, subplot_titles=[
-        "Forward passes", f"Wall time for the same {_plural(n, 'token')} (s)"])
-    runs = ["speculative", "plain"]
-    fig.add_bar(x=runs, y=[t.target_passes, t.plain_passes or n], name="target passes", marker_color=[TARGET, PLAIN],
-                text=[t.target_passes, t.plain_passes or n], textposition="outside", cliponaxis=False, row=1, col=1,
-                showlegend=False)
-    if t.drafter_passes:
-        fig.add_bar(x=["speculative"], y=[t.drafter_passes], base=[t.target_passes], name="drafter passes",
-                    marker_color=DRAFTER, marker_pattern=dict(shape="/", **HATCH), text=[f"+{t.drafter_passes} drafter"],
-                    textposition="inside", row=1, col=1)
-    seconds = [t.seconds, t.plain_seconds or 0.0]
-    fig.add_bar(x=runs, y=seconds, marker_color=[ACCEPTED if (t.speedup or 0) >= 1 else REJECTED, PLAIN],
-                text=[f"{t.seconds:.2f} s · {t.tokens_per_s:.1f} tok/s",
-                      f"{(t.plain_seconds or 0):.2f} s · {(t.plain_tokens_per_s or 0):.1f} tok/s"],
+        t("speculative.speedup_passes_title", lang),
+        t("speculative.speedup_time_title", lang, tokens=_count("speculative.n_tokens", n, lang))])
+    speculative, plain = t("speculative.run_speculative", lang), t("speculative.run_plain", lang)
+    runs = [speculative, plain]
+    fig.add_bar(x=runs, y=[t_.target_passes, t_.plain_passes or n], name=t("speculative.trace_target_passes", lang),
+                marker_color=[TARGET, PLAIN], text=[t_.target_passes, t_.plain_passes or n], textposition="outside",
+                cliponaxis=False, row=1, col=1, showlegend=False)
+    if t_.drafter_passes:
+        fig.add_bar(x=[speculative], y=[t_.drafter_passes], base=[t_.target_passes],
+                    name=t("speculative.trace_drafter_passes", lang), marker_color=DRAFTER,
+                    marker_pattern=dict(shape="/", **HATCH),
+                    text=[t("speculative.bar_drafter_passes", lang, n=t_.drafter_passes)], textposition="inside",
+                    row=1, col=1)
+    seconds = [t_.seconds, t_.plain_seconds or 0.0]
+    fig.add_bar(x=runs, y=seconds, marker_color=[ACCEPTED if (t_.speedup or 0) >= 1 else REJECTED, PLAIN],
+                text=[f"{t_.seconds:.2f} s · {t_.tokens_per_s:.1f} tok/s",
+                      f"{(t_.plain_seconds or 0):.2f} s · {(t_.plain_tokens_per_s or 0):.1f} tok/s"],
                 textposition="outside", cliponaxis=False, showlegend=False, row=1, col=2)
-    top_passes = max(t.target_passes + t.drafter_passes, t.plain_passes or n, 1)
-    fig.update_yaxes(range=[0, top_passes * 1.25], title_text="passes", row=1, col=1)
-    fig.update_yaxes(range=[0, max(seconds + [1e-3]) * 1.3], title_text="seconds", row=1, col=2)
+    top_passes = max(t_.target_passes + t_.drafter_passes, t_.plain_passes or n, 1)
+    fig.update_yaxes(range=[0, top_passes * 1.25], title_text=t("speculative.axis_passes", lang), row=1, col=1)
+    fig.update_yaxes(range=[0, max(seconds + [1e-3]) * 1.3], title_text=t("speculative.axis_seconds", lang), row=1,
+                     col=2)
     fig.update_layout(barmode="overlay")
-    return _layout(fig, 380, f"{_speed_words(t.speedup)} · {passes_line(t)}")
+    return _layout(fig, 380, f"{_speed_words(t_.speedup, lang)} · {passes_line(t_, lang)}")
 
 
-def speedup_summary(t: SpeculativeTrace) -> str:
-    n = len(t.token_ids)
-    drafter = f" plus {_plural(t.drafter_passes, 'drafter pass')}" if t.drafter_passes else ""
-    return (f"Speculative: {t.target_passes} target passes{drafter}, {t.seconds:.2f} s ({t.tokens_per_s:.1f} tokens/s); "
-            f"plain decoding of the same {n} tokens: {t.plain_passes or n} passes, {(t.plain_seconds or 0):.2f} s: "
-            f"{_speed_words(t.speedup)}.")
+def speedup_summary(t_: SpeculativeTrace, lang: str = DEFAULT) -> str:
+    n = len(t_.token_ids)
+    drafter = (t("speculative.speedup_summary_drafter", lang,
+                 drafter_passes=_count("speculative.n_drafter_passes", t_.drafter_passes, lang))
+               if t_.drafter_passes else "")
+    return t("speculative.speedup_summary", lang, target=t_.target_passes, drafter=drafter,
+             seconds=f"{t_.seconds:.2f}", rate=f"{t_.tokens_per_s:.1f}", n=n, plain_passes=t_.plain_passes or n,
+             plain_seconds=f"{(t_.plain_seconds or 0):.2f}", speed=_speed_words(t_.speedup, lang))
 
 
 # ---------------------------------------------------------------------------------------------------
 # The sampling rule
 
 
-def rule_steps(t: SpeculativeTrace) -> list[int]:
+def rule_steps(t_: SpeculativeTrace) -> list[int]:
     """Indexes of the steps that have a rule view (sampling with a drafter that gives probabilities)."""
-    return [s.index for s in t.steps if s.rule is not None]
+    return [s.index for s in t_.steps if s.rule is not None]
 
 
-def default_rule_step(t: SpeculativeTrace) -> int | None:
+def default_rule_step(t_: SpeculativeTrace) -> int | None:
     """The first step where a draft token was rejected (the instructive case), else the first with a view."""
-    steps = rule_steps(t)
-    rejected = [i for i in steps if t.steps[i].rule.outcome == "rejected"]
+    steps = rule_steps(t_)
+    rejected = [i for i in steps if t_.steps[i].rule.outcome == "rejected"]
     return (rejected or steps or [None])[0]
 
 
-def rule_figure(t: SpeculativeTrace, step_index: int | None) -> go.Figure:
+def rule_figure(t_: SpeculativeTrace, step_index: int | None, lang: str = DEFAULT) -> go.Figure:
     """Grouped bars at the decision position of one step: the target's p, the drafter's q, and (after a rejection)
     the residual normalise(max(p - q, 0)) that the target's token was drawn from."""
-    if not t.sampling:
-        return _message_figure("Greedy: a draft token is kept when it is the target's most likely token.<br>"
-                               "Set a temperature > 0 with a model or early-exit drafter to see the sampling rule.")
-    if step_index is None or not (0 <= step_index < len(t.steps)) or t.steps[step_index].rule is None:
-        return _message_figure("This drafter gives no probabilities (prompt lookup): the target samples its own token "
-                               "at each position<br>and keeps the drafts while they agree, which also keeps its "
-                               "distribution exactly.")
-    step = t.steps[step_index]
+    if not t_.sampling:
+        return _message_figure(t("speculative.rule_greedy", lang))
+    if step_index is None or not (0 <= step_index < len(t_.steps)) or t_.steps[step_index].rule is None:
+        return _message_figure(t("speculative.rule_no_probabilities", lang))
+    step = t_.steps[step_index]
     r = step.rule
-    labels = [f"{p[:12]}" + (" ✗draft" if i == r.draft_token else "") + (" ◆chosen" if i == r.chosen_token else "")
-              for i, p in zip(r.token_ids, r.pieces)]
+    draft, chosen = t("speculative.rule_mark_draft", lang), t("speculative.rule_mark_chosen", lang)
+    labels = [f"{p[:12]}" + (f" ✗{draft}" if i == r.draft_token else "")
+              + (f" ◆{chosen}" if i == r.chosen_token else "") for i, p in zip(r.token_ids, r.pieces)]
     # Several tokens can print alike (e.g. two spaces); a category axis merges equal labels, so number them.
     labels = [f"{n + 1}. {label}" for n, label in enumerate(labels)]
     fig = go.Figure()
-    fig.add_bar(x=labels, y=r.p, name="p: the target", marker_color=TARGET)
+    fig.add_bar(x=labels, y=r.p, name=t("speculative.trace_p", lang), marker_color=TARGET)
     if r.q:
-        fig.add_bar(x=labels, y=r.q, name="q: the drafter", marker_color=Q_COLOUR, marker_pattern=dict(shape="/", **HATCH))
+        fig.add_bar(x=labels, y=r.q, name=t("speculative.trace_q", lang), marker_color=Q_COLOUR,
+                    marker_pattern=dict(shape="/", **HATCH))
     if r.residual:
-        fig.add_bar(x=labels, y=r.residual, name="normalise(max(p − q, 0)): drawn from after a rejection",
+        fig.add_bar(x=labels, y=r.residual, name=t("speculative.trace_residual", lang),
                     marker_color=RESIDUAL, marker_line=dict(color="#8a7d00", width=1.5))
     pos = r.position + 1
     if r.outcome == "rejected":
         i = r.position
         p, q, a = step.p_draft[i], step.q_draft[i], step.accept_prob[i]
-        title = (f"Step {step.index + 1}, draft token {pos} '{_esc(step.proposed_pieces[i])}': accept with min(1, p/q) = "
-                 f"min(1, {p:.3f}/{q:.3f}) = {a:.2f} → rejected; '{_esc(step.target_piece)}' drawn from the residual")
+        title = t("speculative.rule_title_rejected", lang, step=step.index + 1, position=pos,
+                  draft=_esc(step.proposed_pieces[i]), p=f"{p:.3f}", q=f"{q:.3f}", a=f"{a:.2f}",
+                  target=_esc(step.target_piece))
     else:
-        title = (f"Step {step.index + 1}: all {len(step.proposed)} drafts accepted; the bonus token "
-                 f"'{_esc(step.target_piece)}' is drawn from p at position {pos}")
+        title = t("speculative.rule_title_bonus", lang, step=step.index + 1, n=len(step.proposed),
+                  target=_esc(step.target_piece), position=pos)
     fig.update_layout(barmode="group", bargap=0.25)
-    fig.update_xaxes(tickangle=-35, title_text="tokens (the most likely under p and q, the draft, the chosen)")
-    fig.update_yaxes(title_text="probability", rangemode="tozero")
+    fig.update_xaxes(tickangle=-35, title_text=t("speculative.axis_rule_tokens", lang))
+    fig.update_yaxes(title_text=t("speculative.axis_probability", lang), rangemode="tozero")
     return _layout(fig, 450, title).update_layout(margin=dict(l=110, b=130))  # room for the slanted first label
 
 
-def rule_summary(t: SpeculativeTrace, step_index: int | None) -> str:
-    if not t.sampling:
-        return "Greedy run: no sampling rule; the tokens equal plain greedy decoding."
-    if step_index is None or not (0 <= step_index < len(t.steps)) or t.steps[step_index].rule is None:
-        return "No probabilities from this drafter: the target samples each position itself and keeps matching drafts."
-    step = t.steps[step_index]
+def rule_summary(t_: SpeculativeTrace, step_index: int | None, lang: str = DEFAULT) -> str:
+    if not t_.sampling:
+        return t("speculative.rule_summary_greedy", lang)
+    if step_index is None or not (0 <= step_index < len(t_.steps)) or t_.steps[step_index].rule is None:
+        return t("speculative.rule_summary_no_probabilities", lang)
+    step = t_.steps[step_index]
     r = step.rule
     if r.outcome == "rejected":
         i = r.position
-        return (f"Step {step.index + 1}: draft '{step.proposed_pieces[i]}' had p = {step.p_draft[i]:.3f} under the target "
-                f"and q = {step.q_draft[i]:.3f} under the drafter, so it was kept with probability "
-                f"{step.accept_prob[i]:.2f}; it was rejected and '{step.target_piece}' was drawn from max(p − q, 0) "
-                f"(which holds {r.residual_mass:.2f} of p's mass before normalising). Accepting with min(1, p/q) and "
-                "drawing rejections from max(p − q, 0) gives exactly the target's distribution p.")
-    return (f"Step {step.index + 1}: every draft token was accepted; the bonus token '{step.target_piece}' was drawn "
-            "from the target's own p at the next position.")
+        return t("speculative.rule_summary_rejected", lang, step=step.index + 1, draft=step.proposed_pieces[i],
+                 p=f"{step.p_draft[i]:.3f}", q=f"{step.q_draft[i]:.3f}", a=f"{step.accept_prob[i]:.2f}",
+                 target=step.target_piece, mass=f"{r.residual_mass:.2f}")
+    return t("speculative.rule_summary_bonus", lang, step=step.index + 1, target=step.target_piece)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The k sweep
 
 
-def sweep_figure(sw: DraftSweep) -> go.Figure:
+def sweep_figure(sw: DraftSweep, lang: str = DEFAULT) -> go.Figure:
     if not sw.points:
-        return _message_figure("The sweep measured nothing (time or pass budget reached first).")
+        return _message_figure(t("speculative.sweep_nothing_budget", lang))
     ks = [p.num_draft_tokens for p in sw.points]
     best = sw.best
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14, row_heights=[0.55, 0.45],
-                        subplot_titles=["Speedup vs plain decoding (same tokens, same request)",
-                                        "Acceptance rate and tokens per target pass"], specs=[[{}], [{"secondary_y": True}]])
-    fig.add_scatter(x=ks, y=[p.speedup for p in sw.points], mode="lines+markers+text", name="speedup",
+                        subplot_titles=[t("speculative.sweep_speedup_title", lang),
+                                        t("speculative.sweep_acceptance_title", lang)],
+                        specs=[[{}], [{"secondary_y": True}]])
+    fig.add_scatter(x=ks, y=[p.speedup for p in sw.points], mode="lines+markers+text",
+                    name=t("speculative.trace_speedup", lang),
                     text=[_times(p.speedup) for p in sw.points], textposition="top center",
                     line=dict(color=TARGET, width=3), marker=dict(size=9), row=1, col=1)
-    fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"), annotation_text="plain decoding (1×)",
+    fig.add_hline(y=1.0, line=dict(color="#444", dash="dot"), annotation_text=t("speculative.sweep_plain_line", lang),
                   annotation_position="bottom right", row=1, col=1)
     if best is not None:
-        fig.add_scatter(x=[best.num_draft_tokens], y=[best.speedup], mode="markers", name=f"best k = {best.num_draft_tokens}",
+        fig.add_scatter(x=[best.num_draft_tokens], y=[best.speedup], mode="markers",
+                        name=t("speculative.trace_best_k", lang, k=best.num_draft_tokens),
                         marker=dict(symbol="star", size=20, color=BONUS, line=dict(color="#222", width=1)), row=1, col=1)
-    fig.add_bar(x=ks, y=[100 * (p.acceptance_rate or 0) for p in sw.points], name="acceptance rate (%)",
+    fig.add_bar(x=ks, y=[100 * (p.acceptance_rate or 0) for p in sw.points],
+                name=t("speculative.trace_acceptance_pct", lang),
                 marker_color=ACCEPTED, opacity=0.8, row=2, col=1, secondary_y=False)
     fig.add_scatter(x=ks, y=[p.tokens / p.target_passes if p.target_passes else None for p in sw.points],
-                    mode="lines+markers", name="tokens per target pass (right axis)", line=dict(color="#222", dash="dash"),
-                    row=2, col=1, secondary_y=True)
+                    mode="lines+markers", name=t("speculative.trace_tokens_per_pass", lang),
+                    line=dict(color="#222", dash="dash"), row=2, col=1, secondary_y=True)
     speedups = [p.speedup for p in sw.points if p.speedup is not None] or [1.0]
-    fig.update_yaxes(title_text="× plain", range=[0, max(max(speedups), 1.0) * 1.3], row=1, col=1)
-    fig.update_yaxes(title_text="accepted (%)", range=[0, 105], row=2, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="tokens / pass", rangemode="tozero", row=2, col=1, secondary_y=True, showgrid=False)
-    fig.update_xaxes(dtick=1, title_text="k: draft tokens per step", row=2, col=1)
-    title = (f"{_esc(sw.drafter.label)} · best k here = {best.num_draft_tokens} ({_times(best.speedup)})" if best
-             else _esc(sw.drafter.label))
+    fig.update_yaxes(title_text=t("speculative.axis_times_plain", lang), range=[0, max(max(speedups), 1.0) * 1.3],
+                     row=1, col=1)
+    fig.update_yaxes(title_text=t("speculative.axis_accepted_pct", lang), range=[0, 105], row=2, col=1,
+                     secondary_y=False)
+    fig.update_yaxes(title_text=t("speculative.axis_tokens_per_pass", lang), rangemode="tozero", row=2, col=1,
+                     secondary_y=True, showgrid=False)
+    fig.update_xaxes(dtick=1, title_text=t("speculative.axis_k", lang), row=2, col=1)
+    label = _esc(drafter_label(sw.drafter, lang))
+    title = (t("speculative.sweep_title", lang, drafter=label, k=best.num_draft_tokens, speedup=_times(best.speedup))
+             if best else label)
     return _layout(fig, 560, title, legend_rows=2)
 
 
-def sweep_summary(sw: DraftSweep) -> str:
+def sweep_summary(sw: DraftSweep, lang: str = DEFAULT) -> str:
     if not sw.points:
-        return "The sweep measured nothing."
+        return t("speculative.sweep_nothing", lang)
     best = sw.best
-    parts = [f"k={p.num_draft_tokens}: {_times(p.speedup)}, {_pct(p.acceptance_rate)} accepted" for p in sw.points]
-    cut = "" if not sw.timed_out else f" Stopped early ({sw.stop_reason.replace('_', ' ')}): the points measured so far."
+    parts = [t("speculative.sweep_point", lang, k=p.num_draft_tokens, speedup=_times(p.speedup),
+               rate=_pct(p.acceptance_rate)) for p in sw.points]
+    cut = "" if not sw.timed_out else t("speculative.sweep_stopped", lang, reason=_stop_words(sw.stop_reason, lang))
     same = [p.same_as_plain for p in sw.points if p.same_as_plain is not None]
-    proof = (" Every k gave exactly the tokens of plain greedy decoding." if same and all(same)
-             else " Some k gave other tokens than plain greedy decoding!" if same else "")
-    lead = (f"Best k on this machine: {best.num_draft_tokens} ({_times(best.speedup)} vs plain decoding). "
+    proof = (t("speculative.sweep_all_same", lang) if same and all(same)
+             else t("speculative.sweep_some_differ", lang) if same else "")
+    lead = (t("speculative.sweep_best", lang, k=best.num_draft_tokens, speedup=_times(best.speedup))
             if best.speedup >= 1 else
-            f"No k beats plain decoding here with this drafter; the least slow is k = {best.num_draft_tokens} "
-            f"({_times(best.speedup)}). ")
-    return lead + "; ".join(parts) + "." + proof + cut
+            t("speculative.sweep_none_faster", lang, k=best.num_draft_tokens, speedup=_times(best.speedup)))
+    return t("speculative.summary_list", lang, lead=lead, parts=t("speculative.list_sep", lang).join(parts),
+             proof=proof, cut=cut)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Drafters side by side
 
 
-def compare_figure(cmp: DrafterComparison) -> go.Figure:
+def compare_figure(cmp: DrafterComparison, lang: str = DEFAULT) -> go.Figure:
     if not cmp.runs:
-        return _message_figure("No drafter ran (time or pass budget reached first).")
-    names = [f"{i + 1}. {short_name(t.drafter)}" for i, t in enumerate(cmp.runs)]
+        return _message_figure(t("speculative.compare_nothing_budget", lang))
+    names = [f"{i + 1}. {short_name(t_.drafter, lang)}" for i, t_ in enumerate(cmp.runs)]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["Speedup vs plain decoding", "Acceptance rate (%)"])
-    fig.add_bar(y=names, x=[t.speedup or 0 for t in cmp.runs], orientation="h", showlegend=False,
-                marker_color=[ACCEPTED if (t.speedup or 0) >= 1 else REJECTED for t in cmp.runs],
-                text=[_times(t.speedup) for t in cmp.runs], textposition="outside", cliponaxis=False, row=1, col=1)
+                        subplot_titles=[t("speculative.compare_speedup_title", lang),
+                                        t("speculative.compare_acceptance_title", lang)])
+    fig.add_bar(y=names, x=[t_.speedup or 0 for t_ in cmp.runs], orientation="h", showlegend=False,
+                marker_color=[ACCEPTED if (t_.speedup or 0) >= 1 else REJECTED for t_ in cmp.runs],
+                text=[_times(t_.speedup) for t_ in cmp.runs], textposition="outside", cliponaxis=False, row=1, col=1)
     fig.add_vline(x=1.0, line=dict(color="#444", dash="dot"), row=1, col=1)
-    fig.add_bar(y=names, x=[100 * (t.acceptance_rate or 0) for t in cmp.runs], orientation="h", showlegend=False,
-                marker_color=TARGET, text=[_pct(t.acceptance_rate) for t in cmp.runs], textposition="outside",
+    fig.add_bar(y=names, x=[100 * (t_.acceptance_rate or 0) for t_ in cmp.runs], orientation="h", showlegend=False,
+                marker_color=TARGET, text=[_pct(t_.acceptance_rate) for t_ in cmp.runs], textposition="outside",
                 cliponaxis=False, row=1, col=2)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=2)
-    fig.update_xaxes(range=[0, max([t.speedup or 0 for t in cmp.runs] + [1.0]) * 1.3], row=1, col=1)
+    fig.update_xaxes(range=[0, max([t_.speedup or 0 for t_ in cmp.runs] + [1.0]) * 1.3], row=1, col=1)
     fig.update_xaxes(range=[0, 120], row=1, col=2)
     height = 170 + 46 * len(cmp.runs)
-    return _layout(fig, height, f"{len(cmp.runs)} drafters, k = {cmp.num_draft_tokens}, same prompt").update_layout(
-        margin=dict(l=240))
+    title = t("speculative.compare_title", lang, n=len(cmp.runs), k=cmp.num_draft_tokens)
+    return _layout(fig, height, title).update_layout(margin=dict(l=240))
 
 
-def compare_summary(cmp: DrafterComparison) -> str:
+def compare_summary(cmp: DrafterComparison, lang: str = DEFAULT) -> str:
     if not cmp.runs:
-        return "No drafter ran."
-    parts = [f"{t.drafter.label}: {_times(t.speedup)}, {_pct(t.acceptance_rate)} accepted, {t.target_passes} target + "
-             f"{t.drafter_passes} drafter passes" for t in cmp.runs]
-    same = [t.same_as_plain for t in cmp.runs if t.same_as_plain is not None]
-    proof = " All gave exactly the tokens of plain greedy decoding." if same and all(same) else ""
-    cut = (f" Stopped early ({cmp.stop_reason.replace('_', ' ')}): the drafters measured so far." if cmp.timed_out
+        return t("speculative.compare_nothing", lang)
+    parts = [t("speculative.compare_run_line", lang, drafter=drafter_label(t_.drafter, lang),
+               speedup=_times(t_.speedup), rate=_pct(t_.acceptance_rate), target=t_.target_passes,
+               drafter_passes=t_.drafter_passes)
+             for t_ in cmp.runs]
+    same = [t_.same_as_plain for t_ in cmp.runs if t_.same_as_plain is not None]
+    proof = t("speculative.compare_all_same", lang) if same and all(same) else ""
+    cut = (t("speculative.compare_stopped", lang, reason=_stop_words(cmp.stop_reason, lang)) if cmp.timed_out
            else "")
-    return "; ".join(parts) + "." + proof + cut
+    return t("speculative.summary_list", lang, lead="", parts=t("speculative.list_sep", lang).join(parts),
+             proof=proof, cut=cut)
 
 
-def _runs_table(table_id: str, first: str, runs: list[tuple], note: str) -> str:
+def _runs_table(table_id: str, first: str, runs: list[tuple], note: str, lang: str) -> str:
     """One row per run (first column, tokens, target passes, drafter passes, acceptance, seconds, speedup, same as
     plain), the plain reference's timings below."""
     rows = "".join(
@@ -509,25 +582,26 @@ def _runs_table(table_id: str, first: str, runs: list[tuple], note: str) -> str:
         f"<td>{seconds:.2f} s</td><td>{_times(speedup)}</td>"
         f"<td>{'✓' if same else ('–' if same is None else '✗')}</td></tr>"
         for name, tokens, target, drafter, rate, seconds, speedup, same in runs)
-    return (f'<div class="spd-table" id="{table_id}"><table><thead><tr><th>{first}</th><th>tokens</th>'
-            f'<th>target passes</th><th>drafter passes</th><th>accepted</th><th>time</th><th>speedup</th>'
-            f'<th>same as plain</th></tr></thead><tbody>{rows}</tbody></table><div class="spd-d">{note}</div></div>')
+    heads = "".join(f"<th>{t(f'speculative.table_col_{c}', lang)}</th>"
+                    for c in ("tokens", "target_passes", "drafter_passes", "accepted", "time", "speedup", "same"))
+    return (f'<div class="spd-table" id="{table_id}"><table><thead><tr><th>{first}</th>{heads}'
+            f'</tr></thead><tbody>{rows}</tbody></table><div class="spd-d">{note}</div></div>')
 
 
-def compare_html(cmp: DrafterComparison) -> str:
-    runs = [(t.drafter.label, len(t.token_ids), t.target_passes, t.drafter_passes, t.acceptance_rate, t.seconds,
-             t.speedup, t.same_as_plain) for t in cmp.runs]
+def compare_html(cmp: DrafterComparison, lang: str = DEFAULT) -> str:
+    runs = [(drafter_label(t_.drafter, lang), len(t_.token_ids), t_.target_passes, t_.drafter_passes,
+             t_.acceptance_rate, t_.seconds, t_.speedup, t_.same_as_plain) for t_ in cmp.runs]
     plain = ", ".join(f"{s:.2f} s" for s in cmp.plain_seconds)
-    return _runs_table("spd-compare-table", "drafter", runs,
-                       f"Plain decoding of {cmp.plain_tokens} tokens, timed before and after: {plain}.")
+    return _runs_table("spd-compare-table", t("speculative.table_col_drafter", lang), runs,
+                       t("speculative.compare_plain_note", lang, n=cmp.plain_tokens, seconds=plain), lang)
 
 
-def sweep_html(sw: DraftSweep) -> str:
+def sweep_html(sw: DraftSweep, lang: str = DEFAULT) -> str:
     runs = [(p.num_draft_tokens, p.tokens, p.target_passes, p.drafter_passes, p.acceptance_rate, p.seconds, p.speedup,
              p.same_as_plain) for p in sw.points]
     plain = ", ".join(f"{s:.2f} s" for s in sw.plain_seconds)
-    return _runs_table("spd-sweep-table", "k", runs, f"Plain decoding of {sw.plain_tokens} tokens, timed before, "
-                       f"in the middle and after: {plain}.")
+    return _runs_table("spd-sweep-table", "k", runs,  # not translated: the symbol k
+                       t("speculative.sweep_plain_note", lang, n=sw.plain_tokens, seconds=plain), lang)
 
 
 CSS = """

@@ -18,104 +18,128 @@ from inference.limits import (MAX_DRAFT_TOKENS, MAX_SEED, MAX_SPEC_COMPARE_DRAFT
 from inference.speculative import EARLY_EXIT, PROMPT_LOOKUP
 
 from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from ..i18n import DEFAULT as DEFAULT_LANGUAGE
+from ..i18n import RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import draft_models, speculative_api, speculative_compare_api, speculative_sweep_api
-from .events import default_layers, drafter_choices, max_layers, on_compare, on_model, on_page, on_rule_step, on_run, on_sweep
+from .events import (default_layers, drafter_choices, max_layers, model_note, on_compare, on_model, on_page,
+                     on_rule_step, on_run, on_sweep)
 from .figures import CSS
 
-TITLE = "Speculative decoding"
+TITLE = "Speculative decoding"  # not translated: the app translates tab names (tab.speculative)
 _DATA = json.loads((ASSETS / "examples" / "speculative.json").read_text(encoding="utf-8"))
 EXAMPLES = _DATA["examples"]
 DEFAULT = EXAMPLES[0]
 
-INTRO = (f"Pick a **drafter** and press **Run**: transformers' own assisted generation runs with it, and every step "
-         f"is recorded (the draft, the verification pass, what was kept), then plain decoding of the same tokens is "
-         f"timed in the same request. Limits: 1 to {MAX_DRAFT_TOKENS} draft tokens, {MAX_SPEC_NEW_TOKENS} new tokens "
-         f"per run (the plain run doubles the work); the k sweep and the comparison use up to "
-         f"{MAX_SPEC_SWEEP_NEW_TOKENS} tokens per run and {MAX_SPEC_SWEEP_PASSES:,} forward passes in all. Presence "
-         "and frequency penalties do not exist in transformers' generate(), so they are not offered here.")
-SWEEP_NOTE = ("The same prompt and drafter with k = 1, 2, … 8 draft tokens per step. More draft tokens save target "
-              "passes while they are accepted, but each verification pass grows and every rejected draft was drafted "
-              "for nothing: the speedup rises, then falls. Plain decoding is timed before, in the middle and after "
-              "(the median is the reference). A sweep takes a while on a small CPU.")
-COMPARE_NOTE = (f"Up to {MAX_SPEC_COMPARE_DRAFTERS} drafters on the same prompt with the same k, against plain decoding "
-                "timed before and after. Early exit uses the layers set above.")
+# The examples' labels (assets/examples/speculative.json, English) -> their catalogue keys; a label not listed here
+# shows as it is.
+EXAMPLE_KEYS = {"Edit a paragraph (prompt lookup)": "speculative.example_edit",  # not translated: matched
+                "Fix a typo (prompt lookup)": "speculative.example_typo",  # not translated: matched
+                "A chat question (draft model)": "speculative.example_chat",  # not translated: matched
+                "Early exit (an untrained drafter)": "speculative.example_early_exit",  # not translated: matched
+                "Sampling: the min(1, p/q) rule": "speculative.example_sampling"}  # not translated: matched
+LIMITS = dict(max_draft=MAX_DRAFT_TOKENS, max_new=MAX_SPEC_NEW_TOKENS, sweep_new=MAX_SPEC_SWEEP_NEW_TOKENS,
+              sweep_passes=MAX_SPEC_SWEEP_PASSES)
+
+
+def example_labels(lang: str = DEFAULT_LANGUAGE) -> list[str]:
+    return [t(EXAMPLE_KEYS[e["label"]], lang) if e["label"] in EXAMPLE_KEYS else e["label"] for e in EXAMPLES]
+
+
+def _markdown(texts, key: str, **values) -> gr.Markdown:
+    """A Markdown of catalogue text `key` with {fields} (Texts.make takes keys without values)."""
+    return texts.add(gr.Markdown(t(key, DEFAULT_LANGUAGE, **values)),
+                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
+    en = DEFAULT_LANGUAGE
     lesson = LessonPanel(demo, "speculative")
-    gr.Markdown(INTRO)
-    facts = gr.HTML(elem_id="spd-model-note")
-    choices = drafter_choices()
+    _markdown(texts, "speculative.intro", **LIMITS)
+    facts = texts.add(gr.HTML(elem_id="spd-model-note"), lambda lang: model_note(lang))
+    choices = drafter_choices(en)
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", value=DEFAULT["prompt"], lines=5, max_length=8000, elem_id="spd-prompt")
+            prompt = texts.make(gr.Textbox, label=T("speculative.prompt"), value=DEFAULT["prompt"], lines=5,
+                                max_length=8000, elem_id="spd-prompt")
         with gr.Column(scale=2, min_width=300):
-            drafter = gr.Dropdown(choices=choices, value=DEFAULT["drafter"], label="drafter", elem_id="spd-drafter")
-            layers = gr.Slider(1, max_layers(), value=DEFAULT.get("layers", default_layers()), step=1,
-                               label="early exit: layers the drafter uses", elem_id="spd-layers")
+            drafter = texts.add(gr.Dropdown(choices=choices, value=DEFAULT["drafter"],
+                                            label=t("speculative.drafter", en), elem_id="spd-drafter"),
+                                lambda lang: gr.update(label=t("speculative.drafter", lang),
+                                                       choices=drafter_choices(lang)))
+            layers = texts.make(gr.Slider, 1, max_layers(), value=DEFAULT.get("layers", default_layers()), step=1,
+                                label=T("speculative.layers"), elem_id="spd-layers")
             with gr.Row():
-                num_draft = gr.Slider(1, MAX_DRAFT_TOKENS, value=DEFAULT["num_draft_tokens"], step=1,
-                                      label=f"k: draft tokens per step (1–{MAX_DRAFT_TOKENS})", elem_id="spd-k")
-                max_new = gr.Number(label=f"max new tokens (≤ {MAX_SPEC_NEW_TOKENS})", value=DEFAULT["max_new_tokens"],
-                                    precision=0, minimum=1, maximum=MAX_SPEC_NEW_TOKENS, elem_id="spd-max-new")
+                num_draft = texts.label(gr.Slider(1, MAX_DRAFT_TOKENS, value=DEFAULT["num_draft_tokens"], step=1,
+                                                  label=t("speculative.num_draft", en, max=MAX_DRAFT_TOKENS),
+                                                  elem_id="spd-k"), "speculative.num_draft", max=MAX_DRAFT_TOKENS)
+                max_new = texts.label(gr.Number(label=t("speculative.max_new", en, max=MAX_SPEC_NEW_TOKENS),
+                                                value=DEFAULT["max_new_tokens"], precision=0, minimum=1,
+                                                maximum=MAX_SPEC_NEW_TOKENS, elem_id="spd-max-new"),
+                                      "speculative.max_new", max=MAX_SPEC_NEW_TOKENS)
             with gr.Row():
-                chat = gr.Checkbox(label="as chat (chat template)", value=DEFAULT["chat"], elem_id="spd-chat")
-                temperature = gr.Slider(0, 2, value=DEFAULT["temperature"], step=0.05,
-                                        label="temperature (0 = greedy)", elem_id="spd-temperature")
-                seed = gr.Number(label="seed (sampling; empty = random)", value=7, precision=0, minimum=0,
-                                 maximum=MAX_SEED, elem_id="spd-seed", elem_classes=["lie-advanced"])
-    gr.Examples(examples=[[e["prompt"], e["chat"], e["drafter"], e.get("layers", default_layers()),
-                           e["num_draft_tokens"], e["max_new_tokens"], e["temperature"]] for e in EXAMPLES],
-                example_labels=[e["label"] for e in EXAMPLES],
-                inputs=[prompt, chat, drafter, layers, num_draft, max_new, temperature], label="Examples")
-    run_btn = gr.Button("Run ▸ (speculative, then plain decoding of the same tokens)", variant="primary",
-                        elem_id="spd-run")
+                chat = texts.make(gr.Checkbox, label=T("speculative.chat"), value=DEFAULT["chat"], elem_id="spd-chat")
+                temperature = texts.make(gr.Slider, 0, 2, value=DEFAULT["temperature"], step=0.05,
+                                         label=T("speculative.temperature"), elem_id="spd-temperature")
+                seed = texts.make(gr.Number, label=T("speculative.seed"), value=7, precision=0, minimum=0,
+                                  maximum=MAX_SEED, elem_id="spd-seed", elem_classes=["lie-advanced"])
+    examples = gr.Examples(examples=[[e["prompt"], e["chat"], e["drafter"], e.get("layers", default_layers()),
+                                      e["num_draft_tokens"], e["max_new_tokens"], e["temperature"]] for e in EXAMPLES],
+                           example_labels=example_labels(en),
+                           inputs=[prompt, chat, drafter, layers, num_draft, max_new, temperature],
+                           label=t("speculative.examples", en))
+    texts.add(examples.dataset, lambda lang: gr.update(label=t("speculative.examples", lang),
+                                                       sample_labels=example_labels(lang)))
+    run_btn = texts.make(gr.Button, T("speculative.run"), variant="primary", elem_id="spd-run")
     fields = {"prompt": prompt, "chat": chat, "drafter": drafter, "layers": layers, "num_draft_tokens": num_draft,
               "max_new_tokens": max_new, "temperature": temperature, "seed": seed}
     loaded = share_link(demo, "speculative", fields)
 
     headline = gr.HTML(elem_id="spd-headline", css_template=CSS)
-    passes_plot = gr.Plot(label="The same text, its forward passes counted", elem_id="spd-passes-plot")
+    passes_plot = texts.make(gr.Plot, label=T("speculative.passes_plot"), elem_id="spd-passes-plot")
     passes_alt = gr.Markdown(elem_id="spd-passes-summary", elem_classes=["lie-alt"])
-    gr.Markdown("### Step by step: draft, verify in one pass, accept")
+    texts.make(gr.Markdown, T("speculative.steps_heading"))
     steps = gr.HTML(elem_id="spd-steps-html", css_template=CSS)
-    acceptance_plot = gr.Plot(label="Acceptance per step", elem_id="spd-acceptance-plot")
+    acceptance_plot = texts.make(gr.Plot, label=T("speculative.acceptance_plot"), elem_id="spd-acceptance-plot")
     acceptance_alt = gr.Markdown(elem_id="spd-acceptance-summary", elem_classes=["lie-alt"])
-    gr.Markdown("### Speedup: passes and wall time against plain decoding")
-    speedup_plot = gr.Plot(label="Speedup", elem_id="spd-speedup-plot")
+    texts.make(gr.Markdown, T("speculative.speedup_heading"))
+    speedup_plot = texts.make(gr.Plot, label=T("speculative.speedup_plot"), elem_id="spd-speedup-plot")
     speedup_alt = gr.Markdown(elem_id="spd-speedup-summary", elem_classes=["lie-alt"])
     with gr.Row(elem_classes=["lie-advanced"]):
-        download = gr.DownloadButton("⬇ The run as JSON (every step)", size="sm", elem_id="spd-json", interactive=False)
+        # DownloadButton's first argument is its label (Texts.make would take it for the value): the label by name.
+        download = texts.make(gr.DownloadButton, label=T("speculative.download"), size="sm", elem_id="spd-json",
+                              interactive=False)
 
-    gr.Markdown("### Sampling: the rule that keeps the target's distribution\n"
-                "With temperature > 0 and a drafter that gives probabilities (a model, early exit), transformers "
-                "accepts draft token x with probability **min(1, p(x)/q(x))** (p: the target, q: the drafter) and, at "
-                "the first rejection, draws the target's token from **normalise(max(p − q, 0))**. Every token then has "
-                "exactly the target's distribution p.")
-    rule_step = gr.Slider(1, 2, value=1, step=1, visible=False, label="step to show", elem_id="spd-rule-step")
-    rule_plot = gr.Plot(label="p, q and the residual at one step", elem_id="spd-rule-plot")
+    texts.make(gr.Markdown, T("speculative.rule_heading"))
+    rule_step = texts.make(gr.Slider, 1, 2, value=1, step=1, visible=False, label=T("speculative.rule_step"),
+                           elem_id="spd-rule-step")
+    rule_plot = texts.make(gr.Plot, label=T("speculative.rule_plot"), elem_id="spd-rule-plot")
     rule_alt = gr.Markdown(elem_id="spd-rule-summary", elem_classes=["lie-alt"])
     trace = gr.State(None)
 
-    gr.Markdown("### How many draft tokens? The k sweep")
-    gr.Markdown(SWEEP_NOTE)
+    texts.make(gr.Markdown, T("speculative.sweep_heading"))
+    texts.make(gr.Markdown, T("speculative.sweep_note"))
     with gr.Row():
-        sweep_new = gr.Slider(8, MAX_SPEC_SWEEP_NEW_TOKENS, value=_DATA.get("sweep_max_new_tokens", 32), step=1,
-                              label=f"new tokens per run (≤ {MAX_SPEC_SWEEP_NEW_TOKENS})", elem_id="spd-sweep-new")
-        sweep_btn = gr.Button("Sweep k = 1 … 8", elem_id="spd-sweep-run")
-    sweep_plot = gr.Plot(label="Speedup and acceptance for k = 1..8", elem_id="spd-sweep-plot")
+        sweep_new = texts.label(gr.Slider(8, MAX_SPEC_SWEEP_NEW_TOKENS, value=_DATA.get("sweep_max_new_tokens", 32),
+                                          step=1, label=t("speculative.sweep_new", en, max=MAX_SPEC_SWEEP_NEW_TOKENS),
+                                          elem_id="spd-sweep-new"), "speculative.sweep_new",
+                                max=MAX_SPEC_SWEEP_NEW_TOKENS)
+        sweep_btn = texts.make(gr.Button, T("speculative.sweep_run"), elem_id="spd-sweep-run")
+    sweep_plot = texts.make(gr.Plot, label=T("speculative.sweep_plot"), elem_id="spd-sweep-plot")
     sweep_alt = gr.Markdown(elem_id="spd-sweep-summary", elem_classes=["lie-alt"])
     sweep_table = gr.HTML(elem_id="spd-sweep-html", css_template=CSS)
 
-    gr.Markdown("### Drafters side by side")
-    gr.Markdown(COMPARE_NOTE)
+    texts.make(gr.Markdown, T("speculative.compare_heading"))
+    _markdown(texts, "speculative.compare_note", max=MAX_SPEC_COMPARE_DRAFTERS)
     with gr.Row():
-        compare_drafters = gr.CheckboxGroup(choices=choices, value=[PROMPT_LOOKUP, EARLY_EXIT, draft_models()[0]],
-                                            label="drafters", elem_id="spd-compare-drafters", scale=3)
-        compare_btn = gr.Button("Compare drafters", elem_id="spd-compare-run", scale=1)
-    compare_plot = gr.Plot(label="Drafters compared", elem_id="spd-compare-plot")
+        compare_drafters = texts.add(
+            gr.CheckboxGroup(choices=choices, value=[PROMPT_LOOKUP, EARLY_EXIT, draft_models()[0]],
+                             label=t("speculative.compare_drafters", en), elem_id="spd-compare-drafters", scale=3),
+            lambda lang: gr.update(label=t("speculative.compare_drafters", lang), choices=drafter_choices(lang)))
+        compare_btn = texts.make(gr.Button, T("speculative.compare_run"), elem_id="spd-compare-run", scale=1)
+    compare_plot = texts.make(gr.Plot, label=T("speculative.compare_plot"), elem_id="spd-compare-plot")
     compare_alt = gr.Markdown(elem_id="spd-compare-summary", elem_classes=["lie-alt"])
     compare_table = gr.HTML(elem_id="spd-compare-html", css_template=CSS)
 
