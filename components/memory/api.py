@@ -1,5 +1,6 @@
 """Memory tab, the JSON endpoints (`gr.api`): `precision`, `kv_precision` and `kv_policies`, plain dicts in the
-names of the Python API (`inference.precision`, `inference.kv_policies`)."""
+names of the Python API (`inference.precision`, `inference.kv_policies`). The dicts are data (English keys and
+values); only an error message reads in the caller's language (English for an API client that asks for none)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from inference.limits import MAX_POLICY_BUDGET, MIN_POLICY_BUDGET
 from inference.precision import compare_kv_precision, compare_precisions
 
 from ..common import session, user_errors
+from ..i18n import t
 
 
 def _names(value: str | list[str] | None, default: tuple[str, ...]) -> list[str]:
@@ -49,7 +51,7 @@ def kv_policies_api(text: str, budget: int = 64, sinks: int = 4, policies: str =
     names = [p for p in _names(policies, POLICIES[1:]) if p != "full"]
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
-        raise InputError(f"'{unknown[0][:30]}' is not a policy; choose from {', '.join(POLICIES[1:])}.")
+        raise InputError(t("memory.error_not_policy", name=unknown[0][:30], choices=", ".join(POLICIES[1:])))
     s = session(model)
     if budgets:
         return sweep_budgets(s, text, sinks, _budgets(budgets), names).to_dict()
@@ -61,7 +63,7 @@ def _budgets(value: str) -> list[int]:
     try:
         numbers = [int(b) for b in _names(value, ())]
     except ValueError:
-        raise InputError("budgets must be whole numbers separated by commas, e.g. 16,32,64.") from None
+        raise InputError(t("memory.error_budgets_numbers")) from None
     if not numbers or len(numbers) > 8 or not all(MIN_POLICY_BUDGET <= b <= MAX_POLICY_BUDGET for b in numbers):
-        raise InputError(f"Give 1 to 8 budgets, each {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET} tokens.")
+        raise InputError(t("memory.error_budgets_range", low=MIN_POLICY_BUDGET, high=MAX_POLICY_BUDGET))
     return numbers

@@ -6,22 +6,27 @@ Every handler returns its views in the order of the lists in `OUTPUTS`, so the l
 
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 
 from inference.errors import InputError
-from inference.kv_policies import compare_policies, layer_kind_memory, sweep_budgets
+from inference.kv_policies import POLICY_NAMES, compare_policies, layer_kind_memory, sweep_budgets
 from inference.limits import LAYER_KIND_CHUNK, MAX_LAYER_KIND_TOKENS
+from inference.model import policy
 from inference.model.kv import kv_shape
+from inference.model.variants import dtype_name
 from inference.precision import (available_precisions, compare_kv_precision, compare_precisions, source_note,
                                  weight_bytes)
 from inference.model.anatomy import layer_windows
 
 from ..common import note, session, user_errors
 from ..export import csv_file
+from ..i18n import DEFAULT, language, t
 from .figures import (
     first_token_figure, first_token_summary, kept_figure, kept_summary, kv_figure, kv_html, kv_summary,
-    layer_kind_figure, layer_kind_summary, nbytes, policies_html, policies_rows, policies_summary, precision_figure,
-    precision_html, precision_rows, precision_summary, sweep_figure, sweep_summary,
+    layer_kind_figure, layer_kind_summary, nbytes, policies_html, policies_rows, policies_summary, policy_name,
+    precision_figure, precision_html, precision_rows, precision_summary, sentences, sweep_figure, sweep_summary,
 )
 
 DEFAULT_DTYPES = ["float32", "bfloat16", "int8"]
@@ -46,35 +51,60 @@ def _csv(name: str, table: tuple[list[str], list[list]]) -> gr.DownloadButton:
 # Notes that need no run
 
 
-def model_note() -> str:
+def _source_text(s, lang: str) -> str:
+    """`inference.precision.source_note` (what the reference weights are) in `lang`: the same cases, read from the
+    catalogue."""
+    bundled = policy.BUNDLED.get(s.model_id)
+    dtype = dtype_name(s.dtype)
+    if bundled is None or "GGUF" not in s.source:
+        return t("memory.source_checkpoint", lang, model=s.label, dtype=dtype)
+    quant = re.search(r"\.(Q\d\w*)\.gguf$|-(q\d\w*)\.gguf$", bundled.gguf_name, flags=re.I)
+    kind = (quant.group(1) or quant.group(2)).upper() if quant else t("memory.source_quantized", lang)
+    int4 = "memory.source_int4_q4_1" if kind == "Q4_1" else "memory.source_int4_other"
+    return sentences(lang, t("memory.source_gguf", lang, model=s.label, kind=kind, dtype=dtype), t(int4, lang))
+
+
+def source_text(s, lang: str | None = None) -> str:
+    """What the reference weights are, in `lang` (default: the visitor's); should `inference` word its note in a way
+    the catalogue does not know, its English note is shown as it is."""
+    english = source_note(s)
+    if _source_text(s, DEFAULT) != english:
+        return english
+    return _source_text(s, lang or language())
+
+
+def model_text(lang: str | None = None) -> str:
     """The loaded model's weights and its KV cache per token, from the tensors and the formula, and what the
     bundled file really was."""
+    lang = lang or language()
     s = session()
     kv = kv_shape(s)
-    return note(
-        f"{s.label} on {s.device}: {s.facts.num_parameters:,} parameters in {kv.dtype} hold {nbytes(weight_bytes(s))} "
-        f"(measured from the parameter tensors). Every token adds 2 × {kv.num_layers} layers × {kv.num_kv_heads} KV "
-        f"heads × {kv.head_dim} × {kv.bytes_per_element} bytes = {kv.bytes_per_token:,} bytes to the KV cache: "
-        f"{nbytes(kv.bytes_for(1000))} per 1,000 tokens. " + source_note(s))
+    return sentences(lang, t("memory.model_note", lang, model=s.label, device=str(s.device),
+                             params=s.facts.num_parameters, dtype=kv.dtype, weights=nbytes(weight_bytes(s)),
+                             layers=kv.num_layers, kv_heads=kv.num_kv_heads, head_dim=kv.head_dim,
+                             bytes=kv.bytes_per_element, per_token=kv.bytes_per_token,
+                             per_1000=nbytes(kv.bytes_for(1000))), source_text(s, lang))
 
 
-def layers_text() -> str:
+def model_note(lang: str | None = None) -> str:
+    return note(model_text(lang))
+
+
+def layers_text(lang: str | None = None) -> str:
     """Which layers of the loaded model use a sliding window (and, for a model with none, that it has none)."""
+    lang = lang or language()
     s = session()
     windows = layer_windows(s)
     local = [i for i, w in enumerate(windows) if w is not None]
     if not local:
-        return (f"{s.label} has no sliding-window layers: all {len(windows)} layers attend to every earlier token and "
-                "keep it in the cache, so its KV cache grows by the same bytes per token at any length. Gemma 3 (in the "
-                "model menu) interleaves local layers with global ones: load it to measure the difference.")
+        return t("memory.layers_none", lang, model=s.label, n=len(windows))
     glob = [i for i, w in enumerate(windows) if w is None]
-    return (f"{s.label}: {len(local)} of {len(windows)} layers use a sliding window of {windows[local[0]]} tokens (they "
-            f"keep the last {windows[local[0]] - 1} in the cache); layers {', '.join(map(str, glob))} are global and "
-            "keep every token. Measure what each kind holds as the context grows.")
+    return t("memory.layers_some", lang, model=s.label, local=len(local), n=len(windows), window=windows[local[0]],
+             kept=windows[local[0]] - 1, glob=", ".join(map(str, glob)))
 
 
-def layers_note() -> str:
-    return note(layers_text())
+def layers_note(lang: str | None = None) -> str:
+    return note(layers_text(lang))
 
 
 def has_windows() -> bool:
@@ -93,52 +123,78 @@ def layer_lengths() -> list[int]:
 def _dtypes(dtypes) -> list[str]:
     picked = [d for d in (dtypes or []) if d]
     if not picked:
-        raise InputError("Pick at least one precision to compare with the loaded model.")
+        raise InputError(t("memory.error_no_precision"))
     return picked
 
 
-def _reporter(progress, unit: str):
-    """A progress callback for the inference loops, shown as Gradio's progress bar."""
+def _reporter(progress, unit: str, describe=None):
+    """A progress callback for the inference loops, shown as Gradio's progress bar: `unit` (a catalogue key) in the
+    visitor's language, and what the loop says it is on, read by `describe` (default: as it is, e.g. a dtype)."""
     if progress is None:
         return None
-    return lambda done, total, what: progress((done, total), desc=what, unit=unit)
+    unit = t(unit)
+    describe = describe or (lambda what: what)
+    return lambda done, total, what: progress((done, total), desc=describe(what), unit=unit)
+
+
+def _policy_progress(lang: str):
+    """What the policy loops report ("sliding window", "sinks + window (StreamingLLM), 16 tokens") in `lang`."""
+    policies = {english: name for name, english in POLICY_NAMES.items()}
+
+    def describe(what: str) -> str:
+        if what in policies:
+            return policy_name(policies[what], lang)
+        swept = re.fullmatch(r"(.+), (\d+) tokens", what)
+        if swept and swept.group(1) in policies:
+            return t("memory.progress_sweep", lang, policy=policy_name(policies[swept.group(1)], lang),
+                     budget=swept.group(2))
+        return what
+
+    return describe
 
 
 @user_errors
 def on_precision(text, dtypes, progress=gr.Progress()):
-    cmp = compare_precisions(session(), text, _dtypes(dtypes), progress=_reporter(progress, "precisions"))
-    return (precision_html(cmp), precision_figure(cmp), precision_summary(cmp),
+    lang = language()
+    cmp = compare_precisions(session(), text, _dtypes(dtypes), progress=_reporter(progress, "memory.unit_precisions"))
+    return (precision_html(cmp, lang), precision_figure(cmp, lang), precision_summary(cmp, lang),
             _csv("memory-precision", precision_rows(cmp)))
 
 
 @user_errors
 def on_kv_precision(text):
+    lang = language()
     kvc = compare_kv_precision(session(), text)
-    return kv_html(kvc), kv_figure(kvc), kv_summary(kvc)
+    return kv_html(kvc, lang), kv_figure(kvc, lang), kv_summary(kvc, lang)
 
 
 @user_errors
 def on_policies(text, budget, sinks, progress=gr.Progress()):
-    pc = compare_policies(session(), text, int(budget), int(sinks), progress=_reporter(progress, "policies"))
-    return (policies_html(pc), kept_figure(pc), kept_summary(pc), first_token_figure(pc.full),
-            first_token_summary(pc.full), policies_summary(pc), _csv("memory-eviction-policies", policies_rows(pc)))
+    lang = language()
+    pc = compare_policies(session(), text, int(budget), int(sinks),
+                          progress=_reporter(progress, "memory.unit_policies", _policy_progress(lang)))
+    return (policies_html(pc, lang), kept_figure(pc, lang), kept_summary(pc, lang), first_token_figure(pc.full, lang),
+            first_token_summary(pc.full, lang), policies_summary(pc, lang),
+            _csv("memory-eviction-policies", policies_rows(pc)))
 
 
 @user_errors
 def on_sweep(text, sinks, progress=gr.Progress()):
-    sweep = sweep_budgets(session(), text, int(sinks), progress=_reporter(progress, "runs"))
+    lang = language()
+    sweep = sweep_budgets(session(), text, int(sinks),
+                          progress=_reporter(progress, "memory.unit_runs", _policy_progress(lang)))
     if not sweep.budgets:
-        raise InputError("The text is shorter than every budget of the sweep: each policy would keep the whole text. "
-                         "Use a longer text.")
-    return sweep_figure(sweep), sweep_summary(sweep)
+        raise InputError(t("memory.error_sweep_short", lang))
+    return sweep_figure(sweep, lang), sweep_summary(sweep, lang)
 
 
 @user_errors
 def on_layers(text, max_tokens):
+    lang = language()
     if not has_windows():
-        return None, layers_text()
+        return None, layers_text(lang)
     m = layer_kind_memory(session(), text, int(max_tokens))
-    return layer_kind_figure(m), layer_kind_summary(m)
+    return layer_kind_figure(m, lang), layer_kind_summary(m, lang)
 
 
 HANDLERS = {

@@ -9,17 +9,21 @@
     *_rows                                                   the rows of each CSV download (header, rows)
 
 Colours are Okabe-Ito (colour-blind safe); each policy also has its own marker and dash, so the lines read in grey.
+Every builder that writes words takes `lang` (the catalogue's language, assets/i18n/<lang>/memory.yaml); the CSV rows
+stay English (their headers are data).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..i18n import DEFAULT, t
 from ..units import nbytes
 
 if TYPE_CHECKING:  # annotations only: figures never import the model's side
@@ -41,16 +45,16 @@ LOCAL, GLOBAL = "#56B4E9", "#E69F00"
 
 CSS = """
 .mem-table table { border-collapse: collapse; font-size: .92rem; margin: .3rem 0; }
-.mem-table th, .mem-table td { border-bottom: 1px solid var(--border-color-primary); padding: .25rem .55rem; text-align: right; }
+.mem-table th, .mem-table td { border-bottom: 1px solid var(--border-color-primary); padding: .25rem .55rem; text-align: end; }
 .mem-table th { font-weight: 600; vertical-align: bottom; }
 .mem-table td { white-space: nowrap; }
-.mem-table td:first-child, .mem-table th:first-child { text-align: left; white-space: normal; min-width: 9rem; }
+.mem-table td:first-child, .mem-table th:first-child { text-align: start; white-space: normal; min-width: 9rem; }
 .mem-table tr.ref td { font-weight: 600; }
-.mem-table .desc { display: inline-block; text-align: left; font-size: .82rem; color: var(--body-text-color-subdued);
+.mem-table .desc { display: inline-block; text-align: start; font-size: .82rem; color: var(--body-text-color-subdued);
                    min-width: 16rem; max-width: 24rem; white-space: normal; }
 .mem-table { overflow-x: auto; }
 .mem-table .check { margin: .35rem 0; font-size: .92rem; }
-.mem-table .greedy { font-family: var(--font-mono); font-size: .82rem; text-align: left; white-space: pre-wrap; }
+.mem-table .greedy { font-family: var(--font-mono); font-size: .82rem; text-align: left; direction: ltr; white-space: pre-wrap; }
 """
 
 
@@ -86,20 +90,90 @@ def _table(header: list[str], rows: list[list[str]], row_classes: list[str] | No
     return f"<table class='mem-main'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _headers(keys: list[str], lang: str, **values) -> list[str]:
+    """A table's column headers, from the catalogue (escaped: they go into HTML)."""
+    return [_esc(t(f"memory.col.{key}", lang, **values)) for key in keys]
+
+
+def _clauses(parts: list[str], lang: str) -> str:
+    """Parts of a summary joined as this language joins the clauses of a sentence ("; " in English)."""
+    return t("memory.sep", lang).join(parts)
+
+
+def sentences(lang: str, *parts: str) -> str:
+    """Whole sentences one after another, as this language writes them (English: a space between; Chinese: none)."""
+    text = parts[0]
+    for part in parts[1:]:
+        text = t("memory.sentences", lang, first=text, second=part)
+    return text
+
+
+def _hover(*lines: str) -> str:
+    return "<br>".join(lines)
+
+
+# The texts `inference` gives in English (a precision's and a KV cache's description, a policy's label), read from
+# the catalogue when it has them; a text the catalogue does not know (a newer inference) is shown as it came.
+def _described(kind: str, name: str, english: str, lang: str, **values) -> str:
+    key = f"memory.{kind}.{name}"
+    try:
+        if t(key, DEFAULT, **values) != english:
+            return english
+    except KeyError:
+        return english
+    return t(key, lang, **values)
+
+
+def precision_description(name: str, english: str, lang: str = DEFAULT) -> str:
+    group = re.search(r"per (\d+) inputs", english)
+    return _described("precision_desc", name, english, lang, group=group.group(1) if group else "")
+
+
+def kv_name(name: str, lang: str = DEFAULT) -> str:
+    """A KV cache's row name: "plain (float32)" reads in `lang`; a backend's name (fp8, quanto, hqq) stays."""
+    plain = re.fullmatch(r"plain \((\w+)\)", name)
+    return t("memory.kv_plain", lang, dtype=plain.group(1)) if plain else name
+
+
+def kv_description(name: str, english: str, lang: str = DEFAULT) -> str:
+    return _described("kv_desc", "plain" if name.startswith("plain (") else name, english, lang)
+
+
+def policy_name(policy: str, lang: str = DEFAULT, short: bool = False) -> str:
+    """A policy's name ("sinks + window (StreamingLLM)"); `short` without what it is modelled on ("sinks + window")."""
+    return t(f"memory.policy_short.{policy}" if short else f"memory.policy.{policy}", lang)
+
+
+def policy_label(run: "PolicyRun", lang: str = DEFAULT) -> str:
+    """A run's label in `lang`, in English exactly `run.label` ("sinks + window (StreamingLLM) (8 tokens, 2 sinks)")."""
+    if run.policy not in POLICY_STYLE:
+        return run.label
+    if run.policy == "full":
+        return policy_name("full", lang)
+    return t(f"memory.label.{run.policy}", lang, name=policy_name(run.policy, lang), budget=run.budget,
+             sinks=run.sinks, recent=run.recent)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Weights
 
 
-def _divergence(index: int | None, total: int) -> str:
-    return "never" if index is None else f"token {index + 1} of {total}"
+def _divergence(index: int | None, total: int, lang: str = DEFAULT) -> str:
+    return t("memory.never", lang) if index is None else t("memory.token_of", lang, index=index + 1, total=total)
 
 
-def _differs(index: int | None, total: int) -> str:
-    return (f"its greedy text equals the plain cache's for all {total} tokens" if index is None
-            else f"its greedy text differs from token {index + 1} of {total}")
+def _differs(index: int | None, total: int, lang: str = DEFAULT) -> str:
+    return (t("memory.differs_never", lang, total=total) if index is None
+            else t("memory.differs_at", lang, index=index + 1, total=total))
 
 
-def precision_html(cmp: "PrecisionComparison") -> str:
+def _greedy_details(rows, new_tokens: int, name, lang: str) -> str:
+    greedy = "".join(f"<tr><td>{_esc(name(r))}</td><td class='greedy'>{_esc(r.greedy_text)}</td></tr>" for r in rows)
+    return (f"<details><summary>{_esc(t('memory.greedy_continuations', lang, n=new_tokens))}</summary>"
+            f"<table>{greedy}</table></details>")
+
+
+def precision_html(cmp: "PrecisionComparison", lang: str = DEFAULT) -> str:
     """The table: one row per precision, the reference first, and the checks under it."""
     ref = cmp.rows[0]
     rows, classes = [], []
@@ -108,67 +182,63 @@ def precision_html(cmp: "PrecisionComparison") -> str:
         rows.append([
             f"<b>{_esc(r.name)}</b>", nbytes(r.weight_bytes), f"{r.bits_per_parameter:.2f}",
             f"{r.ms_per_token:,.1f}{speed}", f"{r.prefill_tokens_per_s:,.0f}", f"{r.top1_agreement:.1%}", _kl(r.mean_kl),
-            f"{r.max_abs_dprob:.3f}", _num(r.perplexity, 2), _divergence(r.first_divergence, cmp.new_tokens),
-            f"<span class='desc'>{_esc(r.description)}"
-            + (f"; {r.quantized_layers} linear layers quantized" if r.quantized_layers else "")
-            + (f", {r.skipped_layers} left as they were" if r.skipped_layers else "") + "</span>",
+            f"{r.max_abs_dprob:.3f}", _num(r.perplexity, 2),
+            _esc(_divergence(r.first_divergence, cmp.new_tokens, lang)),
+            f"<span class='desc'>{_esc(precision_description(r.name, r.description, lang))}"
+            + (_esc(t("memory.quantized_layers", lang, n=r.quantized_layers)) if r.quantized_layers else "")
+            + (_esc(t("memory.skipped_layers", lang, n=r.skipped_layers)) if r.skipped_layers else "") + "</span>",
         ])
         classes.append("ref" if r.is_reference else "")
-    header = ["precision", "weights", "bits per parameter", "ms per decode token (speed vs reference)",
-              "prefill tokens/s", f"top-1 agreement with {_esc(ref.name)}", "mean KL (nats)", "max |Δp|", "perplexity",
-              "greedy text differs at", "what it is"]
+    header = _headers(["precision", "weights", "bits", "ms_decode", "prefill_rate", "top1_with", "mean_kl", "max_dp",
+                       "perplexity", "differs_at", "what"], lang, ref=ref.name)
     per = ref.weight_bytes / cmp.num_parameters
-    check = (f"Weights are the parameter tensors' bytes, each tensor counted once (a quantized weight: its integer data, "
-             f"scales and zero points). Formula for the reference: {cmp.num_parameters:,} parameters × {per:g} bytes = "
-             f"{cmp.num_parameters * per:,.0f} bytes; measured {ref.weight_bytes:,} "
-             + ("✓" if abs(cmp.num_parameters * per - ref.weight_bytes) < 1 else "✗") + ". "
-             f"Agreement, KL and max |Δp| compare each precision's next-token distribution with the reference's at all "
-             f"{cmp.text_tokens} positions of the text; speed is the median decode pass of {cmp.repeats} greedy runs of "
-             f"{cmp.new_tokens} tokens, alternating with the reference's.")
-    late = (f"<div class='check'>Stopped at the time limit before {', '.join(map(_esc, cmp.skipped))}: run again to "
-            "measure them (rows done are kept).</div>") if cmp.skipped else ""
-    greedy = "".join(f"<tr><td>{_esc(r.name)}</td><td class='greedy'>{_esc(r.greedy_text)}</td></tr>" for r in cmp.rows)
+    check = t("memory.precision_check", lang, params=cmp.num_parameters, per=per, formula=cmp.num_parameters * per,
+              measured=ref.weight_bytes, mark="✓" if abs(cmp.num_parameters * per - ref.weight_bytes) < 1 else "✗",
+              positions=cmp.text_tokens, repeats=cmp.repeats, new_tokens=cmp.new_tokens)
+    late = (f"<div class='check'>{_esc(t('memory.precision_late', lang, names=', '.join(cmp.skipped)))}</div>"
+            if cmp.skipped else "")
     return (f"<div class='mem-table'>{_table(header, rows, classes)}<div class='check'>{_esc(check)}</div>{late}"
-            f"<details><summary>Greedy continuations ({cmp.new_tokens} tokens after the text)</summary>"
-            f"<table>{greedy}</table></details></div>")
+            f"{_greedy_details(cmp.rows, cmp.new_tokens, lambda r: r.name, lang)}</div>")
 
 
-def precision_figure(cmp: "PrecisionComparison") -> go.Figure:
+def precision_figure(cmp: "PrecisionComparison", lang: str = DEFAULT) -> go.Figure:
     """Two panels sharing the x axis (weight MB): mean KL from the reference, and ms per decode token."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
-        "What it costs: mean KL from the reference", "What it runs at: ms per decode token"))
+        t("memory.fig.precision_kl", lang), t("memory.fig.precision_ms", lang)))
     for r in cmp.rows:  # no text on the points: bfloat16 and float16 sit at one size; colour + symbol + legend name them
         colour = PRECISION_COLOUR.get(r.name, "#666666")
         mb = r.weight_bytes / 1e6
+        hover = _hover(f"<b>{_esc(r.name)}</b>", _esc(t("memory.hover.weights", lang, value=nbytes(r.weight_bytes))),
+                       _esc(t("memory.hover.mean_kl", lang, value=_kl(r.mean_kl))),
+                       _esc(t("memory.hover.ms_token", lang, ms=r.ms_per_token)),
+                       _esc(t("memory.hover.perplexity", lang, value=f"{r.perplexity:,.2f}")))
         for col, y in ((1, r.mean_kl), (2, r.ms_per_token)):
             fig.add_trace(go.Scatter(
                 x=[mb], y=[y], mode="markers", name=r.name, legendgroup=r.name, showlegend=col == 1,
                 marker=dict(size=15, color=colour, symbol=PRECISION_SYMBOL.get(r.name, "circle"),
                             line=dict(width=1, color="#333")),
-                hovertemplate=(f"<b>{_esc(r.name)}</b><br>weights {nbytes(r.weight_bytes)}<br>mean KL {_kl(r.mean_kl)}"
-                               f"<br>{r.ms_per_token:,.1f} ms/token<br>perplexity {r.perplexity:,.2f}<extra></extra>")),
+                hovertemplate=hover + "<extra></extra>"),
                 row=1, col=col)
     top_kl = max((r.mean_kl for r in cmp.rows), default=0) or 1e-3
     top_ms = max((r.ms_per_token for r in cmp.rows if r.ms_per_token == r.ms_per_token), default=1)
-    fig.update_yaxes(title_text="mean KL(reference ‖ precision), nats", range=[-0.08 * top_kl, 1.3 * top_kl], row=1,
+    fig.update_yaxes(title_text=t("memory.axis.kl_precision", lang), range=[-0.08 * top_kl, 1.3 * top_kl], row=1,
                      col=1)
-    fig.update_yaxes(title_text="ms per decode token", range=[0, 1.3 * top_ms], row=1, col=2)
+    fig.update_yaxes(title_text=t("memory.axis.ms_decode", lang), range=[0, 1.3 * top_ms], row=1, col=2)
     top_mb = max(r.weight_bytes for r in cmp.rows) / 1e6
     for col in (1, 2):
-        fig.update_xaxes(title_text="weights (MB)", range=[0, 1.15 * top_mb], row=1, col=col)
+        fig.update_xaxes(title_text=t("memory.axis.weights_mb", lang), range=[0, 1.15 * top_mb], row=1, col=col)
     return _layout(fig, 440)
 
 
-def precision_summary(cmp: "PrecisionComparison") -> str:
+def precision_summary(cmp: "PrecisionComparison", lang: str = DEFAULT) -> str:
     ref = cmp.rows[0]
-    parts = []
+    parts = [t("memory.precision_summary_head", lang, model=cmp.label, n=cmp.text_tokens, ref=ref.name,
+               weights=nbytes(ref.weight_bytes), ms=ref.ms_per_token, ppl=ref.perplexity)]
     for r in cmp.rows[1:]:
-        parts.append(f"{r.name} {nbytes(r.weight_bytes)} ({r.weight_bytes / ref.weight_bytes:.0%} of {ref.name}), "
-                     f"{r.ms_per_token:,.0f} ms/token, top-1 agreement {r.top1_agreement:.1%}, mean KL {_kl(r.mean_kl)}, "
-                     f"perplexity {r.perplexity:,.2f}")
-    head = (f"{cmp.label} on {cmp.text_tokens} tokens: {ref.name} {nbytes(ref.weight_bytes)}, {ref.ms_per_token:,.0f} "
-            f"ms/token, perplexity {ref.perplexity:,.2f}")
-    return head + ("; " + "; ".join(parts) if parts else "") + "."
+        parts.append(t("memory.precision_summary_row", lang, name=r.name, weights=nbytes(r.weight_bytes),
+                       share=r.weight_bytes / ref.weight_bytes, ref=ref.name, ms=r.ms_per_token,
+                       top1=r.top1_agreement, kl=_kl(r.mean_kl), ppl=r.perplexity))
+    return _clauses(parts, lang) + t("memory.stop", lang)
 
 
 def precision_rows(cmp: "PrecisionComparison") -> tuple[list[str], list[list]]:
@@ -186,103 +256,97 @@ def precision_rows(cmp: "PrecisionComparison") -> tuple[list[str], list[list]]:
 # KV cache precision
 
 
-def kv_html(kvc: "KVPrecisionComparison") -> str:
+def kv_html(kvc: "KVPrecisionComparison", lang: str = DEFAULT) -> str:
     rows, classes = [], []
     for i, r in enumerate(kvc.rows):
-        rows.append([f"<b>{_esc(r.name)}</b>", f"{r.bytes_per_token:,.1f}", f"{r.formula_bytes_per_token:,}",
-                     nbytes(r.cache_bytes), f"{r.top1_agreement:.1%}", _kl(r.mean_kl), f"{r.max_abs_dprob:.4f}",
-                     _num(r.perplexity, 3), f"{r.ms_per_token:,.1f}", _divergence(r.first_divergence, kvc.new_tokens),
-                     f"<span class='desc'>{_esc(r.description)}</span>"])
+        rows.append([f"<b>{_esc(kv_name(r.name, lang))}</b>", f"{r.bytes_per_token:,.1f}",
+                     f"{r.formula_bytes_per_token:,}", nbytes(r.cache_bytes), f"{r.top1_agreement:.1%}",
+                     _kl(r.mean_kl), f"{r.max_abs_dprob:.4f}", _num(r.perplexity, 3), f"{r.ms_per_token:,.1f}",
+                     _esc(_divergence(r.first_divergence, kvc.new_tokens, lang)),
+                     f"<span class='desc'>{_esc(kv_description(r.name, r.description, lang))}</span>"])
         classes.append("ref" if i == 0 else "")
-    header = ["KV cache", "bytes per token (measured)", "formula", f"held for {kvc.text_tokens} tokens",
-              "top-1 agreement", "mean KL (nats)", "max |Δp|", "perplexity", "ms per decode pass",
-              "greedy text differs at", "what it is"]
+    header = _headers(["kv_cache", "bytes_measured", "formula", "held_for", "top1", "mean_kl", "max_dp", "perplexity",
+                       "ms_pass", "differs_at", "what"], lang, n=kvc.text_tokens)
     decoded = kvc.text_tokens - kvc.prefill_tokens
-    note = (f"Bytes are read from the cache tensors once the whole text is cached (a quantized layer's 8-bit data and "
-            f"its scales); the formula is 2 × layers × KV heads × head dim × bytes per element. The first "
-            f"{kvc.prefill_tokens} tokens run in one pass (the quantized cache fixes its scales on them and returns "
-            f"them unquantized), then {decoded} decode passes, one per token, each reading every earlier key and value "
-            f"from the cache: agreement, KL and max |Δp| compare those {decoded} predictions with the plain cache's.")
+    note = t("memory.kv_note", lang, prefill=kvc.prefill_tokens, decoded=decoded)
     missing = [b for b, ok in kvc.backends.items() if not ok]
     if missing:
-        note += f" Not installed here: the {', '.join(missing)} backend{'s' if len(missing) > 1 else ''}."
-    late = "<div class='check'>Stopped at the time limit: the rows cover the positions decoded so far.</div>" \
-        if kvc.timed_out else ""
-    greedy = "".join(f"<tr><td>{_esc(r.name)}</td><td class='greedy'>{_esc(r.greedy_text)}</td></tr>" for r in kvc.rows)
+        note = sentences(lang, note, t("memory.kv_missing_many" if len(missing) > 1 else "memory.kv_missing_one",
+                                       lang, names=", ".join(missing)))
+    late = f"<div class='check'>{_esc(t('memory.kv_late', lang))}</div>" if kvc.timed_out else ""
     return (f"<div class='mem-table'>{_table(header, rows, classes)}<div class='check'>{_esc(note)}</div>{late}"
-            f"<details><summary>Greedy continuations ({kvc.new_tokens} tokens after the text)</summary>"
-            f"<table>{greedy}</table></details></div>")
+            f"{_greedy_details(kvc.rows, kvc.new_tokens, lambda r: kv_name(r.name, lang), lang)}</div>")
 
 
-def kv_figure(kvc: "KVPrecisionComparison") -> go.Figure:
+def kv_figure(kvc: "KVPrecisionComparison", lang: str = DEFAULT) -> go.Figure:
     """Bytes per token of each cache (measured bars, formula marks), and the KL of each decoded position."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.32, 0.68], horizontal_spacing=0.12,
-                        subplot_titles=("Bytes per cached token", "KL from the plain cache at each decoded position"))
-    names = [r.name for r in kvc.rows]
-    fig.add_trace(go.Bar(x=names, y=[r.bytes_per_token for r in kvc.rows], name="measured from the tensors",
+                        subplot_titles=(t("memory.fig.kv_bytes", lang), t("memory.fig.kv_kl", lang)))
+    names = [kv_name(r.name, lang) for r in kvc.rows]
+    fig.add_trace(go.Bar(x=names, y=[r.bytes_per_token for r in kvc.rows], name=t("memory.legend.measured", lang),
                          marker_color=["#000000", "#E69F00", "#D55E00", "#CC79A7"][: len(names)],
                          text=[f"{r.bytes_per_token:,.0f}" for r in kvc.rows], textposition="outside"), row=1, col=1)
     fig.add_trace(go.Scatter(x=names, y=[r.formula_bytes_per_token for r in kvc.rows], mode="markers",
-                             name="formula", marker=dict(symbol="line-ew-open", size=34, color="#333",
-                                                         line=dict(width=3, color="#333"))),
+                             name=t("memory.legend.formula", lang),
+                             marker=dict(symbol="line-ew-open", size=34, color="#333", line=dict(width=3, color="#333"))),
                   row=1, col=1)
     top = max(r.bytes_per_token for r in kvc.rows)
-    fig.update_yaxes(title_text="bytes per token", range=[0, 1.25 * top], row=1, col=1)
+    fig.update_yaxes(title_text=t("memory.axis.bytes_per_token", lang), range=[0, 1.25 * top], row=1, col=1)
+    hover = _hover(_esc(t("memory.hover.position", lang, p="%{x}")), _esc(t("memory.hover.kl", lang, value="%{y:.2e}")))
     for r, colour in zip(kvc.rows[1:], ["#E69F00", "#D55E00", "#CC79A7"]):
         xs = list(range(kvc.prefill_tokens, kvc.prefill_tokens + len(r.kl_per_position)))
-        fig.add_trace(go.Scatter(x=xs, y=[float(v) for v in r.kl_per_position], name=f"{r.name}: KL",
+        fig.add_trace(go.Scatter(x=xs, y=[float(v) for v in r.kl_per_position],
+                                 name=t("memory.legend.kl", lang, name=kv_name(r.name, lang)),
                                  mode="lines" if len(xs) > 40 else "lines+markers",
                                  line=dict(color=colour, width=1.6),
-                                 hovertemplate="position %{x}<br>KL %{y:.2e}<extra></extra>"), row=1, col=2)
-    fig.update_xaxes(title_text="text position (decoded one pass each)", row=1, col=2)
-    fig.update_yaxes(title_text="KL(plain ‖ quantized), nats", rangemode="tozero", row=1, col=2)
+                                 hovertemplate=hover + "<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(title_text=t("memory.axis.position_decoded", lang), row=1, col=2)
+    fig.update_yaxes(title_text=t("memory.axis.kl_quantized", lang), rangemode="tozero", row=1, col=2)
     return _layout(fig, 420)
 
 
-def kv_summary(kvc: "KVPrecisionComparison") -> str:
+def kv_summary(kvc: "KVPrecisionComparison", lang: str = DEFAULT) -> str:
     plain = kvc.rows[0]
-    parts = [f"{r.name} holds {r.bytes_per_token:,.0f} bytes per token ({r.bytes_per_token / plain.bytes_per_token:.0%} "
-             f"of the plain cache's {plain.bytes_per_token:,.0f}), top-1 agreement {r.top1_agreement:.1%}, mean KL "
-             f"{_kl(r.mean_kl)}, perplexity {r.perplexity:,.3f} vs {plain.perplexity:,.3f}; "
-             f"{_differs(r.first_divergence, kvc.new_tokens)}" for r in kvc.rows[1:]]
-    return f"{kvc.label}, {kvc.text_tokens} tokens: " + "; ".join(parts) + "."
+    parts = [t("memory.kv_summary_row", lang, name=kv_name(r.name, lang), bytes=r.bytes_per_token,
+               share=r.bytes_per_token / plain.bytes_per_token, plain=plain.bytes_per_token, top1=r.top1_agreement,
+               kl=_kl(r.mean_kl), ppl=r.perplexity, plain_ppl=plain.perplexity,
+               differs=_differs(r.first_divergence, kvc.new_tokens, lang)) for r in kvc.rows[1:]]
+    return t("memory.kv_summary", lang, model=kvc.label, n=kvc.text_tokens, parts=_clauses(parts, lang))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Eviction policies
 
 
-def policies_html(pc: "PolicyComparison") -> str:
+def policies_html(pc: "PolicyComparison", lang: str = DEFAULT) -> str:
     full = pc.full
-    header = ["cache", "tokens kept", "cache bytes (measured)", "formula", "perplexity", "vs full",
-              "top-1 agreement with full", "first token evicted at", "seconds"]
+    header = _headers(["cache", "kept", "cache_bytes", "formula", "perplexity", "vs_full", "top1_full", "evicted_at",
+                       "seconds"], lang)
     rows, classes = [], []
     for r in [full, *pc.runs]:
         ratio = r.perplexity / full.perplexity
-        rows.append([f"<b>{_esc(r.label)}</b>", f"{r.kept_tokens:,}", nbytes(r.cache_bytes),
+        rows.append([f"<b>{_esc(policy_label(r, lang))}</b>", f"{r.kept_tokens:,}", nbytes(r.cache_bytes),
                      f"{r.kept_tokens:,} × {r.bytes_per_token:,} B "
                      + ("✓" if r.kept_tokens * r.bytes_per_token == r.cache_bytes else "✗"),
                      _num(r.perplexity, 2), "—" if r is full else f"{ratio:.2f}×",
                      "—" if r is full else f"{r.agreement_with(full):.1%}",
-                     "never" if r.first_evicted_at is None else f"position {r.first_evicted_at}", f"{r.seconds:,.1f}"])
+                     _esc(t("memory.never", lang) if r.first_evicted_at is None
+                          else t("memory.position", lang, p=r.first_evicted_at)), f"{r.seconds:,.1f}"])
         classes.append("ref" if r is full else "")
-    note = (f"{pc.text_tokens} tokens. Each policy runs the first {min(pc.budget, pc.text_tokens)} tokens in one pass, "
-            "then one decode pass per token, keeping at most the budget in every layer; perplexity = exp(mean negative "
-            "log-likelihood) over every predicted token. Bytes are read from the cache tensors at the end.")
-    late = ("<div class='check'>A run stopped at the time limit: its perplexity covers the positions it reached. Run "
-            "again to finish it.</div>") if pc.timed_out else ""
+    note = t("memory.policies_note", lang, n=pc.text_tokens, first=min(pc.budget, pc.text_tokens))
+    late = f"<div class='check'>{_esc(t('memory.policies_late', lang))}</div>" if pc.timed_out else ""
     return f"<div class='mem-table'>{_table(header, rows, classes)}<div class='check'>{_esc(note)}</div>{late}</div>"
 
 
-def policies_summary(pc: "PolicyComparison") -> str:
+def policies_summary(pc: "PolicyComparison", lang: str = DEFAULT) -> str:
     full = pc.full
-    parts = [f"{r.label}: perplexity {r.perplexity:,.2f} ({r.perplexity / full.perplexity:.2f}× full), "
-             f"{nbytes(r.cache_bytes)}" for r in pc.runs]
-    return (f"Full cache: perplexity {full.perplexity:,.2f}, {nbytes(full.cache_bytes)} for {pc.text_tokens} tokens; "
-            + "; ".join(parts) + ".")
+    parts = [t("memory.policies_summary_row", lang, label=policy_label(r, lang), ppl=r.perplexity,
+               ratio=r.perplexity / full.perplexity, bytes=nbytes(r.cache_bytes)) for r in pc.runs]
+    return t("memory.policies_summary", lang, ppl=full.perplexity, bytes=nbytes(full.cache_bytes), n=pc.text_tokens,
+             parts=_clauses(parts, lang))
 
 
-def kept_figure(pc: "PolicyComparison") -> go.Figure:
+def kept_figure(pc: "PolicyComparison", lang: str = DEFAULT) -> go.Figure:
     """Which text positions each cache holds at the end: one row per policy, shaded by the share of layers holding
     the position (window and sinks: every layer holds the same ones; heavy hitters: each layer its own)."""
     runs = [pc.full, *pc.runs]
@@ -295,19 +359,21 @@ def kept_figure(pc: "PolicyComparison") -> go.Figure:
                 counts[p] += 1
         layers = max(1, len(r.kept_by_layer))
         z.append([c / layers for c in counts])
-        hover.append([f"{_esc(pc.pieces[p]) if p < len(pc.pieces) else ''}<br>position {p}<br>held by {counts[p]} of "
-                      f"{layers} layers" for p in range(n)])
-    labels = [r.label for r in runs]
+        hover.append([_hover(_esc(pc.pieces[p]) if p < len(pc.pieces) else "",
+                             _esc(t("memory.hover.position", lang, p=p)),
+                             _esc(t("memory.hover.held", lang, count=counts[p], layers=layers))) for p in range(n)])
+    labels = [policy_label(r, lang) for r in runs]
     fig = go.Figure(go.Heatmap(z=z, y=labels, x=list(range(n)), zmin=0, zmax=1, xgap=0, ygap=3,
                                colorscale=[[0, "#f4f4f4"], [0.001, "#cfe3f1"], [1, "#0b4f8a"]],
-                               colorbar=dict(title=dict(text="share of layers", side="right"), len=0.9, thickness=14),
+                               colorbar=dict(title=dict(text=t("memory.legend.share_layers", lang), side="right"),
+                                             len=0.9, thickness=14),
                                customdata=hover, hovertemplate="%{customdata}<extra>%{y}</extra>"))
-    fig.update_xaxes(title_text="text position", range=[-0.5, n - 0.5])
+    fig.update_xaxes(title_text=t("memory.axis.position", lang), range=[-0.5, n - 0.5])
     fig.update_yaxes(autorange="reversed", automargin=True)
     return _layout(fig, 150 + 55 * len(runs)).update_layout(margin=dict(l=20, b=60))
 
 
-def kept_summary(pc: "PolicyComparison") -> str:
+def kept_summary(pc: "PolicyComparison", lang: str = DEFAULT) -> str:
     def spans(positions: list[int]) -> str:
         out, start = [], None
         for i, p in enumerate(positions):
@@ -322,38 +388,40 @@ def kept_summary(pc: "PolicyComparison") -> str:
     for r in pc.runs:
         if r.policy == "heavy_hitters":
             first = sum(1 for layer in r.kept_by_layer if 0 in layer)
-            parts.append(f"{r.label}: each layer its own {r.kept_tokens} positions, position 0 kept by {first} of "
-                         f"{len(r.kept_by_layer)} layers")
+            parts.append(t("memory.kept_summary_hh", lang, label=policy_label(r, lang), kept=r.kept_tokens, first=first,
+                           layers=len(r.kept_by_layer)))
         else:
-            parts.append(f"{r.label}: positions {spans(r.kept_positions)}")
-    return f"At the end of the {pc.text_tokens}-token text the caches hold: " + "; ".join(parts) + "."
+            parts.append(t("memory.kept_summary_row", lang, label=policy_label(r, lang),
+                           positions=spans(r.kept_positions)))
+    return t("memory.kept_summary", lang, n=pc.text_tokens, parts=_clauses(parts, lang))
 
 
-def first_token_figure(full: "PolicyRun") -> go.Figure:
+def first_token_figure(full: "PolicyRun", lang: str = DEFAULT) -> go.Figure:
     """Mean attention weight each layer puts on the first token (over its heads and every later query)."""
     weights = full.first_token_attention
     per_layer = [float(row.mean()) for row in weights]
+    hover = _hover(_esc(t("memory.hover.layer", lang, layer="%{x}")),
+                   _esc(t("memory.hover.mean_heads", lang, value="%{y:.2f}")),
+                   _esc(t("memory.hover.busiest_head", lang, value="%{customdata[0]:.2f}")))
     fig = go.Figure(go.Bar(x=[f"{i}" for i in range(len(per_layer))], y=per_layer, marker_color="#0072B2",
                            customdata=[[float(row.max())] for row in weights],
-                           hovertemplate="layer %{x}<br>mean over heads %{y:.2f}<br>busiest head "
-                                         "%{customdata[0]:.2f}<extra></extra>", name="attention on the first token"))
+                           hovertemplate=hover + "<extra></extra>", name=t("memory.legend.first_token", lang)))
     n = full.text_tokens  # query q spreading evenly over its q + 1 keys gives token 0 a weight of 1 / (q + 1)
     even = sum(1 / (q + 1) for q in range(1, n)) / max(1, n - 1)
     fig.add_trace(go.Scatter(x=[f"{i}" for i in range(len(per_layer))], y=[even] * len(per_layer), mode="lines",
                              line=dict(color="#555", dash="dot", width=2), hoverinfo="skip",
-                             name=f"if every query spread its attention evenly: {even:.2f}"))
-    fig.update_xaxes(title_text="layer")
-    fig.update_yaxes(title_text="attention on token 0", range=[0, 1])
-    return _layout(fig, 380, "Where attention goes: the first token (the attention sink)")
+                             name=t("memory.legend.even", lang, even=even)))
+    fig.update_xaxes(title_text=t("memory.axis.layer", lang))
+    fig.update_yaxes(title_text=t("memory.axis.on_token0", lang), range=[0, 1])
+    return _layout(fig, 380, t("memory.fig.first_token", lang))
 
 
-def first_token_summary(full: "PolicyRun") -> str:
+def first_token_summary(full: "PolicyRun", lang: str = DEFAULT) -> str:
     per_layer = full.first_token_attention.mean(1)
     heavy = int((per_layer > 0.3).sum())
-    return (f"Averaged over heads and queries, layers put {float(per_layer.mean()):.0%} of their attention on the first "
-            f"token (from {float(per_layer.min()):.0%} in layer {int(per_layer.argmin())} to "
-            f"{float(per_layer.max()):.0%} in layer {int(per_layer.argmax())}); {heavy} of {len(per_layer)} layers put "
-            "more than 30% there. Evict it and that mass lands on other tokens.")
+    return t("memory.first_summary", lang, mean=float(per_layer.mean()), low=float(per_layer.min()),
+             low_layer=int(per_layer.argmin()), high=float(per_layer.max()), high_layer=int(per_layer.argmax()),
+             heavy=heavy, layers=len(per_layer))
 
 
 def policies_rows(pc: "PolicyComparison") -> tuple[list[str], list[list]]:
@@ -365,47 +433,58 @@ def policies_rows(pc: "PolicyComparison") -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def sweep_figure(sweep: "BudgetSweep") -> go.Figure:
+def _sweep_name(policy: str, runs: list, lang: str) -> str:
+    """A policy's legend name in the sweep (its label up to " (", in English: "sinks + window")."""
+    return policy_name(policy, lang, short=True) if policy in POLICY_STYLE else runs[0].label.split(" (")[0]
+
+
+def sweep_figure(sweep: "BudgetSweep", lang: str = DEFAULT) -> go.Figure:
     fig = go.Figure()
+    hover = _hover(_esc(t("memory.hover.budget", lang, budget="%{x}")),
+                   _esc(t("memory.hover.perplexity", lang, value="%{y:.2f}")),
+                   _esc(t("memory.hover.cache", lang, value="%{customdata[0]}")))
     for policy, runs in sweep.runs.items():
         if not runs:
             continue
         colour, marker, dash = POLICY_STYLE[policy]
         fig.add_trace(go.Scatter(
             x=[r.budget for r in runs], y=[r.perplexity for r in runs], mode="lines+markers",
-            name=runs[0].label.split(" (")[0], line=dict(color=colour, dash=dash, width=2.5),
+            name=_sweep_name(policy, runs, lang), line=dict(color=colour, dash=dash, width=2.5),
             marker=dict(symbol=marker, size=10, color=colour),
             customdata=[[nbytes(r.cache_bytes)] for r in runs],
-            hovertemplate="budget %{x} tokens<br>perplexity %{y:.2f}<br>cache %{customdata[0]}<extra></extra>"))
+            hovertemplate=hover + "<extra></extra>"))
     # A trace, not add_hline: on a log axis plotly places an hline's annotation at the raw value, off the plot.
     fig.add_trace(go.Scatter(x=[sweep.budgets[0], sweep.budgets[-1]], y=[sweep.full.perplexity] * 2, mode="lines",
                              line=dict(color="#000", dash="dot", width=2), hoverinfo="skip",
-                             name=f"full cache ({sweep.text_tokens} tokens): {sweep.full.perplexity:,.2f}"))
-    fig.update_xaxes(title_text="budget: tokens each layer keeps (log scale)", type="log",
+                             name=t("memory.legend.full_cache", lang, n=sweep.text_tokens, ppl=sweep.full.perplexity)))
+    fig.update_xaxes(title_text=t("memory.axis.budget_log", lang), type="log",
                      tickvals=sweep.budgets, ticktext=[str(b) for b in sweep.budgets])
     values = [r.perplexity for runs in sweep.runs.values() for r in runs] + [sweep.full.perplexity]
     low, high = min(values) * 0.9, max(values) * 1.15
     ticks = [m * 10 ** k for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5) if low <= m * 10 ** k <= high]
-    fig.update_yaxes(title_text="perplexity of the text (log scale)", type="log", tickvals=ticks,
-                     ticktext=[f"{t:,g}" for t in ticks], range=[math.log10(low), math.log10(high)])
-    return _layout(fig, 420, f"Perplexity as the budget grows ({sweep.sinks} sinks for StreamingLLM)")
+    fig.update_yaxes(title_text=t("memory.axis.perplexity_log", lang), type="log", tickvals=ticks,
+                     ticktext=[f"{v:,g}" for v in ticks], range=[math.log10(low), math.log10(high)])
+    return _layout(fig, 420, t("memory.fig.sweep", lang, sinks=sweep.sinks))
 
 
-def sweep_summary(sweep: "BudgetSweep") -> str:
+def sweep_summary(sweep: "BudgetSweep", lang: str = DEFAULT) -> str:
     parts = []
     for policy, runs in sweep.runs.items():
         if runs:
-            parts.append(runs[0].label.split(" (")[0] + ": " + ", ".join(f"{r.perplexity:,.1f} at {r.budget}" for r in runs))
-    late = " Stopped at the time limit: run it again to measure the rest." if sweep.timed_out else ""
-    return (f"Full cache {sweep.full.perplexity:,.2f} over {sweep.text_tokens} tokens. " + "; ".join(parts) + "." + late)
+            points = t("memory.comma", lang).join(t("memory.sweep_point", lang, ppl=r.perplexity, budget=r.budget)
+                                                  for r in runs)
+            parts.append(t("memory.sweep_row", lang, name=_sweep_name(policy, runs, lang), points=points))
+    summary = t("memory.sweep_summary", lang, ppl=sweep.full.perplexity, n=sweep.text_tokens,
+                parts=_clauses(parts, lang))
+    return sentences(lang, summary, t("memory.sweep_late", lang)) if sweep.timed_out else summary
 
 
 # ---------------------------------------------------------------------------------------------------
 # Sliding-window layers
 
 
-def layer_kind_figure(m: "LayerKindMemory") -> go.Figure:
+def layer_kind_figure(m: "LayerKindMemory", lang: str = DEFAULT) -> go.Figure:
     """Stacked bars per context length: the sliding-window layers' bytes at the bottom, the global layers' on top
     (measured from the cache tensors), the formula's marks at the top of each part, and what every layer keeping
     every token would hold."""
@@ -416,32 +495,31 @@ def layer_kind_figure(m: "LayerKindMemory") -> go.Figure:
     def label(values: list[int]) -> list[str]:  # no text in a part too thin to hold it (the hover has it)
         return [nbytes(v) if v > 0.2 * tallest else "" for v in values]
 
-    fig.add_trace(go.Bar(x=x, y=m.local_bytes, name=f"{len(m.local_layers)} sliding-window layers (keep the last "
-                                                     f"{m.window - 1})",
+    fig.add_trace(go.Bar(x=x, y=m.local_bytes,
+                         name=t("memory.legend.local_layers", lang, n=len(m.local_layers), kept=m.window - 1),
                          marker_color=LOCAL, marker_pattern=dict(shape="/", fgcolor="#ffffff", solidity=0.25),
                          text=label(m.local_bytes), textposition="inside", insidetextanchor="middle"))
-    fig.add_trace(go.Bar(x=x, y=m.global_bytes, name=f"{len(m.global_layers)} global layers (keep every token)",
+    fig.add_trace(go.Bar(x=x, y=m.global_bytes, name=t("memory.legend.global_layers", lang, n=len(m.global_layers)),
                          marker_color=GLOBAL, text=label(m.global_bytes), textposition="inside",
                          insidetextanchor="middle"))
     tops = [lf + gf for lf, gf in zip(m.local_formula, m.global_formula)]
-    fig.add_trace(go.Scatter(x=x + x, y=m.local_formula + tops, mode="markers", name="formula",
+    fig.add_trace(go.Scatter(x=x + x, y=m.local_formula + tops, mode="markers", name=t("memory.legend.formula", lang),
                              marker=dict(symbol="line-ew-open", size=40, color="#333", line=dict(width=3, color="#333"))))
     layers = len(m.local_layers) + len(m.global_layers)
     every = [layers * n * m.bytes_per_token_layer for n in m.lengths]
-    fig.add_trace(go.Scatter(x=x, y=every, mode="lines+markers", name=f"if all {layers} layers kept every token",
+    fig.add_trace(go.Scatter(x=x, y=every, mode="lines+markers", name=t("memory.legend.every_layer", lang, n=layers),
                              line=dict(color="#555", dash="dot", width=2), marker=dict(size=7, color="#555")))
     fig.update_layout(barmode="stack", bargap=0.35)
-    fig.update_xaxes(title_text="tokens in the cache")
-    fig.update_yaxes(title_text="KV cache (bytes)", range=[0, 1.1 * max(every)])
-    return _layout(fig, 440, "KV cache held by each kind of layer as the context grows")
+    fig.update_xaxes(title_text=t("memory.axis.tokens_cached", lang))
+    fig.update_yaxes(title_text=t("memory.axis.kv_bytes", lang), range=[0, 1.1 * max(every)])
+    return _layout(fig, 440, t("memory.fig.layer_kinds", lang))
 
 
-def layer_kind_summary(m: "LayerKindMemory") -> str:
+def layer_kind_summary(m: "LayerKindMemory", lang: str = DEFAULT) -> str:
     last = len(m.lengths) - 1
     total = m.local_bytes[last] + m.global_bytes[last]
     every = (len(m.local_layers) + len(m.global_layers)) * m.bytes_per_token_layer * m.lengths[last]
-    return (f"At {m.lengths[last]:,} tokens the {len(m.local_layers)} sliding-window layers hold "
-            f"{nbytes(m.local_bytes[last])} (capped at {m.window - 1} tokens each) and the {len(m.global_layers)} global "
-            f"layers {nbytes(m.global_bytes[last])}: {nbytes(total)} in all, where every layer keeping every token would "
-            f"need {nbytes(every)}. Measured bytes "
-            + ("equal the formula at every length." if m.matches_formula else "differ from the formula."))
+    return sentences(lang, t("memory.layers_summary", lang, length=m.lengths[last], local=len(m.local_layers),
+                             local_bytes=nbytes(m.local_bytes[last]), cap=m.window - 1, glob=len(m.global_layers),
+                             global_bytes=nbytes(m.global_bytes[last]), total=nbytes(total), every=nbytes(every)),
+                     t("memory.layers_match" if m.matches_formula else "memory.layers_differ", lang))

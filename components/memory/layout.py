@@ -20,44 +20,49 @@ from inference.limits import (MAX_KV_EVAL_TOKENS, MAX_LAYER_KIND_TOKENS, MAX_POL
 from inference.precision import PRECISIONS
 
 from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from ..i18n import DEFAULT, RTL, T, Texts, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import kv_policies_api, kv_precision_api, precision_api
 from .events import (
-    ALL_OUTPUTS, DEFAULT_DTYPES, OUTPUTS, linked_section, on_kv_precision, on_layers, on_model, on_page, on_policies,
-    on_precision, on_sweep, run_section,
+    ALL_OUTPUTS, DEFAULT_DTYPES, OUTPUTS, layers_note, linked_section, model_note, on_kv_precision, on_layers,
+    on_model, on_page, on_policies, on_precision, on_sweep, run_section,
 )
 from .figures import CSS
 
 TITLE = "Memory"
 EXAMPLES = json.loads((ASSETS / "examples" / "memory.json").read_text(encoding="utf-8"))["texts"]
 DEFAULT_TEXT = next(iter(EXAMPLES.values()))
+# The catalogue keys of the example texts' labels, by their label in memory.json (the texts themselves stay English:
+# the model reads English best). A label not named here (a text added to memory.json later) shows as it is.
+EXAMPLE_KEYS = {"The lighthouse keeper (about 300 tokens)": "memory.example_lighthouse",
+                "A recipe (about 120 tokens)": "memory.example_recipe",
+                "Short: the capital of France": "memory.example_capitals"}
 
-INTRO = (f"Type a text (or keep the lesson's) and press a section's button: every number is measured on the loaded model "
-         f"in that run. Limits: {MAX_PRECISION_TOKENS} tokens for the precision comparison, {MAX_KV_EVAL_TOKENS} for the "
-         "KV-cache runs (one decode pass per token: a long text takes a while on a small CPU; results are cached).")
-
-PRECISION_INTRO = (f"Each precision is a copy of the model (one at a time, freed after its row), run over the text once "
-                   f"(its next-token distribution at every position against the loaded model's), then timed on "
-                   f"{PRECISION_REPEATS} greedy runs of {PRECISION_NEW_TOKENS} tokens that alternate with the loaded "
-                   "model's. int8 keeps float32 activations; int4 runs on torch's int4 CPU kernel with bfloat16 "
-                   "activations.")
-KV_INTRO = ("The loaded model (unchanged) reads the text through two KV caches side by side: transformers' plain cache "
-            "and its QuantizedCache with the pure-torch fp8 backend (float8 values, one scale per layer). After a short "
-            "prefill every token is one decode pass, so each later prediction reads the quantized keys and values.")
-POLICY_INTRO = ("Keep at most the **budget** of tokens in every layer's cache: a **sliding window** keeps the last ones; "
-                "**sinks + window** (StreamingLLM) also keeps the first few; **heavy hitters** (H2O) keeps the recent half "
-                "and the earlier tokens that received the most attention. Each runs the text one decode pass per token "
-                "through a cache layer of ours, RoPE positions kept right.")
+# The intros' numbers are the server's limits, filled in when the text is shown.
+INTRO_VALUES = dict(precision_tokens=MAX_PRECISION_TOKENS, kv_tokens=MAX_KV_EVAL_TOKENS)
+PRECISION_INTRO_VALUES = dict(repeats=PRECISION_REPEATS, new_tokens=PRECISION_NEW_TOKENS)
 
 
-def _alt(elem_id: str) -> gr.Markdown:
-    """The one-line text alternative under a figure."""
-    return gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"])
+def _example_labels(lang: str) -> list[str]:
+    return [t(EXAMPLE_KEYS[label], lang) if label in EXAMPLE_KEYS else label for label in EXAMPLES]
 
 
-def _download(label: str, elem_id: str) -> gr.DownloadButton:
-    return gr.DownloadButton(label, size="sm", elem_id=elem_id, interactive=False, scale=0, min_width=300)
+def _markdown(texts: Texts, key: str, **values) -> gr.Markdown:
+    """A Markdown of catalogue text `key` with {fields} (`Texts.make` takes keys without them); right to left for
+    a right-to-left language, as `Texts.make` makes it."""
+    return texts.add(gr.Markdown(t(key, DEFAULT, **values)),
+                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
+
+
+def _alt(texts: Texts, elem_id: str) -> gr.Markdown:
+    """The one-line text alternative under a figure (written by the run, in the visitor's language; right to left
+    for a right-to-left language)."""
+    return texts.add(gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"]), lambda lang: gr.update(rtl=lang in RTL))
+
+
+def _download(texts: Texts, key: str, elem_id: str) -> gr.DownloadButton:
+    return texts.make(gr.DownloadButton, T(key), size="sm", elem_id=elem_id, interactive=False, scale=0, min_width=300)
 
 
 def _naming(section: str):
@@ -65,73 +70,82 @@ def _naming(section: str):
 
 
 def build(demo: gr.Blocks) -> None:
+    texts = demo.texts
     lesson = LessonPanel(demo, "memory")
-    gr.Markdown(INTRO)
-    model_note = gr.HTML(elem_id="mem-model-note")
-    text = gr.Textbox(label="Text", value=DEFAULT_TEXT, lines=4, max_lines=8, max_length=MAX_TEXT_CHARS,
-                      elem_id="mem-text")
-    gr.Examples(examples=[[t] for t in EXAMPLES.values()], example_labels=list(EXAMPLES), inputs=[text],
-                label="Texts", api_visibility="private", api_name="memory_example")
+    _markdown(texts, "memory.intro", **INTRO_VALUES)
+    model_note_box = texts.add(gr.HTML(elem_id="mem-model-note"), lambda lang: gr.update(value=model_note(lang)))
+    text = texts.make(gr.Textbox, label=T("memory.text"), value=DEFAULT_TEXT, lines=4, max_lines=8,
+                      max_length=MAX_TEXT_CHARS, elem_id="mem-text")
+    examples = gr.Examples(examples=[[e] for e in EXAMPLES.values()], example_labels=_example_labels(DEFAULT),
+                           inputs=[text], label=t("memory.examples", DEFAULT), api_visibility="private",
+                           api_name="memory_example")
+    texts.add(examples.dataset, lambda lang: gr.update(label=t("memory.examples", lang),
+                                                       sample_labels=_example_labels(lang)))
     # The section a link or a "try this" runs (precision, kv_cache, policies, sweep, layers); never shown.
     section = gr.Textbox(value="", visible=False, elem_id="mem-section")
     # The sections' settings are made here, so the link's row sits under the text; each renders in its section.
-    dtypes = gr.Dropdown(choices=list(PRECISIONS), value=DEFAULT_DTYPES, multiselect=True, scale=3, render=False,
-                         label="precisions (the loaded model's own is always the reference)", elem_id="mem-dtypes")
-    budget = gr.Slider(MIN_POLICY_BUDGET, MAX_POLICY_BUDGET, value=32, step=1, scale=2, render=False,
-                       label="budget: tokens each layer keeps", elem_id="mem-budget")
-    sinks = gr.Slider(0, MAX_SINKS, value=4, step=1, scale=1, label="sinks (StreamingLLM)", elem_id="mem-sinks",
-                      render=False)
-    max_tokens = gr.Dropdown(choices=[512, 1024, 2048], value=1024, scale=2, elem_id="mem-layers-max", render=False,
-                             label=f"longest context (tokens, the text repeated; ≤ {MAX_LAYER_KIND_TOKENS:,})")
+    dtypes = texts.make(gr.Dropdown, choices=list(PRECISIONS), value=DEFAULT_DTYPES, multiselect=True, scale=3,
+                        render=False, label=T("memory.dtypes"), elem_id="mem-dtypes")
+    budget = texts.make(gr.Slider, MIN_POLICY_BUDGET, MAX_POLICY_BUDGET, value=32, step=1, scale=2, render=False,
+                        label=T("memory.budget"), elem_id="mem-budget")
+    sinks = texts.make(gr.Slider, 0, MAX_SINKS, value=4, step=1, scale=1, label=T("memory.sinks"), elem_id="mem-sinks",
+                       render=False)
+    longest = t("memory.max_tokens", DEFAULT, max=MAX_LAYER_KIND_TOKENS)
+    max_tokens = texts.label(gr.Dropdown(choices=[512, 1024, 2048], value=1024, scale=2, elem_id="mem-layers-max",
+                                         render=False, label=longest), "memory.max_tokens", max=MAX_LAYER_KIND_TOKENS)
     fields = {"text": text, "dtypes": dtypes, "budget": budget, "sinks": sinks, "max_tokens": max_tokens,
               "section": section}
     loaded = share_link(demo, "memory", fields)
 
-    gr.Markdown("### 1 · Precision of the weights")
-    gr.Markdown(PRECISION_INTRO)
+    texts.make(gr.Markdown, T("memory.heading_precision"))
+    _markdown(texts, "memory.precision_intro", **PRECISION_INTRO_VALUES)
     with gr.Row():
         dtypes.render()
-        precision_btn = gr.Button("Compare precisions", variant="primary", scale=1, elem_id="mem-precision-run")
+        precision_btn = texts.make(gr.Button, T("memory.precision_run"), variant="primary", scale=1,
+                                   elem_id="mem-precision-run")
     precision_html = gr.HTML(elem_id="mem-precision-table", css_template=CSS)
     precision_plot = gr.Plot(show_label=False, elem_id="mem-precision-plot")
-    precision_alt = _alt("mem-precision-summary")
+    precision_alt = _alt(texts, "mem-precision-summary")
     with gr.Row(elem_classes=["lie-advanced"]):
-        precision_csv = _download("⬇ Precision table as CSV", "mem-precision-csv")
+        precision_csv = _download(texts, "memory.precision_csv", "mem-precision-csv")
 
-    gr.Markdown("### 2 · Precision of the KV cache")
-    gr.Markdown(KV_INTRO)
-    kv_btn = gr.Button("Compare the plain and the fp8 KV cache", elem_id="mem-kv-run")
+    texts.make(gr.Markdown, T("memory.heading_kv"))
+    texts.make(gr.Markdown, T("memory.kv_intro"))
+    kv_btn = texts.make(gr.Button, T("memory.kv_run"), elem_id="mem-kv-run")
     kv_html = gr.HTML(elem_id="mem-kv-table", css_template=CSS)
     kv_plot = gr.Plot(show_label=False, elem_id="mem-kv-plot")
-    kv_alt = _alt("mem-kv-summary")
+    kv_alt = _alt(texts, "mem-kv-summary")
 
-    gr.Markdown("### 3 · Bounded caches: evicting tokens")
-    gr.Markdown(POLICY_INTRO)
+    texts.make(gr.Markdown, T("memory.heading_policies"))
+    texts.make(gr.Markdown, T("memory.policy_intro"))
     with gr.Row():
         budget.render()
         sinks.render()
         with gr.Column(scale=1, min_width=220):
-            policies_btn = gr.Button("Run the policies", variant="primary", elem_id="mem-policies-run")
-            sweep_btn = gr.Button(f"Sweep budgets {', '.join(map(str, POLICY_SWEEP_BUDGETS))}", elem_id="mem-sweep-run")
+            policies_btn = texts.make(gr.Button, T("memory.policies_run"), variant="primary",
+                                      elem_id="mem-policies-run")
+            sweep_budgets = ", ".join(map(str, POLICY_SWEEP_BUDGETS))
+            sweep_btn = texts.value(gr.Button(t("memory.sweep_run", DEFAULT, budgets=sweep_budgets),
+                                              elem_id="mem-sweep-run"), "memory.sweep_run", budgets=sweep_budgets)
     policies_html = gr.HTML(elem_id="mem-policies-table", css_template=CSS)
-    policies_alt = _alt("mem-policies-summary")
-    kept_plot = gr.Plot(label="Which positions each cache holds at the end", elem_id="mem-kept-plot")
-    kept_alt = _alt("mem-kept-summary")
+    policies_alt = _alt(texts, "mem-policies-summary")
+    kept_plot = texts.make(gr.Plot, label=T("memory.kept_plot"), elem_id="mem-kept-plot")
+    kept_alt = _alt(texts, "mem-kept-summary")
     first_plot = gr.Plot(show_label=False, elem_id="mem-first-plot")
-    first_alt = _alt("mem-first-summary")
+    first_alt = _alt(texts, "mem-first-summary")
     with gr.Row(elem_classes=["lie-advanced"]):
-        policies_csv = _download("⬇ Policies as CSV", "mem-policies-csv")
+        policies_csv = _download(texts, "memory.policies_csv", "mem-policies-csv")
     sweep_plot = gr.Plot(show_label=False, elem_id="mem-sweep-plot")
-    sweep_alt = _alt("mem-sweep-summary")
+    sweep_alt = _alt(texts, "mem-sweep-summary")
 
-    gr.Markdown("### 4 · Sliding-window layers")
-    layers_note = gr.HTML(elem_id="mem-layers-note")
+    texts.make(gr.Markdown, T("memory.heading_layers"))
+    layers_note_box = texts.add(gr.HTML(elem_id="mem-layers-note"), lambda lang: gr.update(value=layers_note(lang)))
     with gr.Column(elem_id="mem-layers-box") as layers_box:  # shown for a model with sliding-window layers only
         with gr.Row():
             max_tokens.render()
-            layers_btn = gr.Button("Measure each kind of layer", scale=1, elem_id="mem-layers-run")
+            layers_btn = texts.make(gr.Button, T("memory.layers_run"), scale=1, elem_id="mem-layers-run")
         layers_plot = gr.Plot(show_label=False, elem_id="mem-layers-plot")
-        layers_alt = _alt("mem-layers-summary")
+        layers_alt = _alt(texts, "mem-layers-summary")
 
     views = dict(precision_html=precision_html, precision_plot=precision_plot, precision_alt=precision_alt,
                  precision_csv=precision_csv, kv_html=kv_html, kv_plot=kv_plot, kv_alt=kv_alt,
@@ -141,7 +155,7 @@ def build(demo: gr.Blocks) -> None:
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     section_inputs = [section, text, dtypes, budget, sinks, max_tokens]
     all_views = [views[name] for name in ALL_OUTPUTS]
-    page_outputs = [model_note, layers_note, dtypes, max_tokens, layers_box]
+    page_outputs = [model_note_box, layers_note_box, dtypes, max_tokens, layers_box]
 
     loaded.then(on_page, None, page_outputs, api_visibility="private", queue=False).then(
         linked_section, section_inputs, all_views, **model_event)
