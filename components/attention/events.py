@@ -14,6 +14,7 @@ from inference.errors import InputError
 
 from ..common import session, user_errors
 from ..export import csv_file
+from ..i18n import language, t
 from .exports import lens_rows, map_rows
 from .figures import (
     attention_heatmap, attention_summary, lens_heatmap, lens_summary, lens_table_html, overview_html,
@@ -28,10 +29,10 @@ from .figures import (
 def _maps(state: dict | None) -> AttentionMaps:
     """The cached analysis the views show; a model switch since Run asks for a new Run."""
     if not state:
-        raise InputError("Press Run to analyse a prompt first.")
+        raise InputError(t("attention.err_run_first"))
     s = session()
     if s.model_id != state["model"]:
-        raise InputError(f"The model is now {s.label}: press Run to analyse the prompt with it.")
+        raise InputError(t("attention.err_model_changed", model=s.label))
     return capture_attention(s, state["text"], state["chat"])
 
 
@@ -42,22 +43,23 @@ def _head_or_mean(maps: AttentionMaps, head: int, mean: bool) -> int | None:
 def _gqa_note(maps: AttentionMaps, layer: int, head: int | None) -> str:
     group = maps.queries_per_kv_head
     if group == 1:
-        shared = f"Every head has its own keys and values ({maps.num_heads} KV heads)."
+        shared = t("attention.gqa_own", n=maps.num_heads)
     elif head is None:
-        shared = (f"Grouped-query attention: {maps.num_heads} query heads share {maps.num_kv_heads} key/value heads "
-                  f"({group} query heads each).")
+        shared = t("attention.gqa_mean", heads=maps.num_heads, kv_heads=maps.num_kv_heads, group=group)
     else:
         mates = maps.heads_sharing(head)
-        shared = (f"Head {head} reads KV head {maps.kv_head(head)}, shared with heads {mates[0]}–{mates[-1]}: "
-                  f"{maps.num_heads} query heads share {maps.num_kv_heads} key/value heads, so the KV cache stores "
-                  f"{maps.num_kv_heads} heads' keys per layer, not {maps.num_heads}.")
+        shared = t("attention.gqa_head", head=head, kv_head=maps.kv_head(head), first=mates[0], last=mates[-1],
+                   heads=maps.num_heads, kv_heads=maps.num_kv_heads)
     return f'<div class="lie-att-note">{html.escape(shared)}</div>'
 
 
 def _what(layer: int, head: int | None, windows: list[int | None] = ()) -> str:
+    """"Layer 3, head 4" (the map's title and its CSV button), in this visitor's language."""
     window = windows[layer] if layer < len(windows) else None
-    local = f" (local: a {window}-token sliding window)" if window else ""
-    return f"Layer {layer}{local}, " + ("mean over heads" if head is None else f"head {head}")
+    local = t("attention.what_local", window=window) if window else ""
+    if head is None:
+        return t("attention.what_mean", layer=layer, local=local)
+    return t("attention.what_head", layer=layer, local=local, head=head)
 
 
 def _heatmap(maps: AttentionMaps, layer: int, head: int | None):
@@ -67,9 +69,10 @@ def _heatmap(maps: AttentionMaps, layer: int, head: int | None):
     decode_row = decode.row(layer, head)  # [n+1]
     pieces = maps.tokens.pieces
     what = _what(layer, head, maps.windows)
-    figure = attention_heatmap(weights, pieces, f"{what} · hatched grey = masked (a later token)",
-                               decode_row=decode_row, decode_piece=decode.piece)
-    return figure, attention_summary(weights, pieces, what, decode_row, decode.piece)
+    lang = language()
+    figure = attention_heatmap(weights, pieces, t("attention.heatmap_title", lang, what=what),
+                               decode_row=decode_row, decode_piece=decode.piece, lang=lang)
+    return figure, attention_summary(weights, pieces, what, decode_row, decode.piece, lang=lang)
 
 
 def _focus(maps: AttentionMaps, layer: int, head: int | None, token: int | None) -> str:
@@ -77,25 +80,27 @@ def _focus(maps: AttentionMaps, layer: int, head: int | None, token: int | None)
     n = maps.n
     token = n - 1 if token is None else int(token)
     if not 0 <= token <= n:
-        raise InputError(f"Token {token} does not exist: the prompt has {n} tokens (0 to {n - 1}), plus the decode step {n}.")
+        raise InputError(t("attention.err_token", token=token, n=n, last=n - 1))
     pieces, special = list(maps.tokens.pieces), list(maps.tokens.special)
     if token == n:
         row = maps.decode.row(layer, head)  # [n+1]
         pieces, special = pieces + [maps.decode.piece], special + [False]
     else:
         row = maps.query_row(layer, token, head)  # [token+1]
-    return token_focus_html(pieces, special, row, token)
+    return token_focus_html(pieces, special, row, token, lang=language())
 
 
 def _overview(maps: AttentionMaps, metric: str, layer: int, head: int | None):
     """The clickable layer x head grid of one summary, and its one-line text alternative."""
     if metric not in SUMMARIES:
-        raise InputError(f"Unknown summary {metric!r}; pick one of: {', '.join(SUMMARIES)}.")
-    label, unit = SUMMARIES[metric]
+        raise InputError(t("attention.err_metric", metric=repr(metric), choices=", ".join(SUMMARIES)))
+    _label, unit = SUMMARIES[metric]
+    lang = language()
+    label = t(f"attention.metric_{metric}", lang)
     values = maps.summaries[metric]  # [layers, heads]
     return (overview_html(values, label, unit, maps.queries_per_kv_head, selected=(layer, head),
-                          windows=maps.windows),
-            overview_summary(values, label, unit))
+                          windows=maps.windows, lang=lang),
+            overview_summary(values, label, unit, lang=lang))
 
 
 def _lens_position(maps: AttentionMaps, token: int | None) -> int:
@@ -110,14 +115,15 @@ def _lens_views(maps: AttentionMaps, token: int | None):
     position = _lens_position(maps, token)
     column = lens.column(position)
     labels = [maps.tokens.pieces[p] for p in lens.positions]
+    lang = language()
     figure = lens_heatmap(lens.layer_names, labels, lens.top_pieces, lens.top_probs, lens.answer_pieces,
-                          lens.answer_probs, selected_column=column)
+                          lens.answer_probs, selected_column=column, lang=lang)
     label = f"#{position} {labels[column]}"
     column_pieces = [layer[column] for layer in lens.top_pieces]  # [L+1][k]
     table = lens_table_html(lens.layer_names, column_pieces, lens.top_probs[:, column], lens.answer_pieces[column],
-                            lens.answer_probs[:, column], label)
+                            lens.answer_probs[:, column], label, lang=lang)
     summary = lens_summary(lens.layer_names, column_pieces, lens.answer_pieces[column], lens.answer_probs[:, column],
-                           label)
+                           label, lang=lang)
     return figure, table, summary
 
 
@@ -128,28 +134,31 @@ def _lens_csv(maps: AttentionMaps) -> str:
 
 def _info(maps: AttentionMaps, no_template: bool = False) -> str:
     d = maps.decode
-    cells = [("(this model has no chat template)", "as plain text")] if no_template else []
+    lang = language()
+    cells = [("attention.info_no_template", html.escape(t("attention.info_plain_text", lang)))] if no_template else []
     cells += [
-        ("tokens", f"{maps.n:,}"),
-        ("layers × heads", f"{maps.num_layers} × {maps.num_heads}"),
-        ("KV heads", f"{maps.num_kv_heads}"),
-        ("next token (greedy)", f"{html.escape(d.piece)} ({d.prob:.0%})"),
-        ("captured in", f"{maps.capture_seconds:.2f} s"),
-        ("kept in memory", f"{maps.retained_bytes() / 1e6:.2f} MB"),
+        ("attention.info_tokens", f"{maps.n:,}"),
+        ("attention.info_layers_heads", f"{maps.num_layers} × {maps.num_heads}"),
+        ("attention.info_kv_heads", f"{maps.num_kv_heads}"),
+        ("attention.info_next_token", f"{html.escape(d.piece)} ({d.prob:.0%})"),
+        ("attention.info_captured", f"{maps.capture_seconds:.2f} s"),
+        ("attention.info_kept", f"{maps.retained_bytes() / 1e6:.2f} MB"),
     ]
-    inner = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in cells)
+    inner = "".join(f"<span><b>{v}</b> {html.escape(t(k, lang))}</span>" for k, v in cells)
     return f'<div class="lie-counts">{inner}</div>'
 
 
 def _token_choices(maps: AttentionMaps) -> list[tuple[str, int]]:
     choices = [(f"#{i} {piece}", i) for i, piece in enumerate(maps.tokens.pieces)]
-    return choices + [(f"#{maps.n} {maps.decode.piece} (decode step)", maps.n)]
+    return choices + [(t("attention.token_decode_step", index=maps.n, piece=maps.decode.piece), maps.n)]
 
 
 # The attention-map CSV is written only on request ("Prepare CSV"): a 512-token map is 263,000 cells, too many
 # to format on every layer/head switch (the switch's budget is 50 ms). A switch empties the button instead,
 # so a download always holds the map on screen.
-MAP_CSV_EMPTY = dict(value=None, interactive=False, label="⬇ Attention map as CSV (prepare it first)")
+def map_csv_empty(lang: str | None = None) -> dict:
+    """The map's download button with no file (its label in `lang`, default: this visitor's)."""
+    return dict(value=None, interactive=False, label=t("attention.map_csv_empty", lang))
 
 
 def _switch_views(maps: AttentionMaps, layer: int, shown: int | None, token: int | None, metric: str) -> tuple:
@@ -186,7 +195,7 @@ def _run(text: str, chat: bool, layer: int, head: int, mean: bool, metric: str, 
         figure, summary, note, focus, grid, grid_summary,
         lens_fig, lens_text, lens_html,
         gr.DownloadButton(value=_lens_csv(maps), interactive=True),
-        gr.DownloadButton(**MAP_CSV_EMPTY),
+        gr.DownloadButton(**map_csv_empty()),
     )
 
 
@@ -219,7 +228,7 @@ def on_switch(state: dict, layer: int, head: int, mean: bool, token: int, metric
     maps = _maps(state)
     layer = maps.check_layer(int(layer))
     return (*_switch_views(maps, layer, _head_or_mean(maps, head, mean), token, metric),
-            gr.DownloadButton(**MAP_CSV_EMPTY))
+            gr.DownloadButton(**map_csv_empty()))
 
 
 @user_errors
@@ -231,7 +240,7 @@ def pick_head(state: dict, token: int, metric: str, evt: gr.EventData):
     mean = data.get("head") == "mean"
     shown = None if mean else maps.check_head(int(data.get("head", 0)))
     head = gr.update() if mean else shown  # the mean column keeps the head slider where it was
-    return (layer, head, mean, *_switch_views(maps, layer, shown, token, metric), gr.DownloadButton(**MAP_CSV_EMPTY))
+    return (layer, head, mean, *_switch_views(maps, layer, shown, token, metric), gr.DownloadButton(**map_csv_empty()))
 
 
 @user_errors
@@ -257,6 +266,6 @@ def prepare_map_csv(state: dict, layer: int, head: int, mean: bool):
     shown = _head_or_mean(maps, head, mean)
     name = f"attention-layer{layer}-" + ("mean" if shown is None else f"head{shown}")
     path = csv_file(name, *map_rows(maps, layer, shown))
-    return gr.DownloadButton(value=path, interactive=True, label=f"⬇ {_what(layer, shown)} as CSV")
+    return gr.DownloadButton(value=path, interactive=True, label=t("attention.map_csv_ready", what=_what(layer, shown)))
 
 

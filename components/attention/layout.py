@@ -22,29 +22,47 @@ from inference.limits import (
 )
 
 from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
+from ..i18n import DEFAULT, RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import attention_api
 from .events import (
-    MAP_CSV_EMPTY, on_switch, pick_head, prepare_map_csv, run_attention, run_linked, show_head, show_overview,
+    map_csv_empty, on_switch, pick_head, prepare_map_csv, run_attention, run_linked, show_head, show_overview,
     show_token,
 )
 
 __all__ = ["TITLE", "attention_api", "build", "on_switch", "pick_head", "prepare_map_csv", "run_attention",
            "run_linked", "show_head", "show_overview", "show_token"]
 
-TITLE = "Attention"
+TITLE = "Attention"  # not translated: the app translates tab names
 EXAMPLES = json.loads((ASSETS / "examples" / "attention.json").read_text())
 DEFAULT_TEXT = EXAMPLES["France (logit lens)"]
-METRICS = [(label, name) for name, (label, _unit) in SUMMARIES.items()]
+# The overview's summaries: the label in the visitor's language, the value the SUMMARIES name (links use it).
+METRICS = [(T(f"attention.metric_{name}"), name) for name in SUMMARIES]
+# Example buttons: their labels (assets/examples/attention.json) in the catalogue; a label not listed stays as it is.
+EXAMPLE_KEYS = {
+    "France (logit lens)": "attention.example_france",
+    "Who was tired?": "attention.example_tired",
+    "Names": "attention.example_names",
+    "Repeated text (induction heads)": "attention.example_repeated",
+    "Counting": "attention.example_counting",
+    "Code": "attention.example_code",
+}
 
-# How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/attention.md).
-INTRO = (f"Run a prompt, then move the **layer** and **head** sliders or click a cell of the overview; pick a token "
-         f"to see what it looks at; **Ablate this head →** switches the head off and shows what changes. Every view "
-         f"re-draws from one cached model pass. Limits: {MAX_ATTENTION_TOKENS} "
-         f"tokens per prompt, at most {ATTENTION_MEMORY_BUDGET / 1e6:.0f} MB kept per prompt (past about 480 tokens "
-         f"a layer you re-open may need one more model pass); the logit lens shows the top {LENS_TOP_K} guesses per "
-         f"layer at the last {LENS_MAX_POSITIONS} positions.")
+
+def intro(lang: str = DEFAULT) -> str:
+    """How to operate the tab and its limits; the teaching text is the lesson (assets/lessons/attention.md)."""
+    return t("attention.intro", lang, ablate=t("attention.ablate", lang), tokens=MAX_ATTENTION_TOKENS,
+             mb=f"{ATTENTION_MEMORY_BUDGET / 1e6:.0f}", reopen=480, top_k=LENS_TOP_K, positions=LENS_MAX_POSITIONS)
+
+
+def example_labels(lang: str = DEFAULT) -> list[str]:
+    return [t(EXAMPLE_KEYS[label], lang) if label in EXAMPLE_KEYS else label for label in EXAMPLES]
+
+
+def _directed(texts, markdown):
+    """A Markdown that a handler fills (a text alternative): right to left with a right-to-left language."""
+    return texts.add(markdown, lambda lang: gr.update(rtl=lang in RTL))
 
 HEAD_CSS = """
 .lie-att-note { font-size: .95rem; margin: .2rem 0 .4rem 0; }
@@ -90,53 +108,65 @@ element.addEventListener('click', (event) => {
 
 def build(demo: gr.Blocks) -> None:
     lesson = LessonPanel(demo, "attention")
-    gr.Markdown(INTRO)
+    texts = demo.texts
+    texts.add(gr.Markdown(intro()), lambda lang: gr.update(value=intro(lang), rtl=lang in RTL))
     facts = session().facts  # the sliders' ranges; Run updates them when the model changes
     state = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_TEXT, max_length=MAX_TEXT_CHARS,
-                              elem_id="att-text")
+            text = texts.make(gr.Textbox, label=T("attention.prompt"), lines=2, value=DEFAULT_TEXT,
+                              max_length=MAX_TEXT_CHARS, elem_id="att-text")
         with gr.Column(scale=1, min_width=220):
-            chat = gr.Checkbox(label="as chat (apply the chat template)", value=False, elem_id="att-chat")
-            run = gr.Button("Run", variant="primary", elem_id="att-run")
-    examples = gr.Examples(examples=[[t] for t in EXAMPLES.values()], example_labels=list(EXAMPLES), inputs=[text],
-                           label="Examples", api_visibility="private", api_name="attention_example")
+            chat = texts.make(gr.Checkbox, label=T("attention.chat"), value=False, elem_id="att-chat")
+            run = texts.make(gr.Button, T("attention.run"), variant="primary", elem_id="att-run")
+    examples = gr.Examples(examples=[[e] for e in EXAMPLES.values()], example_labels=example_labels(), inputs=[text],
+                           label=t("attention.examples", DEFAULT), api_visibility="private",
+                           api_name="attention_example")
+    texts.add(examples.dataset, lambda lang: gr.update(label=t("attention.examples", lang),
+                                                       sample_labels=example_labels(lang)))
     share_box = gr.Column()  # the "Copy link" row goes here, made once every field exists (below)
     info = gr.HTML(elem_id="att-info")
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                layer = gr.Slider(0, facts.num_layers - 1, value=0, step=1, label="layer (0 = first)", elem_id="att-layer")
-                head = gr.Slider(0, facts.num_heads - 1, value=0, step=1, label="head", elem_id="att-head")
-                mean = gr.Checkbox(label="mean over heads", value=False, elem_id="att-mean", min_width=120)
+                layer = texts.make(gr.Slider, 0, facts.num_layers - 1, value=0, step=1, label=T("attention.layer"),
+                                   elem_id="att-layer")
+                head = texts.make(gr.Slider, 0, facts.num_heads - 1, value=0, step=1, label=T("attention.head"),
+                                  elem_id="att-head")
+                mean = texts.make(gr.Checkbox, label=T("attention.mean_over_heads"), value=False, elem_id="att-mean",
+                                  min_width=120)
                 # Opens the Interventions tab with this text, layer and head (the whole attention block under "mean").
-                ablate = gr.Button("Ablate this head →", size="sm", elem_id="att-ablate", scale=0, min_width=170)
+                ablate = texts.make(gr.Button, T("attention.ablate"), size="sm", elem_id="att-ablate", scale=0,
+                                    min_width=170)
             heatmap = gr.Plot(show_label=False, elem_id="att-heatmap")
-            heatmap_alt = gr.Markdown(elem_id="att-heatmap-summary", elem_classes=["lie-alt"])
+            heatmap_alt = _directed(texts, gr.Markdown(elem_id="att-heatmap-summary", elem_classes=["lie-alt"]))
             note = gr.HTML(elem_id="att-gqa", css_template=HEAD_CSS)
             with gr.Row(elem_classes=["lie-advanced"], elem_id="att-map-csv-row"):
-                prepare = gr.Button("Prepare CSV of this map", size="sm", elem_id="att-map-csv-prepare", scale=0,
-                                    min_width=220)
-                map_csv = gr.DownloadButton(size="sm", elem_id="att-map-csv", scale=0, min_width=300, **MAP_CSV_EMPTY)
+                prepare = texts.make(gr.Button, T("attention.map_csv_prepare"), size="sm",
+                                     elem_id="att-map-csv-prepare", scale=0, min_width=220)
+                # A new language empties the download too, so its label and its file never disagree.
+                map_csv = texts.add(gr.DownloadButton(size="sm", elem_id="att-map-csv", scale=0, min_width=300,
+                                                      **map_csv_empty(DEFAULT)),
+                                    lambda lang: gr.update(**map_csv_empty(lang)))
         with gr.Column(scale=2, min_width=420):
-            metric = gr.Radio(METRICS, value="first", label="Overview: one number per head", elem_id="att-metric")
+            metric = texts.make(gr.Radio, choices=METRICS, value="first", label=T("attention.metric"),
+                                elem_id="att-metric")
             overview = gr.HTML(elem_id="att-overview", css_template=OVERVIEW_CSS, js_on_load=OVERVIEW_JS)
-            overview_alt = gr.Markdown(elem_id="att-overview-summary", elem_classes=["lie-alt"])
-    gr.Markdown("### Token focus: what one token looks at")
-    token = gr.Dropdown(choices=[], label="token (query)", elem_id="att-token", interactive=True)
+            overview_alt = _directed(texts, gr.Markdown(elem_id="att-overview-summary", elem_classes=["lie-alt"]))
+    texts.make(gr.Markdown, T("attention.focus_heading"))
+    token = texts.make(gr.Dropdown, choices=[], label=T("attention.token"), elem_id="att-token", interactive=True)
     # The focused token as a plain number, for the shareable link (the dropdown's choices change with the text).
     token_pick = gr.Number(value=None, precision=0, minimum=0, maximum=MAX_ATTENTION_TOKENS, visible=False,
                            elem_id="att-token-pick")
     focus = gr.HTML(elem_id="att-focus", css_template=FOCUS_CSS)
-    gr.Markdown("### Logit lens: the next-token guess forming layer by layer")
+    texts.make(gr.Markdown, T("attention.lens_heading"))
     lens_fig = gr.Plot(show_label=False, elem_id="att-lens")
-    lens_alt = gr.Markdown(elem_id="att-lens-summary", elem_classes=["lie-alt"])
-    with gr.Accordion("Top guesses of every layer for the selected token", open=True, elem_classes=["lie-advanced"],
-                      elem_id="att-lens-table-box"):
+    lens_alt = _directed(texts, gr.Markdown(elem_id="att-lens-summary", elem_classes=["lie-alt"]))
+    with texts.make(gr.Accordion, label=T("attention.lens_table"), open=True, elem_classes=["lie-advanced"],
+                    elem_id="att-lens-table-box"):
         lens_html = gr.HTML(elem_id="att-lens-table", css_template=LENS_CSS)
-        lens_csv = gr.DownloadButton("⬇ Logit lens as CSV (every layer, position and rank)", size="sm",
-                                     elem_id="att-lens-csv", interactive=False)
+        lens_csv = texts.make(gr.DownloadButton, label=T("attention.lens_csv"), size="sm", elem_id="att-lens-csv",
+                              interactive=False)
 
     fields = {"text": text, "chat": chat, "layer": layer, "head": head, "mean": mean, "metric": metric,
               "token": token_pick}

@@ -16,15 +16,23 @@ from inference.beam import beam_search, check_early_stopping, compare_decoders
 
 from ..common import session, user_errors
 from ..export import csv_file, json_file
+from ..i18n import DEFAULT, language, t
 from .exports import HYPOTHESES_CSV_HEADER, hypotheses_rows, tree_data
 from .figures import comparison_table, hypotheses_table, step_figure, step_figure_summary, summary_html
 
-SPEEDS = {"1 step/s": 1.0, "2 steps/s": 0.5, "4 steps/s": 0.25}  # label -> timer interval (s)
+# The speed's value (the link's value too) -> timer interval (s); the catalogue key of its label.
+SPEEDS = {"1 step/s": 1.0, "2 steps/s": 0.5, "4 steps/s": 0.25}  # not translated: values (labels: SPEED_KEYS)
+SPEED_KEYS = {"1 step/s": "beam.speed_1", "2 steps/s": "beam.speed_2", "4 steps/s": "beam.speed_4"}
 DEFAULT_SPEED = "2 steps/s"
-PLAY, PAUSE = "▶ Play", "⏸ Pause"
-HIDDEN_NOTE = ("<div class='lie-hidden-note' id='beam-hidden-text'>🙈 <b>Predict first</b>: the search has run, "
-               "its tree and answers are hidden. Which answer will beam search return, and will it be the greedy "
-               "one? Make your guess, then press <b>Reveal</b>.</div>")
+# The Play button's two faces (English here; a handler shows them in the visitor's language).
+PLAY, PAUSE = t("beam.play", DEFAULT), t("beam.pause", DEFAULT)
+
+
+def hidden_note(lang: str | None = None) -> str:
+    """The note shown instead of a search under "Predict first" (it names the Predict first and Reveal controls)."""
+    text = t("beam.hidden_note", lang, predict=f"<b>{t('beam.predict_name', lang)}</b>",
+             reveal=f"<b>{t('beam.reveal_name', lang)}</b>")
+    return f"<div class='lie-hidden-note' id='beam-hidden-text'>🙈 {text}</div>"
 # The outputs of a search's views, in this order (see `views`).
 VIEW_NAMES = ["request", "hidden", "hidden_note", "results", "summary", "step", "tree", "tree_alt", "table",
               "tree_json", "hypotheses_csv", "timer", "play", "playing"]
@@ -41,7 +49,7 @@ def search_request(prompt, chat, num_beams, max_new_tokens, length_penalty, earl
 def tree_of(request: dict | None):
     """The tree of a request from the shared analysis cache (computed again only if it was evicted)."""
     if not request:
-        raise gr.Error("Run a beam search first.", print_exception=False)
+        raise gr.Error(t("beam.err_run_first"), print_exception=False)
     return beam_search(session(), **request)
 
 
@@ -58,24 +66,26 @@ def views(**values) -> tuple:
 
 
 def _stopped() -> dict:
-    return dict(timer=gr.Timer(active=False), play=gr.Button(value=PLAY), playing=False)
+    return dict(timer=gr.Timer(active=False), play=gr.Button(value=t("beam.play")), playing=False)
 
 
 def render_search(request: dict, hidden: bool):
     """A search's views at its last step, or (predict first) the note and nothing of the tree."""
     if hidden:
-        return views(request=request, hidden=True, hidden_note=gr.HTML(HIDDEN_NOTE, visible=True),
+        return views(request=request, hidden=True, hidden_note=gr.HTML(hidden_note(), visible=True),
                      results=gr.Column(visible=False), summary="", step=gr.Slider(value=0), tree=None, tree_alt="",
                      table=pd.DataFrame(), tree_json=gr.DownloadButton(value=None, interactive=False),
                      hypotheses_csv=gr.DownloadButton(value=None, interactive=False), **_stopped())
     s = session()
     tree = beam_search(s, **request)
     steps = tree.num_steps
+    lang = language()
     return views(
         request=request, hidden=False, hidden_note=gr.HTML("", visible=False), results=gr.Column(visible=True),
-        summary=summary_html(tree),
+        summary=summary_html(tree, lang),
         step=gr.Slider(minimum=0, maximum=steps, value=steps, step=1, interactive=True),
-        tree=step_figure(tree, steps), tree_alt=step_figure_summary(tree, steps), table=hypotheses_table(tree),
+        tree=step_figure(tree, steps, lang=lang), tree_alt=step_figure_summary(tree, steps, lang),
+        table=hypotheses_table(tree, lang),
         tree_json=gr.DownloadButton(value=json_file("beam-tree", tree_data(s.model_id, tree)), interactive=True),
         hypotheses_csv=gr.DownloadButton(value=csv_file("beam-hypotheses", HYPOTHESES_CSV_HEADER,
                                                         hypotheses_rows(tree)), interactive=True),
@@ -94,7 +104,7 @@ def run_search(prompt, chat, num_beams, max_new_tokens, length_penalty, early_st
 def reveal(request, hidden):
     """Reveal: the hidden search's tree and results."""
     if not request:
-        raise gr.Error("Run a beam search first: there is nothing to reveal yet.", print_exception=False)
+        raise gr.Error(t("beam.err_nothing_to_reveal"), print_exception=False)
     return render_search(request, False)
 
 
@@ -124,7 +134,7 @@ def run_compare(request, seed, hidden=False):
     tree = tree_of(request)
     others = compare_decoders(session(), request["prompt"], request["max_new_tokens"], request["length_penalty"],
                               request["chat"], seed)
-    return comparison_table(tree, others, seed)
+    return comparison_table(tree, others, seed, language())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,7 +150,7 @@ def frame(**values) -> tuple:
 
 
 def _paused() -> tuple:
-    return frame(step=gr.Slider(), timer=gr.Timer(active=False), play=gr.Button(value=PLAY), playing=False)
+    return frame(step=gr.Slider(), timer=gr.Timer(active=False), play=gr.Button(value=t("beam.play")), playing=False)
 
 
 @user_errors
@@ -148,14 +158,15 @@ def show_step(step, request, hidden=False):
     if hidden:
         return gr.skip(), gr.skip()
     tree = tree_of(request)
-    return step_figure(tree, int(step or 0)), step_figure_summary(tree, int(step or 0))
+    lang = language()
+    return step_figure(tree, int(step or 0), lang=lang), step_figure_summary(tree, int(step or 0), lang)
 
 
 @user_errors
 def play_pause(step, request, playing, hidden=False):
     """Toggle the timer; Play at the last step starts over from the prompt."""
     if hidden:
-        gr.Info("Press Reveal first: the search is hidden.")
+        gr.Info(t("beam.info_reveal_first"))
         return _paused()
     tree = tree_of(request)
     if playing:
@@ -163,8 +174,10 @@ def play_pause(step, request, playing, hidden=False):
     step = int(step or 0)
     if step >= tree.num_steps:
         step = 0
-    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step), tree_alt=step_figure_summary(tree, step),
-                 timer=gr.Timer(active=True), play=gr.Button(value=PAUSE), playing=True)
+    lang = language()
+    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step, lang=lang),
+                 tree_alt=step_figure_summary(tree, step, lang), timer=gr.Timer(active=True),
+                 play=gr.Button(value=t("beam.pause", lang)), playing=True)
 
 
 @user_errors
@@ -175,8 +188,10 @@ def tick(step, request, playing, hidden=False):
     tree = tree_of(request)
     step = min(int(step or 0) + 1, tree.num_steps)
     done = step >= tree.num_steps
-    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step), tree_alt=step_figure_summary(tree, step),
-                 timer=gr.Timer(active=not done), play=gr.Button(value=PLAY if done else PAUSE), playing=not done)
+    lang = language()
+    return frame(step=gr.Slider(value=step), tree=step_figure(tree, step, lang=lang),
+                 tree_alt=step_figure_summary(tree, step, lang), timer=gr.Timer(active=not done),
+                 play=gr.Button(value=t("beam.play" if done else "beam.pause", lang)), playing=not done)
 
 
 def set_speed(speed):

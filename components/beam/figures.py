@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import networkx as nx
 import pandas as pd
 import plotly.graph_objects as go
 
 from inference.beam import FINISHED, KEPT, PRUNED, ROOT, BeamNode, BeamTree, Decoded
+
+from ..i18n import DEFAULT, t
 
 COLORSCALE = "Viridis"  # colour-blind safe, readable on a projector
 EDGE_KEPT = "#5b6b7f"
@@ -112,6 +115,49 @@ def num_rows(tree: BeamTree) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The search's own words (inference.beam says why a node got its status and why the search stopped, in English):
+# each known sentence in the visitor's language, its numbers kept; a sentence not known here stays as it is.
+
+REASONS = [
+    (r"the prompt", "beam.reason_prompt"),
+    (r"ended on EOS in the top num_beams", "beam.reason_eos_top"),
+    (r"ended on EOS but ranked outside the top num_beams", "beam.reason_eos_outside"),
+    (r"reached max new tokens outside the top num_beams", "beam.reason_max_outside"),
+    (r"reached max new tokens", "beam.reason_max"),
+    (r"stopped by the time limit", "beam.reason_time_limit"),
+    (r"one of the (?P<k>\d+) best continuations: live beam (?P<beam>\d+)", "beam.reason_kept"),
+    (r"not among the (?P<k>\d+) best continuations", "beam.reason_pruned"),
+    (r"displaced by better finished hypotheses", "beam.reason_displaced"),
+    (r"reached max new tokens \((?P<n>\d+)\)", "beam.stop_max"),
+    (r"(?P<k>\d+) hypotheses finished \(early_stopping=True stops as soon as num_beams are done\)", "beam.stop_early"),
+    (r"the best live beam can no longer beat the worst finished hypothesis \(its score (?P<best>\S+) <= "
+     r"(?P<worst>\S+)\)", "beam.stop_cannot_beat"),
+    (r"the server's time limit of (?P<seconds>\S+) s per request: stopped after (?P<n>\d+) of (?P<max>\d+) tokens, "
+     r"the beams as they stood", "beam.stop_time_limit"),
+]
+
+
+def reason_text(reason: str, lang: str = DEFAULT) -> str:
+    """A node's reason or the search's stop reason (`inference.beam`'s English) in `lang`; parts joined by "; "
+    are translated one by one."""
+    if lang == DEFAULT or not reason:
+        return reason
+    parts = []
+    for part in reason.split("; "):
+        for pattern, key in REASONS:
+            match = re.fullmatch(pattern, part)
+            if match:
+                part = t(key, lang, **match.groupdict())
+                break
+        parts.append(part)
+    return t("beam.reason_sep", lang).join(parts)
+
+
+def _ends(ends_with_eos: bool, lang: str) -> str:
+    return "EOS" if ends_with_eos else t("beam.ends_max_tokens", lang)  # not translated: EOS, the token's name
+
+
+# ---------------------------------------------------------------------------------------------------
 # One frame
 
 
@@ -119,19 +165,24 @@ def _short(piece: str) -> str:
     return piece if len(piece) <= MAX_LABEL_CHARS else piece[: MAX_LABEL_CHARS - 1] + "…"
 
 
-def _hover(node: BeamNode, tree: BeamTree) -> str:
+STATUS_KEYS = {PRUNED: "beam.status_pruned", KEPT: "beam.status_kept", FINISHED: "beam.status_finished"}
+
+
+def _hover(node: BeamNode, tree: BeamTree, lang: str = DEFAULT) -> str:
     if node.status == ROOT:
-        return f"<b>prompt</b> ({len(tree.prompt_ids)} tokens)<br>{html.escape(tree.prompt[:80])}"
+        return (t("beam.hover_prompt", lang, prompt=f"<b>{html.escape(t('beam.prompt_node', lang))}</b>",
+                  n=len(tree.prompt_ids)) + f"<br>{html.escape(tree.prompt[:80])}")
     lines = [
         f"<b>{html.escape(node.piece)}</b>  (id {node.token_id})",
-        f"step {node.step + 1}, rank {node.rank + 1} of {tree.candidates_per_step}",
-        f"step log-prob {node.logprob:.3f}  (p = {math.exp(node.logprob):.3f})",
-        f"cumulative log-prob {node.cum_logprob:.3f}",
-        f"normalized score {node.score:.3f} = {node.cum_logprob:.2f} / {node.length}^{tree.length_penalty:g}",
-        f"{node.status}: {html.escape(node.reason)}",
+        t("beam.hover_step", lang, step=node.step + 1, rank=node.rank + 1, of=tree.candidates_per_step),
+        t("beam.hover_logprob", lang, logprob=f"{node.logprob:.3f}", p=f"{math.exp(node.logprob):.3f}"),
+        t("beam.hover_cum", lang, cum=f"{node.cum_logprob:.3f}"),
+        t("beam.hover_score", lang, score=f"{node.score:.3f}", cum=f"{node.cum_logprob:.2f}", length=node.length,
+          penalty=f"{tree.length_penalty:g}"),
+        f"{html.escape(t(STATUS_KEYS[node.status], lang))}: {html.escape(reason_text(node.reason, lang))}",
     ]
     if node.final_rank is not None:
-        lines.append(f"<b>returned hypothesis #{node.final_rank + 1}</b>")
+        lines.append(f"<b>{html.escape(t('beam.hover_returned', lang, rank=node.final_rank + 1))}</b>")
     return "<br>".join(lines)
 
 
@@ -151,7 +202,7 @@ def colour_range(tree: BeamTree) -> tuple[float, float]:
     return (min(low, -1e-3), 0.0)
 
 
-def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figure:
+def step_figure(tree: BeamTree, frame: int, pos: dict | None = None, lang: str = DEFAULT) -> go.Figure:
     """The tree after `frame` steps (0..tree.num_steps). The last frame marks the returned hypotheses."""
     frame = max(0, min(int(frame), tree.num_steps))
     pos = pos or lane_layout(tree)
@@ -179,8 +230,7 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
         "finished": dict(color=EDGE_FINISHED, width=1.6),
         "best": dict(color=BEST_PATH, width=9),
     }
-    names = {"pruned": "pruned candidate", "kept": "live beam", "finished": "finished hypothesis",
-             "best": "best hypothesis"}
+    names = {kind: t(f"beam.legend_{kind}", lang) for kind in ("pruned", "kept", "finished", "best")}
     for kind in ("best", "pruned", "kept", "finished"):  # the highlight first, under the other lines
         points = groups[kind]
         fig.add_trace(go.Scatter(
@@ -197,11 +247,11 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
         for n in group:
             current = n.step == frame - 1
             if status == ROOT:
-                labels.append("prompt")
+                labels.append(t("beam.prompt_node", lang))
             elif status == FINISHED and (current or steps <= 24 or n.final_rank is not None or
                                          pos[n.id][1] < k):  # dense old stars: hover only
                 rank = f"#{n.final_rank + 1} " if (final and n.final_rank is not None) else ""
-                piece = "EOS" if n.eos else _short(n.piece)
+                piece = "EOS" if n.eos else _short(n.piece)  # not translated: EOS, the token's name
                 if not current and pos[n.id][1] >= k:
                     # An older star below the lanes (it ended on EOS): rank and score on one short line to its
                     # right, so stars finished at the same step, one row apart, keep their labels apart; when
@@ -234,10 +284,12 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
                 line=dict(width=[2.5 if (final and n.final_rank is not None) else 0.8 for n in group],
                           color=[EDGE_FINISHED if (final and n.final_rank is not None) else "#333" for n in group]),
                 showscale=status == KEPT,
-                colorbar=dict(title=dict(text="cumulative<br>log-prob", side="right"), thickness=12, len=0.8, x=1.0),
+                colorbar=dict(title=dict(text=t("beam.colorbar", lang), side="right"), thickness=12, len=0.8,
+                              x=1.0),
             ),
-            hovertext=[_hover(n, tree) for n in group], hoverinfo="text",
-            name={PRUNED: "pruned", KEPT: "live beam", FINISHED: "finished", ROOT: "prompt"}[status],
+            hovertext=[_hover(n, tree, lang) for n in group], hoverinfo="text",
+            name=t({PRUNED: "beam.status_pruned", KEPT: "beam.legend_kept", FINISHED: "beam.status_finished",
+                    ROOT: "beam.prompt_node"}[status], lang),
             showlegend=False,
         ))
 
@@ -246,8 +298,8 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
     fig.add_shape(type="line", x0=_left_edge(steps), x1=steps + 0.2, y0=k - 0.5, y1=k - 0.5,
                   line=dict(color="#999", width=1, dash="dash"), layer="below")
     fig.add_annotation(x=_left_edge(steps), y=k - 0.5, xanchor="left", yanchor="top", showarrow=False,
-                       text="finished / pruned below", font=dict(size=11, color="#777"))
-    title = _title(tree, frame)
+                       text=t("beam.below_line", lang), font=dict(size=11, color="#777"))
+    title = _title(tree, frame, lang)
     fig.update_layout(
         title=dict(text=title, font=dict(size=15), x=0.01),
         height=max(300, 140 + rows * ROW_PX),
@@ -258,13 +310,14 @@ def step_figure(tree: BeamTree, frame: int, pos: dict | None = None) -> go.Figur
         uirevision=f"{tree.prompt}|{k}|{steps}",  # keep a user's zoom while frames change
     )
     fig.update_xaxes(
-        range=[_left_edge(steps) - 0.1, steps - 1 + _right_room(steps)], title="step (new token)", showgrid=False, zeroline=False,
+        range=[_left_edge(steps) - 0.1, steps - 1 + _right_room(steps)], title=t("beam.x_axis", lang), showgrid=False,
+        zeroline=False,
         tickmode="array", tickvals=list(range(0, steps, max(1, steps // 16))),
         ticktext=[str(s + 1) for s in range(0, steps, max(1, steps // 16))],
     )
     fig.update_yaxes(
         range=[rows - 0.4, -0.95], showgrid=False, zeroline=False,
-        tickmode="array", tickvals=list(range(k)), ticktext=[f"beam {b + 1}" for b in range(k)],
+        tickmode="array", tickvals=list(range(k)), ticktext=[t("beam.lane", lang, n=b + 1) for b in range(k)],
     )
     return fig
 
@@ -289,81 +342,90 @@ def _size(node: BeamNode, cmin: float, cmax: float, status: str, steps: int) -> 
     return base * (1.6 if status == FINISHED else 1.0)
 
 
-def _title(tree: BeamTree, frame: int) -> str:
+def _title(tree: BeamTree, frame: int, lang: str = DEFAULT) -> str:
     if frame == 0:
-        return f"Step 0 of {tree.num_steps}: the prompt, before any new token"
+        return t("beam.title_start", lang, steps=tree.num_steps)
     if frame < tree.num_steps:
         nodes = tree.step_nodes(frame - 1)
         done = sum(n.status == FINISHED for n in nodes)
-        extra = f", {done} finished" if done else ""
-        return (f"Step {frame} of {tree.num_steps}: {tree.num_beams} live beams proposed "
-                f"{tree.candidates_per_step} candidates, {tree.num_beams} kept{extra}")
-    return f"Step {frame} of {tree.num_steps} (done): {html.escape(tree.stop_reason)}"
+        extra = t("beam.title_finished", lang, done=done) if done else ""
+        return t("beam.title_step", lang, step=frame, steps=tree.num_steps, k=tree.num_beams,
+                 candidates=tree.candidates_per_step, finished=extra)
+    return t("beam.title_done", lang, step=frame, steps=tree.num_steps,
+             reason=html.escape(reason_text(tree.stop_reason, lang)))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Table
 
 
-def hypotheses_table(tree: BeamTree) -> pd.DataFrame:
+def hypotheses_table(tree: BeamTree, lang: str = DEFAULT) -> pd.DataFrame:
     """The finished hypotheses best first, with the rank they would have by raw log-prob sum alone, so a
     student sees how the length penalty reorders them."""
     by_raw = sorted(range(len(tree.finished)), key=lambda i: -tree.finished[i].sum_logprob)
     raw_rank = {i: r + 1 for r, i in enumerate(by_raw)}
+    col = {name: t(f"beam.col_{name}", lang) for name in ("rank", "raw_rank", "text", "tokens", "ends", "sum")}
+    score = t("beam.col_score", lang, penalty=f"{tree.length_penalty:g}")
     rows = []
     for i, hyp in enumerate(tree.finished):
         rows.append({
-            "rank": i + 1,
-            "rank by raw sum": raw_rank[i],
-            "text": hyp.text if hyp.text.strip() else "(empty: ended at once)",
-            "tokens": hyp.length,
-            "ends": "EOS" if hyp.ends_with_eos else "max tokens",
-            "sum log-prob": round(hyp.sum_logprob, 3),
-            f"score = sum / len^{tree.length_penalty:g}": round(hyp.score, 4),
+            col["rank"]: i + 1,
+            col["raw_rank"]: raw_rank[i],
+            col["text"]: hyp.text if hyp.text.strip() else t("beam.empty_ended_at_once", lang),
+            col["tokens"]: hyp.length,
+            col["ends"]: _ends(hyp.ends_with_eos, lang),
+            col["sum"]: round(hyp.sum_logprob, 3),
+            score: round(hyp.score, 4),
         })
     return pd.DataFrame(rows)
 
 
-def comparison_table(tree: BeamTree, others: list[Decoded], seed: int) -> pd.DataFrame:
+METHOD_KEYS = {"greedy": "beam.method_greedy", "sampled": "beam.method_sampled"}
+
+
+def comparison_table(tree: BeamTree, others: list[Decoded], seed: int, lang: str = DEFAULT) -> pd.DataFrame:
     """Beam search's best hypothesis next to greedy and a seeded sample of the same prompt and budget, each
     scored the same way (its sum of log-probs over length ** length_penalty)."""
     best = tree.finished[0]
-    rows = [dict(method=f"beam search ({tree.num_beams} beams), best", text=best.text, tokens=best.length,
-                 ends="EOS" if best.ends_with_eos else "max tokens", sum_logprob=best.sum_logprob, score=best.score)]
+    rows = [dict(method=t("beam.method_beam", lang, k=tree.num_beams), text=best.text, tokens=best.length,
+                 ends=_ends(best.ends_with_eos, lang), sum_logprob=best.sum_logprob, score=best.score)]
     for d in others:
-        rows.append(dict(method=d.method + (f" (seed {int(seed)})" if d.method == "sampled" else ""), text=d.text,
-                         tokens=d.length, ends="EOS" if d.ends_with_eos else "max tokens", sum_logprob=d.sum_logprob,
-                         score=d.score))
+        method = t(METHOD_KEYS[d.method], lang) if d.method in METHOD_KEYS else d.method
+        if d.method == "sampled":
+            method = t("beam.method_seed", lang, method=method, seed=int(seed))
+        rows.append(dict(method=method, text=d.text, tokens=d.length, ends=_ends(d.ends_with_eos, lang),
+                         sum_logprob=d.sum_logprob, score=d.score))
     frame = pd.DataFrame(rows)
     frame["sum_logprob"] = frame["sum_logprob"].round(3)
     frame["score"] = frame["score"].round(4)
-    return frame.rename(columns={"sum_logprob": "sum log-prob",
-                                 "score": f"score = sum / len^{tree.length_penalty:g}"})
+    return frame.rename(columns={"method": t("beam.col_method", lang), "text": t("beam.col_text", lang),
+                                 "tokens": t("beam.col_tokens", lang), "ends": t("beam.col_ends", lang),
+                                 "sum_logprob": t("beam.col_sum", lang),
+                                 "score": t("beam.col_score", lang, penalty=f"{tree.length_penalty:g}")})
 
 
 # ---------------------------------------------------------------------------------------------------
 # Text
 
 
-def summary_html(tree: BeamTree) -> str:
+def summary_html(tree: BeamTree, lang: str = DEFAULT) -> str:
     """The search in numbers (steps, candidates, nodes, decode rows, time), why it stopped and its best answer."""
     best = tree.finished[0] if tree.finished else None
     greedy_rows = tree.num_steps - 1
     items = [
-        ("steps", f"{tree.num_steps}"),
-        ("candidates per step", f"{tree.candidates_per_step}"),
-        ("nodes", f"{len(tree.nodes) - 1:,}"),
-        ("decode rows", f"{tree.forward_rows:,} (greedy: {greedy_rows})"),
-        ("time", f"{tree.seconds:.2f} s"),
+        ("beam.info_steps", f"{tree.num_steps}"),
+        ("beam.info_candidates", f"{tree.candidates_per_step}"),
+        ("beam.info_nodes", f"{len(tree.nodes) - 1:,}"),
+        ("beam.info_decode_rows", html.escape(t("beam.info_decode_rows_value", lang, rows=f"{tree.forward_rows:,}",
+                                                  greedy=greedy_rows))),
+        ("beam.info_time", f"{tree.seconds:.2f} s"),
     ]
-    cells = "".join(f"<span><b>{v}</b> {k}</span>" for k, v in items)
-    stop = html.escape(tree.stop_reason)
+    cells = "".join(f"<span><b>{v}</b> {html.escape(t(k, lang))}</span>" for k, v in items)
+    stop = html.escape(reason_text(tree.stop_reason, lang))
     best_text = html.escape(best.text) if best else ""
-    return (
-        f'<div class="lie-counts">{cells}</div>'
-        f'<div class="lie-note">Stopped: {stop}. Best hypothesis (score {best.score:.4f}): '
-        f"<b>{best_text or '(empty)'}</b></div>"
-    )
+    best_text = best_text or html.escape(t("beam.empty", lang))
+    note = t("beam.summary_note", lang, reason=stop, score=f"{best.score:.4f}", text=f"<b>{best_text}</b>")
+    return f'<div class="lie-counts">{cells}</div><div class="lie-note">{note}</div>'
 
 
 
@@ -382,28 +444,28 @@ def _path_text(tree: BeamTree, node_id: int) -> str:
     return _one_line("".join(reversed(pieces)).replace("·", " ").replace("↵", " "))
 
 
-def step_figure_summary(tree: BeamTree, frame: int) -> str:
+def step_figure_summary(tree: BeamTree, frame: int, lang: str = DEFAULT) -> str:
     """One sentence: what the tree shows at `frame` (0..tree.num_steps), with its real numbers."""
     frame = max(0, min(int(frame), tree.num_steps))
     k, per_step = tree.num_beams, tree.candidates_per_step
     if frame == 0:
-        return (f"The prompt ({len(tree.prompt_ids)} tokens) before any new token: each step the {k} live beams "
-                f"propose {per_step} candidates, of which {k} go on.")
+        return t("beam.alt_start", lang, n=len(tree.prompt_ids), k=k, candidates=per_step)
     nodes = tree.step_nodes(frame - 1)
     finished_so_far = sum(n.status == FINISHED for s in range(frame) for n in tree.step_nodes(s))
     pruned = sum(n.status == PRUNED for n in nodes)
     if frame < tree.num_steps:
         kept = [n for n in nodes if n.status == KEPT]
         best = kept[0] if kept else nodes[0]
-        return (f"Step {frame} of {tree.num_steps}: {len(nodes)} candidates, {len(kept)} kept as live beams and "
-                f"{pruned} pruned; {finished_so_far} hypotheses finished so far; the best live beam reads "
-                f"“{_path_text(tree, best.id)}” (cumulative log-prob {best.cum_logprob:.2f}).")
+        return t("beam.alt_step", lang, step=frame, steps=tree.num_steps, candidates=len(nodes), kept=len(kept),
+                 pruned=pruned, finished=finished_so_far, text=_path_text(tree, best.id),
+                 cum=f"{best.cum_logprob:.2f}")
+    reason = reason_text(tree.stop_reason, lang)
     if not tree.finished:
-        return f"Done after {tree.num_steps} steps ({tree.stop_reason}): no finished hypothesis."
+        return t("beam.alt_done_none", lang, steps=tree.num_steps, reason=reason)
     best = tree.finished[0]
     by_raw = max(tree.finished, key=lambda h: h.sum_logprob)
-    reorder = "" if by_raw is best else (f" Without the length penalty “{_one_line(by_raw.text)}” (sum "
-                                          f"{by_raw.sum_logprob:.2f}) would rank first.")
-    return (f"Done after {tree.num_steps} steps ({tree.stop_reason}): {len(tree.finished)} finished hypotheses; "
-            f"the best, “{_one_line(best.text)}”, scores {best.score:.3f} = {best.sum_logprob:.2f} / "
-            f"{best.length}^{tree.length_penalty:g}.{reorder}")
+    reorder = "" if by_raw is best else " " + t("beam.alt_reorder", lang, text=_one_line(by_raw.text),
+                                                 sum=f"{by_raw.sum_logprob:.2f}")
+    return t("beam.alt_done", lang, steps=tree.num_steps, reason=reason, n=len(tree.finished),
+             text=_one_line(best.text), score=f"{best.score:.3f}", sum=f"{best.sum_logprob:.2f}", length=best.length,
+             penalty=f"{tree.length_penalty:g}") + reorder

@@ -25,74 +25,108 @@ from inference.limits import (
 from . import events as ev
 from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
 from .api import beam_search_api
+from ..i18n import DEFAULT as EN, RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 
-TITLE = "Beam search"
+TITLE = "Beam search"  # not translated: the app translates tab names
 EXAMPLES = json.loads((ASSETS / "examples" / "beam.json").read_text())
 DEFAULT = EXAMPLES["default"]
 
-INTRO = (f"Press **Run beam search**, then **Play** or drag **step** to watch it. Top rows: one lane per live beam; "
-         f"below the dashed line: finished hypotheses (stars) and the step's pruned candidates (faded); colour and "
-         f"size = cumulative log-prob; hover a node for its numbers. Limits: 1–{MAX_NUM_BEAMS} beams, "
-         f"1–{MAX_BEAM_NEW_TOKENS} new tokens, length penalty {MIN_LENGTH_PENALTY:g} to {MAX_LENGTH_PENALTY:g}, "
-         f"prompt up to {MAX_PROMPT_TOKENS:,} tokens.")
+# Example buttons: their labels (assets/examples/beam.json) in the catalogue; a label not listed stays as it is.
+EXAMPLE_KEYS = {
+    "Chat: 2+2 (ends on EOS)": "beam.example_sum",
+    "Chat: capital of France": "beam.example_capital",
+    "Story opening": "beam.example_story",
+    "Fact completion": "beam.example_fact",
+    "Chat: a haiku": "beam.example_haiku",
+}
+
+
+def intro(lang: str = EN) -> str:
+    """How to operate the tab and its limits; the lesson (assets/lessons/beam.md) explains the search."""
+    return t("beam.intro", lang, run=t("beam.run", lang), max_beams=MAX_NUM_BEAMS, max_tokens=MAX_BEAM_NEW_TOKENS,
+             min_penalty=f"{MIN_LENGTH_PENALTY:g}", max_penalty=f"{MAX_LENGTH_PENALTY:g}",
+             prompt_tokens=f"{MAX_PROMPT_TOKENS:,}")
+
+
+def example_labels(lang: str = EN) -> list[str]:
+    labels = [e["label"] for e in EXAMPLES["examples"]]
+    return [t(EXAMPLE_KEYS[label], lang) if label in EXAMPLE_KEYS else label for label in labels]
+
+
+def _markdown(texts, text):
+    """A Markdown whose text `text(lang)` is built (its fields filled), re-read and turned right to left with the
+    page's language."""
+    return texts.add(gr.Markdown(text(EN)), lambda lang: gr.update(value=text(lang), rtl=lang in RTL))
+
+
+def _directed(texts, markdown):
+    """A Markdown that a handler fills (a text alternative): right to left with a right-to-left language."""
+    return texts.add(markdown, lambda lang: gr.update(rtl=lang in RTL))
 
 
 def build(demo: gr.Blocks) -> None:
     lesson = LessonPanel(demo, "beam")
-    gr.Markdown(INTRO)
+    texts = demo.texts
+    _markdown(texts, intro)
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=3, value=DEFAULT["prompt"], elem_id="beam-prompt")
-            chat = gr.Checkbox(label="as chat (apply the chat template; answers end on EOS)", value=DEFAULT["chat"],
-                               elem_id="beam-chat")
+            prompt = texts.make(gr.Textbox, label=T("beam.prompt"), lines=3, value=DEFAULT["prompt"],
+                                elem_id="beam-prompt")
+            chat = texts.make(gr.Checkbox, label=T("beam.chat"), value=DEFAULT["chat"], elem_id="beam-chat")
             examples = gr.Examples(
                 examples=[[e["prompt"], e["chat"]] for e in EXAMPLES["examples"]],
-                example_labels=[e["label"] for e in EXAMPLES["examples"]], inputs=[prompt, chat], label="Examples",
+                example_labels=example_labels(), inputs=[prompt, chat], label=t("beam.examples", EN),
             )
+            texts.add(examples.dataset, lambda lang: gr.update(label=t("beam.examples", lang),
+                                                               sample_labels=example_labels(lang)))
         with gr.Column(scale=2, min_width=280):
-            num_beams = gr.Slider(1, MAX_NUM_BEAMS, value=4, step=1, label=f"num_beams (1–{MAX_NUM_BEAMS})",
-                                  elem_id="beam-num-beams")
-            max_new_tokens = gr.Slider(1, MAX_BEAM_NEW_TOKENS, value=12, step=1,
-                                       label=f"max new tokens (1–{MAX_BEAM_NEW_TOKENS})", elem_id="beam-max-new")
-            length_penalty = gr.Slider(MIN_LENGTH_PENALTY, MAX_LENGTH_PENALTY, value=1.0, step=0.1,
-                                       label="length penalty (score = sum log-prob / length^penalty)",
-                                       elem_id="beam-length-penalty")
-            early_stopping = gr.Radio(["False", "True", "never"], value="False", label="early stopping",
-                                      elem_id="beam-early-stopping", elem_classes=["lie-advanced"])
-            run = gr.Button("Run beam search", variant="primary", elem_id="beam-run")
+            num_beams = texts.label(gr.Slider(1, MAX_NUM_BEAMS, value=4, step=1,
+                                                label=t("beam.num_beams", EN, max=MAX_NUM_BEAMS),
+                                                elem_id="beam-num-beams"), "beam.num_beams", max=MAX_NUM_BEAMS)
+            max_new_tokens = texts.label(gr.Slider(1, MAX_BEAM_NEW_TOKENS, value=12, step=1,
+                                                     label=t("beam.max_new_tokens", EN, max=MAX_BEAM_NEW_TOKENS),
+                                                     elem_id="beam-max-new"),
+                                         "beam.max_new_tokens", max=MAX_BEAM_NEW_TOKENS)
+            length_penalty = texts.make(gr.Slider, MIN_LENGTH_PENALTY, MAX_LENGTH_PENALTY, value=1.0, step=0.1,
+                                        label=T("beam.length_penalty"), elem_id="beam-length-penalty")
+            # The choices are transformers' own values of early_stopping (the lesson names them so): not translated.
+            early_stopping = texts.make(gr.Radio, choices=["False", "True", "never"], value="False",
+                                        label=T("beam.early_stopping"), elem_id="beam-early-stopping",
+                                        elem_classes=["lie-advanced"])
+            run = texts.make(gr.Button, T("beam.run"), variant="primary", elem_id="beam-run")
             with gr.Row(equal_height=True):
-                predict = gr.Checkbox(label="Predict first (hide until Reveal)", value=False, elem_id="beam-predict",
-                                      scale=2, min_width=160)
-                reveal_btn = gr.Button("Reveal 👀", elem_id="beam-reveal", scale=1, min_width=100)
-    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="seed for the sampled run", scale=0,
-                     min_width=160, elem_id="beam-seed", elem_classes=["lie-advanced"], render=False)
+                predict = texts.make(gr.Checkbox, label=T("beam.predict"), value=False, elem_id="beam-predict",
+                                     scale=2, min_width=160)
+                reveal_btn = texts.make(gr.Button, T("beam.reveal"), elem_id="beam-reveal", scale=1, min_width=100)
+    seed = texts.make(gr.Number, value=0, precision=0, minimum=0, maximum=MAX_SEED, label=T("beam.seed"), scale=0,
+                      min_width=160, elem_id="beam-seed", elem_classes=["lie-advanced"], render=False)
     fields = {"prompt": prompt, "chat": chat, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
               "length_penalty": length_penalty, "early_stopping": early_stopping, "seed": seed, "predict": predict}
     loaded = share_link(demo, "beam", fields)
-    hidden_note = gr.HTML(visible=False, elem_id="beam-hidden")
+    hidden_note = texts.add(gr.HTML(visible=False, elem_id="beam-hidden"),
+                            lambda lang: gr.update(value=ev.hidden_note(lang)))
     with gr.Column(elem_id="beam-results") as results:
         summary = gr.HTML(elem_id="beam-summary")
         with gr.Row():
             with gr.Column(scale=0, min_width=120):
-                play = gr.Button(ev.PLAY, variant="secondary", elem_id="beam-play")
-            step = gr.Slider(0, MAX_BEAM_NEW_TOKENS, value=0, step=1, label="step", scale=4, elem_id="beam-step")
-            speed = gr.Radio(list(ev.SPEEDS), value=ev.DEFAULT_SPEED, label="speed", scale=2, elem_id="beam-speed",
-                             elem_classes=["lie-advanced"])
-        tree_plot = gr.Plot(label="Search tree", elem_id="beam-tree")
-        tree_alt = gr.Markdown(elem_id="beam-tree-alt", elem_classes=["lie-alt"])
-        gr.Markdown("### Finished hypotheses, ranked by score\n"
-                    "*rank by raw sum* is where each would stand without the length penalty.")
+                play = texts.make(gr.Button, T("beam.play"), variant="secondary", elem_id="beam-play")
+            step = texts.make(gr.Slider, 0, MAX_BEAM_NEW_TOKENS, value=0, step=1, label=T("beam.step"), scale=4,
+                              elem_id="beam-step")
+            speed = texts.make(gr.Radio, choices=[(T(ev.SPEED_KEYS[s]), s) for s in ev.SPEEDS],
+                               value=ev.DEFAULT_SPEED, label=T("beam.speed"), scale=2, elem_id="beam-speed",
+                               elem_classes=["lie-advanced"])
+        tree_plot = texts.make(gr.Plot, label=T("beam.tree"), elem_id="beam-tree")
+        tree_alt = _directed(texts, gr.Markdown(elem_id="beam-tree-alt", elem_classes=["lie-alt"]))
+        texts.make(gr.Markdown, T("beam.table_heading"))
         table = gr.Dataframe(interactive=False, wrap=True, elem_id="beam-table")
         with gr.Row(elem_classes=["lie-advanced"]):
-            tree_json = gr.DownloadButton("⬇ The whole tree as JSON", size="sm", elem_id="beam-tree-json",
-                                          interactive=False)
-            hypotheses_csv = gr.DownloadButton("⬇ Finished hypotheses as CSV", size="sm", elem_id="beam-hyp-csv",
-                                               interactive=False)
-        gr.Markdown("### What beam search buys: greedy and sampled decoding of the same prompt\n"
-                    "Same prompt and token budget; sum log-prob is the model's own log-probability of each text, "
-                    "scored with the same length penalty.")
+            tree_json = texts.make(gr.DownloadButton, label=T("beam.tree_json"), size="sm", elem_id="beam-tree-json",
+                                   interactive=False)
+            hypotheses_csv = texts.make(gr.DownloadButton, label=T("beam.hypotheses_csv"), size="sm",
+                                        elem_id="beam-hyp-csv", interactive=False)
+        texts.make(gr.Markdown, T("beam.compare_heading"))
         with gr.Row():
             seed.render()
         compare = gr.Dataframe(interactive=False, wrap=True, elem_id="beam-compare")
