@@ -128,9 +128,9 @@ def screenshot():
     """screenshot(page, name) saves test-artifacts/<name>.png for a person to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
 
-    def take(pg, name: str) -> Path:
+    def take(pg, name: str, full_page: bool = True) -> Path:
         path = ARTIFACTS / f"{name}.png"
-        pg.screenshot(path=str(path), full_page=True)
+        pg.screenshot(path=str(path), full_page=full_page)
         return path
 
     return take
