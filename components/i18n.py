@@ -190,6 +190,12 @@ class Texts:
 
         return self.add(component, read)
 
+    def markdown(self, key: str, **values) -> gr.Markdown:
+        """A Markdown of catalogue text `key` with its {fields} filled from `values` (a `T` key carries none); right
+        to left for a right-to-left language, as `make` makes it."""
+        return self.add(gr.Markdown(t(key, DEFAULT, **values)),
+                        lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
+
     def updates(self, lang: str) -> list:
         return [read(lang) for read in self._readers]
 

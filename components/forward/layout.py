@@ -128,12 +128,6 @@ def _rtl(texts: Texts, markdown: gr.Markdown) -> gr.Markdown:
     return texts.add(markdown, lambda lang: gr.update(rtl=lang in RTL))
 
 
-def _markdown(texts: Texts, key: str, **values) -> gr.Markdown:
-    """A Markdown of catalogue text with numbers filled in (T keys cannot carry values)."""
-    return texts.add(gr.Markdown(t(key, DEFAULT, **values)),
-                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
-
-
 def _example_label(name: str, lang: str) -> str:
     """An example's name (a key of assets/examples/forward.json) in `lang`; a name the catalogue lacks as it is."""
     key = "forward.example_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -152,7 +146,7 @@ def _examples(texts: Texts, group: dict, key: str, **kwargs) -> gr.Examples:
 def build(demo: gr.Blocks) -> None:
     texts = demo.texts
     lesson = LessonPanel(demo, "forward")
-    _markdown(texts, "forward.intro", max_tokens=MAX_FORWARD_TOKENS)
+    texts.markdown("forward.intro", max_tokens=MAX_FORWARD_TOKENS)
     state = gr.State(None, time_to_live=STATE_TTL_S)
     with gr.Row():
         with gr.Column(scale=3):
@@ -191,7 +185,7 @@ def build(demo: gr.Blocks) -> None:
             explain = gr.HTML(elem_id="fw-explain", css_template=EXPLAIN_CSS, js_on_load=EXPLAIN_JS)
 
     with gr.Column(elem_classes=["lie-advanced"], elem_id="fw-embeddings-section"):
-        _markdown(texts, "forward.embeddings_heading", embed_tokens=FORWARD_EMBED_TOKENS)
+        texts.markdown("forward.embeddings_heading", embed_tokens=FORWARD_EMBED_TOKENS)
         with gr.Row():
             with gr.Column():
                 strip = gr.Plot(show_label=False, elem_id="fw-embed")

@@ -48,13 +48,6 @@ def _example_labels(lang: str) -> list[str]:
     return [t(EXAMPLE_KEYS[label], lang) if label in EXAMPLE_KEYS else label for label in EXAMPLES]
 
 
-def _markdown(texts: Texts, key: str, **values) -> gr.Markdown:
-    """A Markdown of catalogue text `key` with {fields} (`Texts.make` takes keys without them); right to left for
-    a right-to-left language, as `Texts.make` makes it."""
-    return texts.add(gr.Markdown(t(key, DEFAULT, **values)),
-                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
-
-
 def _alt(texts: Texts, elem_id: str) -> gr.Markdown:
     """The one-line text alternative under a figure (written by the run, in the visitor's language; right to left
     for a right-to-left language)."""
@@ -72,7 +65,7 @@ def _naming(section: str):
 def build(demo: gr.Blocks) -> None:
     texts = demo.texts
     lesson = LessonPanel(demo, "memory")
-    _markdown(texts, "memory.intro", **INTRO_VALUES)
+    texts.markdown("memory.intro", **INTRO_VALUES)
     model_note_box = texts.add(gr.HTML(elem_id="mem-model-note"), lambda lang: gr.update(value=model_note(lang)))
     text = texts.make(gr.Textbox, label=T("memory.text"), value=DEFAULT_TEXT, lines=4, max_lines=8,
                       max_length=MAX_TEXT_CHARS, elem_id="mem-text")
@@ -98,7 +91,7 @@ def build(demo: gr.Blocks) -> None:
     loaded = share_link(demo, "memory", fields)
 
     texts.make(gr.Markdown, T("memory.heading_precision"))
-    _markdown(texts, "memory.precision_intro", **PRECISION_INTRO_VALUES)
+    texts.markdown("memory.precision_intro", **PRECISION_INTRO_VALUES)
     with gr.Row():
         dtypes.render()
         precision_btn = texts.make(gr.Button, T("memory.precision_run"), variant="primary", scale=1,

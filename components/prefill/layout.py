@@ -31,7 +31,7 @@ from inference.limits import (
 from . import api
 from . import events as ev
 from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
-from ..i18n import DEFAULT as ENGLISH, RTL, T, t
+from ..i18n import DEFAULT as ENGLISH, T, t
 from .figures import CSS
 from ..share import share_link
 from ..teaching import LessonPanel
@@ -65,13 +65,6 @@ def example_labels(lang: str) -> list[str]:
     return labels
 
 
-def _markdown(texts, key: str, **values) -> gr.Markdown:
-    """A Markdown of catalogue text `key` filled with `values`, relabelled (and turned right to left) with the
-    visitor's language."""
-    return texts.add(gr.Markdown(t(key, ENGLISH, **values)),
-                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
-
-
 # ---------------------------------------------------------------------------------------------------
 # Layout
 
@@ -79,7 +72,7 @@ def _markdown(texts, key: str, **values) -> gr.Markdown:
 def build(demo: gr.Blocks) -> None:
     texts = demo.texts
     lesson = LessonPanel(demo, "prefill")
-    _markdown(texts, "prefill.intro", **INTRO_VALUES)
+    texts.markdown("prefill.intro", **INTRO_VALUES)
     facts = texts.add(gr.HTML(elem_id="pfd-model-note"), lambda lang: ev.model_note(lang))
     with gr.Row():
         with gr.Column(scale=3):
@@ -132,7 +125,7 @@ def build(demo: gr.Blocks) -> None:
                                  interactive=False)
 
     texts.make(gr.Markdown, T("prefill.sweep_heading"))
-    _markdown(texts, "prefill.sweep_note", **SWEEP_NOTE_VALUES)
+    texts.markdown("prefill.sweep_note", **SWEEP_NOTE_VALUES)
     with gr.Row():
         sweep_max = texts.label(gr.Dropdown(choices=list(SWEEP_LENGTHS), value=ev.DEFAULT_SWEEP, allow_custom_value=True,
                                             label=t("prefill.sweep_max", ENGLISH, n=f"{MAX_SWEEP_TOKENS:,}"),
@@ -149,7 +142,7 @@ def build(demo: gr.Blocks) -> None:
                                interactive=False)
 
     texts.make(gr.Markdown, T("prefill.batch_heading"))
-    _markdown(texts, "prefill.batch_note", **BATCH_NOTE_VALUES)
+    texts.markdown("prefill.batch_note", **BATCH_NOTE_VALUES)
     with gr.Row():
         batch_prompts = texts.label(gr.Textbox(label=t("prefill.batch_prompts", ENGLISH, n=MAX_BATCH_PROMPTS),
                                                value="\n".join(BATCH_PROMPTS), lines=4, elem_id="pfd-batch-prompts",

@@ -19,7 +19,7 @@ from inference.speculative import EARLY_EXIT, PROMPT_LOOKUP
 
 from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
 from ..i18n import DEFAULT as DEFAULT_LANGUAGE
-from ..i18n import RTL, T, t
+from ..i18n import T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import draft_models, speculative_api, speculative_compare_api, speculative_sweep_api
@@ -47,17 +47,11 @@ def example_labels(lang: str = DEFAULT_LANGUAGE) -> list[str]:
     return [t(EXAMPLE_KEYS[e["label"]], lang) if e["label"] in EXAMPLE_KEYS else e["label"] for e in EXAMPLES]
 
 
-def _markdown(texts, key: str, **values) -> gr.Markdown:
-    """A Markdown of catalogue text `key` with {fields} (Texts.make takes keys without values)."""
-    return texts.add(gr.Markdown(t(key, DEFAULT_LANGUAGE, **values)),
-                     lambda lang: gr.update(value=t(key, lang, **values), rtl=lang in RTL))
-
-
 def build(demo: gr.Blocks) -> None:
     texts = demo.texts
     en = DEFAULT_LANGUAGE
     lesson = LessonPanel(demo, "speculative")
-    _markdown(texts, "speculative.intro", **LIMITS)
+    texts.markdown("speculative.intro", **LIMITS)
     facts = texts.add(gr.HTML(elem_id="spd-model-note"), lambda lang: model_note(lang))
     choices = drafter_choices(en)
     with gr.Row():
@@ -132,7 +126,7 @@ def build(demo: gr.Blocks) -> None:
     sweep_table = gr.HTML(elem_id="spd-sweep-html", css_template=CSS)
 
     texts.make(gr.Markdown, T("speculative.compare_heading"))
-    _markdown(texts, "speculative.compare_note", max=MAX_SPEC_COMPARE_DRAFTERS)
+    texts.markdown("speculative.compare_note", max=MAX_SPEC_COMPARE_DRAFTERS)
     with gr.Row():
         compare_drafters = texts.add(
             gr.CheckboxGroup(choices=choices, value=[PROMPT_LOOKUP, EARLY_EXIT, draft_models()[0]],
