@@ -112,8 +112,7 @@ def user_errors(fn):
         except gr.Error:
             raise
         except (InputError, ModelLoadError) as exc:
-            # Toasts render HTML: a message may quote what the user typed.
-            raise gr.Error(html.escape(str(exc), quote=False), print_exception=False) from None
+            raise gr.Error(error_text(exc), print_exception=False) from None
         except torch.OutOfMemoryError:
             from .i18n import t  # i18n keeps its per-visitor language with PerVisitor, defined here
 
@@ -126,6 +125,14 @@ def user_errors(fn):
             raise gr.Error(html.escape(t("errors.unexpected", kind=type(exc).__name__)), print_exception=False) from None
 
     return wrapper
+
+
+def error_text(exc: InputError | ModelLoadError) -> str:
+    """An error's sentence in this visitor's language, escaped: toasts render HTML and a message may quote what the
+    user typed."""
+    from .i18n import message  # i18n keeps its per-visitor language with PerVisitor, defined here
+
+    return html.escape(message(exc.message), quote=False)
 
 
 def note(text: str) -> str:

@@ -28,6 +28,8 @@ from typing import Callable
 import gradio as gr
 import yaml
 
+from inference.errors import Message
+
 from .common import PerVisitor
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "assets" / "i18n"
@@ -52,7 +54,7 @@ def catalogue(lang: str) -> dict[str, str]:
             data = yaml.safe_load(f) or {}
         for key, text in data.items():
             key = str(key)
-            if path.stem != "app" and not key.startswith(f"{path.stem}."):
+            if path.stem != "app" and not key.startswith(f"{path.stem}."):  # inference.yaml: inference.<key>
                 raise ValueError(f"{path}: key {key!r} must begin with {path.stem!r}.")
             if key in merged:
                 raise ValueError(f"{path}: key {key!r} is defined twice")
@@ -129,6 +131,19 @@ def t(key: str, lang: str | None = None, **values) -> str:
     if text is None:
         text = catalogue(DEFAULT)[key]
     return text.format(**values) if values else text
+
+
+def message(msg: Message, lang: str | None = None) -> str:
+    """A sentence from `inference` (an error's `.message`) in `lang` (default: this visitor's): the catalogue's
+    text for its key, filled with its fields; English (as raised) for English, or for a sentence without a key."""
+    lang = lang or language()
+    text = catalogue(lang).get(f"inference.{msg.key}") if msg.key and lang != DEFAULT else None
+    if text is None:
+        return str(msg)
+    try:
+        return text.format(**msg.fields)
+    except (KeyError, IndexError, ValueError):  # a translation that breaks its fields (the test forbids it): English
+        return str(msg)
 
 
 def direction(lang: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import InputError, Message
 from .limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
 
 BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -45,15 +45,24 @@ class TokenView:
         return self.num_chars / self.num_tokens if self.ids else 0.0
 
 
+# What a text box holds decides the sentence (a word in a field would stay English in a translation).
+EMPTY = {"text": Message("tokens.empty_text", "The text is empty: type something first."),
+         "prompt": Message("tokens.empty_prompt", "The prompt is empty: type something first.")}
+TOO_LONG = {"text": ("tokens.text_too_long",
+                     "The text has {chars:,} characters; the limit is {limit:,}. Shorten it and try again."),
+            "prompt": ("tokens.prompt_too_long",
+                       "The prompt has {chars:,} characters; the limit is {limit:,}. Shorten it and try again.")}
+
+
 def clean_text(text: str | None, what: str = "text") -> str:
-    """Reject empty or oversized text; replace lone surrogates (invalid Unicode) with U+FFFD."""
+    """Reject empty or oversized text; replace lone surrogates (invalid Unicode) with U+FFFD. `what` is "text" or
+    "prompt", the name of the box in the sentence."""
     if text is None or not str(text).strip():
-        raise InputError(f"The {what} is empty: type something first.")
+        raise InputError(EMPTY[what])
     text = str(text)
     if len(text) > MAX_TEXT_CHARS:
-        raise InputError(
-            f"The {what} has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}. Shorten it and try again."
-        )
+        key, english = TOO_LONG[what]
+        raise InputError(Message(key, english, {"chars": len(text), "limit": MAX_TEXT_CHARS}))
     # Strings from JSON may hold lone surrogates, which the Rust tokenizer cannot take.
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
@@ -100,12 +109,16 @@ def readable_piece(raw: bytes, special: bool) -> tuple[str, bool]:
     return "".join(VISIBLE.get(ch, ch) for ch in text), False
 
 
-def chat_text(tokenizer, text: str, model_label: str = "This model") -> str:
+def chat_text(tokenizer, text: str, model_label: str | None = None) -> str:
     """The full text the chat template produces for one user message, ready for the assistant's reply."""
     if not getattr(tokenizer, "chat_template", None):
-        raise InputError(
-            f"{model_label} has no chat template (it is a base model): turn 'as chat' off to see the plain text."
-        )
+        if model_label is None:
+            raise InputError("tokens.no_chat_template_this",
+                             "This model has no chat template (it is a base model): turn 'as chat' off to see the "
+                             "plain text.")
+        raise InputError("tokens.no_chat_template",
+                         "{model} has no chat template (it is a base model): turn 'as chat' off to see the plain "
+                         "text.", model=model_label)
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
@@ -121,7 +134,7 @@ def tokenize(session, text: str, chat: bool = False) -> TokenView:
     )
 
 
-def tokenize_with(tokenizer, text: str, chat: bool = False, model_label: str = "This model") -> TokenView:
+def tokenize_with(tokenizer, text: str, chat: bool = False, model_label: str | None = None) -> TokenView:
     """Tokenize with any tokenizer (no model needed): the tokenizer comparison uses this directly."""
     text = clean_text(text)
     if chat:
@@ -132,9 +145,9 @@ def tokenize_with(tokenizer, text: str, chat: bool = False, model_label: str = "
         encoding = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
     ids = list(encoding["input_ids"])
     if len(ids) > MAX_TOKENIZE_TOKENS:
-        raise InputError(
-            f"The text is {len(ids):,} tokens; the limit is {MAX_TOKENIZE_TOKENS:,}. Shorten it and try again."
-        )
+        raise InputError("tokens.too_many_tokens",
+                         "The text is {tokens:,} tokens; the limit is {limit:,}. Shorten it and try again.",
+                         tokens=len(ids), limit=MAX_TOKENIZE_TOKENS)
     special_ids = set(tokenizer.all_special_ids) | {
         i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)
     }

@@ -19,9 +19,11 @@ OTHERS = [lang for lang in i18n.LANGUAGES if lang != i18n.DEFAULT]
 
 @pytest.mark.parametrize("lang", OTHERS)
 def test_catalogue_has_every_key_with_the_same_placeholders(lang):
-    files = sorted(p.name for p in (i18n.CATALOGUE_DIR / lang).glob("*.yaml"))
+    # inference.yaml translates inference's messages, whose English is in the code (test below)
+    files = sorted(p.name for p in (i18n.CATALOGUE_DIR / lang).glob("*.yaml") if p.name != "inference.yaml")
     assert files == sorted(p.name for p in (i18n.CATALOGUE_DIR / "en").glob("*.yaml"))
-    english, other = i18n.catalogue("en"), i18n.catalogue(lang)
+    english = i18n.catalogue("en")
+    other = {k: v for k, v in i18n.catalogue(lang).items() if not k.startswith("inference.")}
     assert set(other) == set(english), f"missing {sorted(set(english) - set(other))}, extra {sorted(set(other) - set(english))}"
     for key, text in english.items():
         assert i18n.placeholders(other[key]) == i18n.placeholders(text), (lang, key)
@@ -234,6 +236,73 @@ def test_no_user_facing_literal_in_the_page_shell():
     found = [f for path in [COMPONENTS / "header.py", COMPONENTS / "teaching.py", COMPONENTS / "i18n.py"]
              for f in literals(path)]
     assert not found, "\n".join(found)
+
+
+INFERENCE = COMPONENTS.parent / "inference"
+MESSAGE_CALLS = {"InputError", "ModelLoadError", "Message"}
+KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+
+
+def inference_messages() -> tuple[dict[str, str], list[str]]:
+    """Every sentence `inference` can show a user, from its source: {key: English text}, and the problems found
+    (a raise without a key, an f-string for text, fields that differ from the text's)."""
+    messages, problems = {}, []
+    for path in sorted(INFERENCE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and
+                    (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", ""))
+                    in MESSAGE_CALLS) or path.name == "errors.py":
+                continue
+            where = f"{path.relative_to(INFERENCE)}:{node.lineno}"
+            args = node.args
+            if len(args) == 1 and not isinstance(args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+                continue  # a Message made elsewhere (and checked there)
+            if not (len(args) == 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args)
+                    and KEY.match(args[0].value)):
+                problems.append(f"{where}: give a key and a plain English text with {{fields}}")
+                continue
+            key, english = args[0].value, args[1].value
+            if messages.get(key, english) != english:
+                problems.append(f"{where}: key {key} has two texts")
+            messages[key] = english
+            given = {kw.arg for kw in node.keywords}
+            if None not in given and given != i18n.placeholders(english):
+                problems.append(f"{where}: fields {sorted(given)} but the text has {sorted(i18n.placeholders(english))}")
+    return messages, problems
+
+
+def test_every_sentence_inference_raises_has_a_key_and_its_fields():
+    messages, problems = inference_messages()
+    assert not problems, f"{len(problems)} messages:\n" + "\n".join(problems[:60])
+    assert len(messages) > 100
+
+
+@pytest.mark.parametrize("lang", OTHERS)
+def test_every_inference_message_is_translated_with_the_same_fields(lang):
+    messages, _ = inference_messages()
+    translated = {k.removeprefix("inference."): v for k, v in i18n.catalogue(lang).items() if k.startswith("inference.")}
+    assert set(translated) == set(messages), (f"missing {sorted(set(messages) - set(translated))[:20]}, "
+                                              f"extra {sorted(set(translated) - set(messages))[:20]}")
+    for key, english in messages.items():
+        assert i18n.placeholders(translated[key]) == i18n.placeholders(english), (lang, key)
+
+
+def test_an_error_reaches_the_page_in_the_visitors_language_and_the_api_in_english():
+    from inference.errors import InputError
+    from inference.tokens import clean_text
+
+    with pytest.raises(InputError) as caught:
+        clean_text("   ")
+    english = str(caught.value)
+    assert i18n.message(caught.value.message, "en") == english
+    for lang in OTHERS:
+        shown = i18n.message(caught.value.message, lang)
+        assert shown != english and shown.strip(), lang
+    with pytest.raises(InputError) as caught:
+        clean_text("x" * 10**6)
+    persian = i18n.message(caught.value.message, "fa")
+    assert f"{10**6:,}" in persian  # the measured number is filled in, in every language
 
 
 OVERFLOW_JS = """() => {

@@ -22,7 +22,7 @@ from inference.interventions import (
 )
 from inference.limits import MAX_PATCH_TOKENS
 
-from ..common import session, user_errors
+from ..common import error_text, session, user_errors
 from ..export import csv_file
 from ..i18n import language, t
 from ..share import page_query
@@ -206,7 +206,7 @@ def check_pair(clean: str, corrupt: str, chat: bool) -> str:
     try:
         return pair_html(prompt_pair(session(), clean, corrupt, _chat(chat)), language())
     except InputError as exc:  # an empty box while typing: say so in place, not in a pop-up
-        return f'<div class="int-problem">{html.escape(str(exc))}</div>'
+        return f'<div class="int-problem">{error_text(exc)}</div>'
 
 
 @user_errors

@@ -32,7 +32,7 @@ from inference.sampling import SamplingParams
 from inference.sampling_run import SamplingRun, Settings, place_guess
 from inference.serving import run_on
 
-from ..common import session, user_errors
+from ..common import error_text, session, user_errors
 from ..export import csv_file
 from ..i18n import language, t
 from .exports import STAGE_CSV_HEADER, TRACE_CSV_HEADER, stage_rows, trace_rows
@@ -448,7 +448,7 @@ def _streaming(handler):
         except gr.Error:
             raise
         except InputError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(error_text(exc), print_exception=False) from None
         except Exception as exc:
             log.exception("%s failed", handler.__name__)
             raise gr.Error(t("sampling.err_failed", error=type(exc).__name__), print_exception=False) from None

@@ -7,13 +7,14 @@ import json
 
 import gradio as gr
 
+from inference.errors import InputError
 from inference.limits import MAX_TEXT_CHARS, MAX_TOKENIZE_TOKENS
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, get_tokenizer, offline_models
 from inference.tokens import tokenize, tokenize_with
 
 from ..common import ASSETS, model_changed, session, user_errors
 from ..export import csv_file
-from ..i18n import DEFAULT, RTL, T, language, t
+from ..i18n import DEFAULT, RTL, T, language, message, t
 from .api import tokenize_api
 from .figures import counts_html, language_counts_figure, language_counts_summary, token_chips_html, token_table
 from ..share import share_link
@@ -60,8 +61,8 @@ def _comparison_html(text: str, chat: bool, lang: str = DEFAULT) -> str:
         try:
             view = tokenize_with(get_tokenizer(model_id), text, chat, label)
             body = counts_html(view, lang) + token_chips_html(view, lang)
-        except ValueError as exc:  # e.g. Gemma base has no chat template (the inference layer's English message)
-            body = f"<p class='lie-note'>{html.escape(str(exc))}</p>"
+        except InputError as exc:  # e.g. Gemma base has no chat template
+            body = f"<p class='lie-note'>{html.escape(message(exc.message, lang))}</p>"
         blocks.append(f"<div class='lie-compare-col'><h4>{html.escape(label)}</h4>{body}</div>")
     return f"<div class='lie-compare'>{''.join(blocks)}</div>"
 
