@@ -258,7 +258,7 @@ def inference_messages() -> tuple[dict[str, str], list[str]]:
             args = node.args
             if len(args) == 1 and not isinstance(args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
                 continue  # a Message made elsewhere (and checked there)
-            if not (len(args) == 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args)
+            if not (len(args) >= 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args[:2])
                     and KEY.match(args[0].value)):
                 problems.append(f"{where}: give a key and a plain English text with {{fields}}")
                 continue
@@ -267,6 +267,8 @@ def inference_messages() -> tuple[dict[str, str], list[str]]:
                 problems.append(f"{where}: key {key} has two texts")
             messages[key] = english
             given = {kw.arg for kw in node.keywords}
+            if len(args) == 3:  # Message(key, english, {"field": value, ...})
+                given = {k.value for k in args[2].keys} if isinstance(args[2], ast.Dict) else {None}
             if None not in given and given != i18n.placeholders(english):
                 problems.append(f"{where}: fields {sorted(given)} but the text has {sorted(i18n.placeholders(english))}")
     return messages, problems
