@@ -48,10 +48,6 @@ class TokenView:
 # What a text box holds decides the sentence (a word in a field would stay English in a translation).
 EMPTY = {"text": Message("tokens.empty_text", "The text is empty: type something first."),
          "prompt": Message("tokens.empty_prompt", "The prompt is empty: type something first.")}
-TOO_LONG = {"text": ("tokens.text_too_long",
-                     "The text has {chars:,} characters; the limit is {limit:,}. Shorten it and try again."),
-            "prompt": ("tokens.prompt_too_long",
-                       "The prompt has {chars:,} characters; the limit is {limit:,}. Shorten it and try again.")}
 
 
 def clean_text(text: str | None, what: str = "text") -> str:
@@ -61,8 +57,11 @@ def clean_text(text: str | None, what: str = "text") -> str:
         raise InputError(EMPTY[what])
     text = str(text)
     if len(text) > MAX_TEXT_CHARS:
-        key, english = TOO_LONG[what]
-        raise InputError(Message(key, english, {"chars": len(text), "limit": MAX_TEXT_CHARS}))
+        if what == "prompt":
+            raise InputError("tokens.prompt_too_long", "The prompt has {chars:,} characters; the limit is {limit:,}. "
+                             "Shorten it and try again.", chars=len(text), limit=MAX_TEXT_CHARS)
+        raise InputError("tokens.text_too_long", "The text has {chars:,} characters; the limit is {limit:,}. "
+                         "Shorten it and try again.", chars=len(text), limit=MAX_TEXT_CHARS)
     # Strings from JSON may hold lone surrogates, which the Rust tokenizer cannot take.
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
