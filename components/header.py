@@ -89,7 +89,7 @@ def set_class_model(choice: str, typed_id: str, key: str, progress=gr.Progress()
         raise ModelLoadError("Pick the model for the class first.")
     host = policy.current()
     if not host.teacher_key or key != host.teacher_key:
-        raise ModelLoadError("That is not the teacher key set by the host of this server.")
+        raise ModelLoadError(policy.WRONG_TEACHER_KEY)
     progress(0.1, desc=t("header.class_loading", model=model_id))
     s = get_session(model_id)
     policy.set_class_model(model_id, key)

@@ -185,15 +185,19 @@ class PolicyRun:
 
 def _check(session, policy: str, budget: int, sinks: int, recent: int | None) -> tuple[int, int, int]:
     if policy not in POLICIES:
-        raise InputError(f"'{str(policy)[:30]}' is not a policy; choose from {', '.join(POLICIES)}.")
+        raise InputError("kv_policies.unknown_policy", "'{policy}' is not a policy; choose from {choices}.",
+                         policy=str(policy)[:30], choices=", ".join(POLICIES))
     budget, sinks = int(budget), int(sinks)
     if not MIN_POLICY_BUDGET <= budget <= MAX_POLICY_BUDGET:
-        raise InputError(f"The budget must be {MIN_POLICY_BUDGET} to {MAX_POLICY_BUDGET} tokens.")
+        raise InputError("kv_policies.budget_range", "The budget must be {low} to {high} tokens.",
+                         low=MIN_POLICY_BUDGET, high=MAX_POLICY_BUDGET)
     if policy == "sinks" and not 0 <= sinks <= min(MAX_SINKS, budget - 1):
-        raise InputError(f"Sinks must be 0 to {min(MAX_SINKS, budget - 1)} (fewer than the budget of {budget}).")
+        raise InputError("kv_policies.sinks_range", "Sinks must be 0 to {high} (fewer than the budget of {budget}).",
+                         high=min(MAX_SINKS, budget - 1), budget=budget)
     recent = budget // 2 if recent is None else int(recent)
     if policy == "heavy_hitters" and not 1 <= recent <= budget:
-        raise InputError(f"The recent window must be 1 to {budget} tokens (the budget).")
+        raise InputError("kv_policies.recent_range", "The recent window must be 1 to {budget} tokens (the budget).",
+                         budget=budget)
     return budget, sinks if policy == "sinks" else 0, recent if policy == "heavy_hitters" else 0
 
 
@@ -345,7 +349,8 @@ def sweep_budgets(session, text: str, sinks: int = 4, budgets: Sequence[int] = P
     deadline = deadline or Deadline()
     for policy in policies:
         if policy not in POLICIES:
-            raise InputError(f"'{str(policy)[:30]}' is not a policy; choose from {', '.join(POLICIES)}.")
+            raise InputError("kv_policies.unknown_policy", "'{policy}' is not a policy; choose from {choices}.",
+                             policy=str(policy)[:30], choices=", ".join(POLICIES))
     full = evaluate_policy(session, text, "full")
     budgets = sorted({int(b) for b in budgets if MIN_POLICY_BUDGET <= int(b) < full.text_tokens})
     runs: dict[str, list[PolicyRun]] = {p: [] for p in policies if p != "full"}
@@ -399,12 +404,14 @@ def layer_kind_memory(session, text: str, max_tokens: int = MAX_LAYER_KIND_TOKEN
     cache, reading each layer's bytes after every chunk. Only for a model with sliding-window layers."""
     windows = layer_windows(session)
     if all(w is None for w in windows):
-        raise InputError(f"{session.label} has no sliding-window layers: every layer keeps every token, so there is "
-                         "only one kind of layer to measure. Gemma 3 interleaves local layers (window "
-                         "512) with global ones: load it to see the difference.")
+        raise InputError("kv_policies.no_sliding_window",
+                         "{model} has no sliding-window layers: every layer keeps every token, so there is only one "
+                         "kind of layer to measure. Gemma 3 interleaves local layers (window 512) with global ones: "
+                         "load it to see the difference.", model=session.label)
     max_tokens = int(max_tokens)
     if not LAYER_KIND_CHUNK <= max_tokens <= MAX_LAYER_KIND_TOKENS:
-        raise InputError(f"The longest context must be {LAYER_KIND_CHUNK} to {MAX_LAYER_KIND_TOKENS:,} tokens.")
+        raise InputError("kv_policies.context_range", "The longest context must be {low} to {high:,} tokens.",
+                         low=LAYER_KIND_CHUNK, high=MAX_LAYER_KIND_TOKENS)
     text = clean_text(text)
     ids = text_ids(session, text, MAX_KV_EVAL_TOKENS, "this measurement")
     ids = (ids * (max_tokens // len(ids) + 1))[:max_tokens]

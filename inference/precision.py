@@ -248,12 +248,13 @@ def check_precisions(session, dtypes: Sequence[str] | str) -> list[str]:
     names = [str(d).strip().lower() for d in dtypes if str(d).strip()]
     unknown = [d for d in names if d not in PRECISIONS]
     if unknown:
-        raise InputError(f"'{unknown[0][:40]}' is not a precision; choose from {', '.join(PRECISIONS)}.")
+        raise InputError("precision.unknown_precision", "'{name}' is not a precision; choose from {choices}.",
+                         name=unknown[0][:40], choices=", ".join(PRECISIONS))
     here = available_precisions(session)
     missing = [d for d in names if d not in here]
     if missing:
-        raise InputError(f"{missing[0]} weights cannot run here (they need torch's int4 CPU kernel and a model on the "
-                         "CPU); choose from " + ", ".join(here) + ".")
+        raise InputError("precision.unavailable", "{name} weights cannot run here (they need torch's int4 CPU kernel "
+                         "and a model on the CPU); choose from {choices}.", name=missing[0], choices=", ".join(here))
     reference = dtype_name(session.dtype)
     return [reference, *dict.fromkeys(d for d in names if d != reference)]
 
@@ -272,7 +273,8 @@ def compare_precisions(session, text: str, dtypes: Sequence[str] | str = ("float
     ids = text_ids(session, text, MAX_PRECISION_TOKENS, "the precision comparison")
     new_tokens, repeats = int(new_tokens), int(repeats)
     if not (1 <= new_tokens <= 4 * PRECISION_NEW_TOKENS and 1 <= repeats <= 4 * PRECISION_REPEATS):
-        raise InputError(f"new_tokens must be 1 to {4 * PRECISION_NEW_TOKENS}, repeats 1 to {4 * PRECISION_REPEATS}.")
+        raise InputError("precision.run_range", "new_tokens must be 1 to {max_new_tokens}, repeats 1 to {max_repeats}.",
+                         max_new_tokens=4 * PRECISION_NEW_TOKENS, max_repeats=4 * PRECISION_REPEATS)
     deadline = deadline or Deadline()
     started = time.perf_counter()
     ref = _reference_run(session, text, ids, new_tokens)
@@ -371,7 +373,9 @@ def compare_kv_precision(session, text: str, backends: Sequence[str] = ("fp8",),
     backends = tuple(dict.fromkeys(backends))
     for backend in backends:
         if backend not in KV_DESCRIPTIONS or backend == "plain":
-            raise InputError(f"'{str(backend)[:20]}' is not a QuantizedCache backend; choose from fp8, quanto, hqq.")
+            raise InputError("precision.unknown_backend",
+                             "'{backend}' is not a QuantizedCache backend; choose from fp8, quanto, hqq.",
+                             backend=str(backend)[:20])
     quantized_cache(session, backends[0] if backends else "fp8")  # a clear message for a model it cannot serve
     prefill = max(1, min(int(prefill_tokens), len(ids) // 2))  # at least half the text decoded pass by pass
     new_tokens = max(1, min(int(new_tokens), 4 * KV_NEW_TOKENS))

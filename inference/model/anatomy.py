@@ -114,7 +114,8 @@ def _layer_parts(model: nn.Module, path: str) -> LayerParts:
     layer = model.get_submodule(path)
     attn_name, mlp_name = attention_child(layer), mlp_child(layer)
     if attn_name is None:
-        raise InputError(f"{type(layer).__name__} has no attention block this app can follow.")
+        raise InputError("model.anatomy.no_attention_block", "{module} has no attention block this app can follow.",
+                         module=type(layer).__name__)
     attn = getattr(layer, attn_name)
     o_proj = next((f"{path}.{attn_name}.{n}" for n in ATTENTION_OUT_NAMES if hasattr(attn, n)), None)
     children = dict(layer.named_children())
@@ -180,7 +181,9 @@ def _find_layers(model: nn.Module, num_layers: int) -> str:
             if count > best_count:
                 best, best_count = name, count
     if best is None:
-        raise InputError(f"{type(model).__name__} has no stack of {num_layers} layers this app can follow.")
+        raise InputError("model.anatomy.no_layer_stack",
+                         "{module} has no stack of {layers} layers this app can follow.",
+                         module=type(model).__name__, layers=num_layers)
     return best
 
 

@@ -104,8 +104,8 @@ def kind_of(name: str) -> PointKind:
     match = _LAYER_NAME.match(name)
     kind = _KIND_BY_SUFFIX.get(match.group(2)) if match else _KIND_BY_SUFFIX.get(name)
     if kind is None:
-        raise InputError(f"'{name[:80]}' is not a hook point; they are named like "
-                         f"{', '.join(k.template for k in POINT_KINDS[:4])}, ...")
+        raise InputError("model.hooks.not_a_point", "'{name}' is not a hook point; they are named like {examples}, ...",
+                         name=name[:80], examples=", ".join(k.template for k in POINT_KINDS[:4]))
     return kind
 
 
@@ -119,8 +119,9 @@ def resolve(session, patterns: Iterable[str]) -> list[str]:
             [pattern] if pattern in known else [])
         if not matched:
             kind_of(pattern)  # a clear message for a malformed name
-            raise InputError(f"This model has no hook point '{pattern[:80]}' (it has {anatomy(session).num_layers} "
-                             "layers, numbered from 0).")
+            raise InputError("model.hooks.no_such_point",
+                             "This model has no hook point '{name}' (it has {layers} layers, numbered from 0).",
+                             name=pattern[:80], layers=anatomy(session).num_layers)
         out += [n for n in matched if n not in out]
     return out
 
@@ -162,7 +163,7 @@ def _site(session, name: str) -> _Site:
         return _Site(lp.pre_mlp_norm, True, None)
     if suffix == "hook_mlp_out":
         return _Site(lp.mlp_out, False, 0)
-    raise InputError(f"'{name}' is not a hook point.")
+    raise InputError("model.hooks.unknown_point", "'{name}' is not a hook point.", name=name)
 
 
 def _pick(value, item: int | None) -> torch.Tensor | None:
@@ -223,7 +224,7 @@ def hooks(session, read: Iterable[str] = (), write: Mapping[str, Writer] | None 
     observe = dict(observe or {})
     for name in write:
         if not kind_of(name).writable:
-            raise InputError(f"{name} can be read but not written.")
+            raise InputError("model.hooks.read_only", "{name} can be read but not written.", name=name)
     wanted: dict[str, dict] = {}
     for name in resolve(session, read):
         wanted.setdefault(name, {})["read"] = True
@@ -259,7 +260,8 @@ def _register(module: nn.Module, site: _Site, name: str, what: dict, rec: Record
         if writer is not None:
             new = writer(view)
             if tuple(new.shape) != tuple(view.shape):
-                raise InputError(f"The replacement for {name} has shape {tuple(new.shape)}; it must be {tuple(view.shape)}.")
+                raise InputError("model.hooks.wrong_shape", "The replacement for {name} has shape {shape}; it must be "
+                                 "{expected}.", name=name, shape=tuple(new.shape), expected=tuple(view.shape))
             view = new.to(dtype=tensor.dtype, device=tensor.device)
             replaced = view.flatten(-2) if site.heads else view
         for fn in observers:
@@ -282,8 +284,9 @@ def _register(module: nn.Module, site: _Site, name: str, what: dict, rec: Record
     def post_hook(mod, args, output):
         tensor = _pick(output, site.item)
         if tensor is None:
-            raise InputError(f"{name} is empty: this model computed attention without returning its weights "
-                             "(it must be loaded with attn_implementation='eager').")
+            raise InputError("model.hooks.no_weights",
+                             "{name} is empty: this model computed attention without returning its weights "
+                             "(it must be loaded with attn_implementation='eager').", name=name)
         new = visit(tensor)
         return None if new is None else _put(output, site.item, new)
 

@@ -260,11 +260,12 @@ def validate_model_id(model_id: str) -> str:
     """Check a user-typed hub id before anything is downloaded; returns it stripped."""
     model_id = (model_id or "").strip()
     if not model_id:
-        raise ModelLoadError("Type a Hugging Face model id such as HuggingFaceTB/SmolLM2-360M-Instruct.")
+        raise ModelLoadError("model.loading.empty_id",
+                             "Type a Hugging Face model id such as HuggingFaceTB/SmolLM2-360M-Instruct.")
     if len(model_id) > MAX_MODEL_ID_CHARS or not HUB_ID.match(model_id) or ".." in model_id:
         raise ModelLoadError(
-            f"'{model_id[:80]}' is not a Hugging Face model id: use the form owner/name, "
-            "optionally @revision (for example HuggingFaceTB/SmolLM2-360M-Instruct)."
+            "model.loading.bad_id", "'{model}' is not a Hugging Face model id: use the form owner/name, optionally "
+            "@revision (for example HuggingFaceTB/SmolLM2-360M-Instruct).", model=model_id[:80]
         )
     return model_id
 
@@ -302,16 +303,20 @@ def _load_hub_or_path(model_id: str, dtype: torch.dtype):
         model = AutoModelForCausalLM.from_pretrained(model_id, attn_implementation="eager", dtype=dtype, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration" in str(exc) or "AutoModelForCausalLM" in str(exc):
-            raise ModelLoadError(f"{model_id} is not a causal language model, so it cannot generate text.") from exc
-        raise ModelLoadError(f"{model_id} could not be loaded: {str(exc).splitlines()[0][:200]}") from exc
+            raise ModelLoadError("model.loading.not_causal", "{model} is not a causal language model, so it cannot "
+                                 "generate text.", model=model_id) from exc
+        # The library's own first line, untranslated (a field).
+        raise ModelLoadError("model.loading.failed_with", "{model} could not be loaded: {error}", model=model_id,
+                             error=str(exc).splitlines()[0][:200]) from exc
     except OSError as exc:
         if not online:
             raise ModelLoadError(
-                f"{model_id} could not be loaded: this machine cannot reach the Hugging Face Hub and the model "
-                "is not in the local cache. The bundled models work offline."
+                "model.loading.offline", "{model} could not be loaded: this machine cannot reach the Hugging Face "
+                "Hub and the model is not in the local cache. The bundled models work offline.", model=model_id
             ) from exc
         raise ModelLoadError(
-            f"{model_id} could not be loaded: it does not exist on the Hugging Face Hub or it is gated."
+            "model.loading.not_found", "{model} could not be loaded: it does not exist on the Hugging Face Hub or "
+            "it is gated.", model=model_id
         ) from exc
     return model, tokenizer, "local folder" if local else "Hugging Face Hub"
 
@@ -331,7 +336,8 @@ def load_model(model_id: str):
         raise
     except Exception as exc:  # anything else a model repository can throw at from_pretrained
         log.exception("loading %s failed", model_id)
-        raise ModelLoadError(f"{model_id} could not be loaded ({type(exc).__name__}).") from exc
+        raise ModelLoadError("model.loading.failed", "{model} could not be loaded ({error_type}).", model=model_id,
+                             error_type=type(exc).__name__) from exc
     model.to(device).eval()
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         # sdpa returns no attention weights; the Attention tab needs the real ones.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from ..errors import ModelLoadError
+from ..errors import Message, ModelLoadError
 from ..limits import MAX_MODEL_BYTES, MAX_MODEL_PARAMS
 from .loading import BUNDLED, DEFAULT_MODEL, HUB_ID, cache_dir, validate_model_id
 
@@ -63,6 +63,10 @@ class HostPolicy:
 
 _policy = HostPolicy()
 
+# Also raised by the page's header, which checks the key before it loads the class model.
+WRONG_TEACHER_KEY = Message("model.policy.wrong_teacher_key",
+                            "That is not the teacher key set by the host of this server.")
+
 
 def configure(policy: HostPolicy) -> HostPolicy:
     global _policy
@@ -78,7 +82,7 @@ def set_class_model(model_id: str, key: str | None) -> HostPolicy:
     """The teacher changes the model for the whole class (needs the host's teacher key)."""
     policy = current()
     if not policy.teacher_key or key != policy.teacher_key:
-        raise ModelLoadError("That is not the teacher key set by the host of this server.")
+        raise ModelLoadError(WRONG_TEACHER_KEY)
     return configure(replace(policy, class_model=model_id, locked=True))
 
 
@@ -88,13 +92,13 @@ def admit(model_id: str | None) -> str:
     policy = current()
     model_id = (model_id or "").strip() or policy.class_model
     if policy.locked and model_id != policy.class_model:
-        raise ModelLoadError(f"The teacher has set this server to {policy.class_model} for everyone; "
-                             "the model cannot be changed here.")
+        raise ModelLoadError("model.policy.locked", "The teacher has set this server to {model} for everyone; the "
+                             "model cannot be changed here.", model=policy.class_model)
     if model_id in policy.allowed or model_id == policy.class_model:
         return model_id
     if not policy.allow_any:
-        raise ModelLoadError(f"This server offers only {', '.join(policy.allowed)}; its host has not allowed "
-                             "other models.")
+        raise ModelLoadError("model.policy.not_allowed", "This server offers only {models}; its host has not allowed "
+                             "other models.", models=", ".join(policy.allowed))
     return validate_model_id(model_id)
 
 
@@ -159,29 +163,33 @@ def check_repository(model_id: str, online: bool, policy: HostPolicy | None = No
         try:
             config = json.loads(Path(hf_hub_download(repo, "config.json", revision=revision)).read_text())
         except Exception as exc:
-            raise ModelLoadError(f"{repo} could not be checked: it does not exist on the Hugging Face Hub, is "
-                                 "gated, or has no config.json.") from exc
+            raise ModelLoadError("model.policy.cannot_check", "{repo} could not be checked: it does not exist on the "
+                                 "Hugging Face Hub, is gated, or has no config.json.", repo=repo) from exc
         size = _hub_size(repo, revision)
         need_disk = size.weight_bytes
     if _needs_remote_code(config):
-        raise ModelLoadError(f"{model_id} needs code from its repository to run (trust_remote_code); this app never "
-                             "runs remote code.")
+        raise ModelLoadError("model.policy.remote_code", "{model} needs code from its repository to run "
+                             "(trust_remote_code); this app never runs remote code.", model=model_id)
     if size is None:
         return None
     if size.parameters > policy.max_params or size.weight_bytes > policy.max_bytes:
-        raise ModelLoadError(f"{model_id} has {size.parameters / 1e9:,.2f}B parameters ({size.weight_bytes / 2**30:,.1f} GB "
-                             f"of weights); this server's cap is {policy.max_params / 1e9:,.1f}B parameters and "
-                             f"{policy.max_bytes / 2**30:,.1f} GB.")
+        raise ModelLoadError("model.policy.over_cap",
+                             "{model} has {params:,.2f}B parameters ({gb:,.1f} GB of weights); this server's cap is "
+                             "{max_params:,.1f}B parameters and {max_gb:,.1f} GB.",
+                             model=model_id, params=size.parameters / 1e9, gb=size.weight_bytes / 2**30,
+                             max_params=policy.max_params / 1e9, max_gb=policy.max_bytes / 2**30)
     loaded = size.parameters * BYTES_PER_PARAM_LOADED
     free_memory = psutil.virtual_memory().available
     if loaded > free_memory:
-        raise ModelLoadError(f"{model_id} needs about {loaded / 2**30:,.1f} GB of memory once loaded; this server has "
-                             f"{free_memory / 2**30:,.1f} GB free.")
+        raise ModelLoadError("model.policy.memory", "{model} needs about {gb:,.1f} GB of memory once loaded; this "
+                             "server has {free_gb:,.1f} GB free.", model=model_id, gb=loaded / 2**30,
+                             free_gb=free_memory / 2**30)
     if need_disk:
         target = Path(os.environ.get("HF_HOME") or cache_dir())
         target = target if target.exists() else target.parent
         free_disk = shutil.disk_usage(target if target.exists() else Path.home()).free
         if need_disk > free_disk:
-            raise ModelLoadError(f"{model_id} is {need_disk / 2**30:,.1f} GB to download; the server's disk has "
-                                 f"{free_disk / 2**30:,.1f} GB free.")
+            raise ModelLoadError("model.policy.disk", "{model} is {gb:,.1f} GB to download; the server's disk has "
+                                 "{free_gb:,.1f} GB free.", model=model_id, gb=need_disk / 2**30,
+                                 free_gb=free_disk / 2**30)
     return size

@@ -278,7 +278,7 @@ def get_tokenizer(model_id: str):
             return _tokenizers[model_id]
     bundled = BUNDLED.get(model_id)
     if bundled is None or not bundled.installed():
-        raise ModelLoadError(f"{model_id} is not installed on this machine.")
+        raise ModelLoadError("model.session.not_installed", "{model} is not installed on this machine.", model=model_id)
     gguf = bundled.gguf_path()
     folder = converted_dir(gguf)
     tokenizer_dir = folder if (folder / "config.json").exists() else folder.with_name(folder.name + "-tokenizer")

@@ -135,9 +135,11 @@ def precision_copy(session, name: str) -> Iterator[tuple[ModelSession, CopyInfo]
     """A copy of the session's model at precision `name` (see PRECISIONS), as a session of its own that shares the
     lock and the tokenizer; freed when the block ends. The shared model is never touched."""
     if name not in PRECISIONS:
-        raise InputError(f"'{str(name)[:40]}' is not a precision; choose from {', '.join(PRECISIONS)}.")
+        raise InputError("model.variants.unknown_precision", "'{name}' is not a precision; choose from {choices}.",
+                         name=str(name)[:40], choices=", ".join(PRECISIONS))
     if name == "int4" and not int4_available(session):
-        raise InputError("int4 weights need torch's int4 CPU kernel and a model on the CPU; not available here.")
+        raise InputError("model.variants.int4_unavailable",
+                         "int4 weights need torch's int4 CPU kernel and a model on the CPU; not available here.")
     dtype = COMPUTE_DTYPES[name]
     # Copied under the lock: a request registers its hooks on the shared model for the pass it runs while holding
     # the lock, so no other request's hook is copied along (transformers' own output-capturing hooks are).
@@ -175,11 +177,12 @@ def quantized_cache(session, backend: str = "fp8"):
     from transformers import QuantizedCache
 
     if any(w is not None for w in layer_windows(session)):
-        raise InputError(f"{session.label} has sliding-window layers; transformers' QuantizedCache supports only "
-                         "models whose layers all use full attention, so the KV-cache precision comparison is not "
-                         "available for it.")
+        raise InputError("model.variants.sliding_window", "{model} has sliding-window layers; transformers' "
+                         "QuantizedCache supports only models whose layers all use full attention, so the KV-cache "
+                         "precision comparison is not available for it.", model=session.label)
     if not kv_quantization_backends().get(backend):
-        raise InputError(f"The {backend} backend of QuantizedCache is not installed here.")
+        raise InputError("model.variants.backend_missing",
+                         "The {backend} backend of QuantizedCache is not installed here.", backend=backend)
     return QuantizedCache(backend, config=session.model.config)
 
 
