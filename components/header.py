@@ -86,7 +86,7 @@ def set_class_model(choice: str, typed_id: str, key: str, progress=gr.Progress()
     """The teacher sets (and locks) the model for every visitor."""
     model_id = (typed_id or "").strip() if choice == OTHER else choice
     if not model_id or model_id == OTHER:
-        raise ModelLoadError("Pick the model for the class first.")
+        raise gr.Error(html.escape(t("header.pick_class_model")), print_exception=False)
     host = policy.current()
     if not host.teacher_key or key != host.teacher_key:
         raise ModelLoadError(policy.WRONG_TEACHER_KEY)

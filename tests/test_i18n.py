@@ -196,7 +196,7 @@ COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 TEXT_KEYWORDS = {"label", "info", "placeholder", "title", "xaxis_title", "yaxis_title", "legend_title_text",
                  "title_text", "name"}
 # Calls whose first argument a user reads.
-TEXT_CALLS = {"Button", "Markdown", "HTML", "Accordion", "Tab", "Info", "Warning", "Error", "InputError", "note"}
+TEXT_CALLS = {"Button", "Markdown", "HTML", "Accordion", "Tab", "Info", "Warning", "Error", "InputError", "ModelLoadError", "note"}
 ALLOWED = "# not translated:"  # a line marked so keeps its literal (say why: a model name, code, a unit)
 TABS = sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir() and (p / "layout.py").exists())
 
