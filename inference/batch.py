@@ -126,20 +126,23 @@ def batch_throughput(session, prompts: Sequence[str], new_tokens: int = 16, chat
     """The same greedy decoding of `prompts`, once as one batch and once one prompt at a time."""
     prompts = [p for p in (prompts or []) if p and p.strip()]
     if not prompts:
-        raise InputError("Give at least one prompt (one per line).")
+        raise InputError("batch.no_prompt", "Give at least one prompt (one per line).")
     if len(prompts) > MAX_BATCH_PROMPTS:
-        raise InputError(f"At most {MAX_BATCH_PROMPTS} prompts run in one batch; got {len(prompts)}.")
+        raise InputError("batch.too_many_prompts", "At most {limit} prompts run in one batch; got {count}.",
+                         limit=MAX_BATCH_PROMPTS, count=len(prompts))
     try:
         new_tokens = int(new_tokens)
     except (TypeError, ValueError):
-        raise InputError("new tokens must be a whole number.") from None
+        raise InputError("batch.new_tokens_not_whole", "new tokens must be a whole number.") from None
     if not 1 <= new_tokens <= MAX_BATCH_NEW_TOKENS:
-        raise InputError(f"new tokens must be between 1 and {MAX_BATCH_NEW_TOKENS}; got {new_tokens}.")
+        raise InputError("batch.new_tokens_range", "new tokens must be between 1 and {limit}; got {value}.",
+                         limit=MAX_BATCH_NEW_TOKENS, value=new_tokens)
     rows = [prompt_ids(session, p, chat) for p in prompts]
     for i, r in enumerate(rows):
         if len(r) > MAX_BATCH_PROMPT_TOKENS:
-            raise InputError(f"Prompt {i + 1} is {len(r):,} tokens; batch prompts may have at most "
-                             f"{MAX_BATCH_PROMPT_TOKENS} tokens each.")
+            raise InputError("batch.prompt_too_long",
+                             "Prompt {n} is {tokens:,} tokens; batch prompts may have at most {limit} tokens each.",
+                             n=i + 1, tokens=len(r), limit=MAX_BATCH_PROMPT_TOKENS)
     single = [batched_greedy(session, [r], new_tokens) for r in rows]
     batched = batched_greedy(session, rows, new_tokens)
     identical = all(b == s.token_ids[0] for b, s in zip(batched.token_ids, single))

@@ -166,7 +166,8 @@ def differences(a: RunSpec, b: RunSpec, a_model: str, b_model: str) -> list[tupl
 def _resolve(spec: RunSpec, session) -> RunSpec:
     """The spec with its ablation read and checked against its model, and its lengths checked."""
     if not 1 <= int(spec.max_new_tokens) <= MAX_COMPARE_NEW_TOKENS:
-        raise InputError(f"A compared run may have 1 to {MAX_COMPARE_NEW_TOKENS} new tokens; got {spec.max_new_tokens}.")
+        raise InputError("compare.new_tokens_range", "A compared run may have 1 to {limit} new tokens; got {value}.",
+                         limit=MAX_COMPARE_NEW_TOKENS, value=spec.max_new_tokens)
     ablation = spec.ablation
     if isinstance(ablation, str):
         ablation = parse_ablation(session, ablation, spec.ablation_mode)

@@ -37,12 +37,11 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, Message
 from .limits import MAX_CHOICE_CHARS, MAX_CHOICES, MAX_CONSTRAINT_CHARS, MAX_JSON_WHITESPACE
 from .model.vocab import eos_ids
 
 KINDS = ("choice", "regex", "json_schema")
-KIND_NAMES = {"choice": "list of choices", "regex": "regular expression", "json_schema": "JSON schema"}
 
 # Presets the Sampling tab offers (and the lesson uses): a yes/no answer, a date, a person.
 YES_NO = ("yes", "no")
@@ -71,12 +70,12 @@ def _library():
         return exc
 
 
-def unavailable_reason() -> str | None:
-    """None when constrained decoding works here, else one sentence saying why not."""
+def unavailable_reason() -> Message | None:
+    """None when constrained decoding works here, else one sentence saying why not (`str()` is its English)."""
     lib = _library()
     if isinstance(lib, Exception):
-        return ("Constrained decoding is not available on this server: the xgrammar package is not installed "
-                f"({type(lib).__name__}); `make setup` installs it.")
+        return Message("constrained.unavailable", "Constrained decoding is not available on this server: the xgrammar "
+                       "package is not installed ({error}); `make setup` installs it.", {"error": type(lib).__name__})
     return None
 
 
@@ -103,7 +102,8 @@ class Constraint:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise InputError(f"The constraint kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
+            raise InputError("constrained.bad_kind", "The constraint kind must be one of {kinds}; got {kind!r}.",
+                             kinds=", ".join(KINDS), kind=self.kind)
         object.__setattr__(self, "spec", _normalise(self.kind, self.spec))
 
     @classmethod
@@ -112,22 +112,43 @@ class Constraint:
         kind = (kind or "none").strip()
         if kind == "none":
             return None
-        if not (text or "").strip():
-            raise InputError(f"Type the {KIND_NAMES.get(kind, 'constraint')} for the constraint, or set it to none.")
-        return cls(kind, text)
+        if kind in KINDS and not (text or "").strip():
+            raise InputError(EMPTY[kind])
+        return cls(kind, text)  # an unknown kind: the sentence that names the kinds
 
     @property
     def text(self) -> str:
         """The spec as typed in the UI's box (choices one per line), for a link or a form."""
         return "\n".join(self.spec) if self.kind == "choice" else self.spec
 
-    def describe(self) -> str:
+    def shown(self) -> str:
+        """The spec as a description quotes it: the choices as JSON strings, the regex, the schema (shortened)."""
         if self.kind == "choice":
-            return "one of " + " / ".join(json.dumps(c, ensure_ascii=False) for c in self.spec)
+            return " / ".join(json.dumps(c, ensure_ascii=False) for c in self.spec)
         if self.kind == "regex":
-            return f"text matching /{self.spec}/"
-        schema = self.spec if len(self.spec) <= 100 else self.spec[:99] + "…"
-        return f"JSON matching the schema {schema}"
+            return self.spec
+        return self.spec if len(self.spec) <= 100 else self.spec[:99] + "…"
+
+    def description(self) -> Message:
+        """What the constraint allows, in words: a Message (the page shows it in the visitor's language)."""
+        if self.kind == "choice":
+            return Message("constrained.describe_choice", "one of {choices}", {"choices": self.shown()})
+        if self.kind == "regex":
+            return Message("constrained.describe_regex", "text matching /{regex}/", {"regex": self.shown()})
+        return Message("constrained.describe_schema", "JSON matching the schema {schema}", {"schema": self.shown()})
+
+    def describe(self) -> str:
+        """The description in English (the API's words)."""
+        return str(self.description())
+
+
+# The box is empty: the sentence names what to type (a word in a field would stay English in a translation).
+EMPTY = {
+    "choice": Message("constrained.empty_choice", "Type the list of choices for the constraint, or set it to none."),
+    "regex": Message("constrained.empty_regex", "Type the regular expression for the constraint, or set it to none."),
+    "json_schema": Message("constrained.empty_json_schema",
+                           "Type the JSON schema for the constraint, or set it to none."),
+}
 
 
 def _normalise(kind: str, spec: Any) -> Any:
@@ -135,34 +156,43 @@ def _normalise(kind: str, spec: Any) -> Any:
         if isinstance(spec, str):
             spec = spec.splitlines()
         if not isinstance(spec, (list, tuple)) or not all(isinstance(c, str) for c in spec):
-            raise InputError("The choices must be a list of strings (in the app: one choice per line).")
+            raise InputError("constrained.choices_not_strings",
+                             "The choices must be a list of strings (in the app: one choice per line).")
         choices = tuple(dict.fromkeys(c.strip() for c in spec if c.strip()))
         if not choices:
-            raise InputError("Give at least one choice (one per line).")
+            raise InputError("constrained.no_choice", "Give at least one choice (one per line).")
         if len(choices) > MAX_CHOICES:
-            raise InputError(f"At most {MAX_CHOICES} choices are allowed; got {len(choices)}.")
+            raise InputError("constrained.too_many_choices", "At most {limit} choices are allowed; got {count}.",
+                             limit=MAX_CHOICES, count=len(choices))
         if any(len(c) > MAX_CHOICE_CHARS for c in choices):
-            raise InputError(f"A choice may have at most {MAX_CHOICE_CHARS} characters.")
+            raise InputError("constrained.choice_too_long", "A choice may have at most {limit} characters.",
+                             limit=MAX_CHOICE_CHARS)
         return choices
     if kind == "regex":
         if not isinstance(spec, str) or not spec:
-            raise InputError("The regular expression must be a non-empty string.")
+            raise InputError("constrained.regex_empty", "The regular expression must be a non-empty string.")
         if len(spec) > MAX_CONSTRAINT_CHARS:
-            raise InputError(f"The regular expression may have at most {MAX_CONSTRAINT_CHARS:,} characters.")
+            raise InputError("constrained.regex_too_long",
+                             "The regular expression may have at most {limit:,} characters.", limit=MAX_CONSTRAINT_CHARS)
         return spec
     # json_schema: a dict, or its JSON text
     if isinstance(spec, str):
         if len(spec) > MAX_CONSTRAINT_CHARS:
-            raise InputError(f"The JSON schema may have at most {MAX_CONSTRAINT_CHARS:,} characters.")
+            raise InputError("constrained.schema_too_long", "The JSON schema may have at most {limit:,} characters.",
+                             limit=MAX_CONSTRAINT_CHARS)
         try:
             spec = json.loads(spec)
         except json.JSONDecodeError as exc:
-            raise InputError(f"The JSON schema is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+            raise InputError("constrained.schema_not_json",
+                             "The JSON schema is not valid JSON: {error} (line {line}, column {column}).",
+                             error=exc.msg, line=exc.lineno, column=exc.colno) from None
     if not isinstance(spec, dict):
-        raise InputError("The JSON schema must be a JSON object, such as {\"type\": \"object\", \"properties\": {...}}.")
+        raise InputError("constrained.schema_not_object",
+                         'The JSON schema must be a JSON object, such as {{"type": "object", "properties": {{...}}}}.')
     text = json.dumps(spec, ensure_ascii=False)  # key order kept: it is the order the fields are generated in
     if len(text) > MAX_CONSTRAINT_CHARS:
-        raise InputError(f"The JSON schema may have at most {MAX_CONSTRAINT_CHARS:,} characters.")
+        raise InputError("constrained.schema_too_long", "The JSON schema may have at most {limit:,} characters.",
+                         limit=MAX_CONSTRAINT_CHARS)
     return text
 
 
@@ -198,7 +228,15 @@ class Grammars:
             return self.compiler.compile_json_schema(constraint.spec, any_whitespace=True,
                                                      max_whitespace_cnt=MAX_JSON_WHITESPACE)
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(f"The {KIND_NAMES[constraint.kind]} cannot be used: {_library_message(exc)}") from None
+            error = _library_message(exc)  # xgrammar's own words (English)
+            if constraint.kind == "choice":
+                raise InputError("constrained.unusable_choice", "The list of choices cannot be used: {error}",
+                                 error=error) from None
+            if constraint.kind == "regex":
+                raise InputError("constrained.unusable_regex", "The regular expression cannot be used: {error}",
+                                 error=error) from None
+            raise InputError("constrained.unusable_json_schema", "The JSON schema cannot be used: {error}",
+                             error=error) from None
 
     def retained_bytes(self) -> int:
         return int(self.compiler.get_cache_size_bytes())
@@ -247,8 +285,7 @@ class GrammarState:
         self.session = session
         for i, token in enumerate(tokens):
             if not self._matcher.accept_token(int(token)):
-                raise InputError(f"Token {i + 1} of the text so far ({_piece(session, token)}) is not allowed by the "
-                                 f"constraint ({constraint.describe()}); it cannot go on from there.")
+                raise InputError(self._stuck(i + 1, token))
 
     def _fill(self):
         if self._bitmask is None:
@@ -278,9 +315,35 @@ class GrammarState:
             raise InputError(self.refusal(token))
         self._bitmask = self._allowed = None
 
-    def refusal(self, token: int) -> str:
-        return (f"The token {_piece(self.session, token)} is not allowed by the constraint "
-                f"({self.constraint.describe()}) here; pick a token it allows (one that is not greyed out).")
+    def _stuck(self, n: int, token: int) -> Message:
+        """Token n of the text so far broke the grammar (one sentence per kind: what the constraint allows)."""
+        piece, shown = _piece(self.session, token), self.constraint.shown()
+        if self.constraint.kind == "choice":
+            return Message("constrained.stuck_choice", "Token {n} of the text so far ({piece}) is not allowed by the "
+                           "constraint (one of {choices}); it cannot go on from there.",
+                           {"n": n, "piece": piece, "choices": shown})
+        if self.constraint.kind == "regex":
+            return Message("constrained.stuck_regex", "Token {n} of the text so far ({piece}) is not allowed by the "
+                           "constraint (text matching /{regex}/); it cannot go on from there.",
+                           {"n": n, "piece": piece, "regex": shown})
+        return Message("constrained.stuck_json_schema", "Token {n} of the text so far ({piece}) is not allowed by the "
+                       "constraint (JSON matching the schema {schema}); it cannot go on from there.",
+                       {"n": n, "piece": piece, "schema": shown})
+
+    def refusal(self, token: int) -> Message:
+        """Why `token` cannot come next (one sentence per kind: what the constraint allows); `str()` is English."""
+        piece, shown = _piece(self.session, token), self.constraint.shown()
+        if self.constraint.kind == "choice":
+            return Message("constrained.refused_choice", "The token {piece} is not allowed by the constraint (one of "
+                           "{choices}) here; pick a token it allows (one that is not greyed out).",
+                           {"piece": piece, "choices": shown})
+        if self.constraint.kind == "regex":
+            return Message("constrained.refused_regex", "The token {piece} is not allowed by the constraint (text "
+                           "matching /{regex}/) here; pick a token it allows (one that is not greyed out).",
+                           {"piece": piece, "regex": shown})
+        return Message("constrained.refused_json_schema", "The token {piece} is not allowed by the constraint (JSON "
+                       "matching the schema {schema}) here; pick a token it allows (one that is not greyed out).",
+                       {"piece": piece, "schema": shown})
 
     @property
     def complete(self) -> bool:

@@ -190,30 +190,37 @@ def check_burst(session, prompts: Sequence[str], max_new_tokens: Sequence[int], 
                 num_blocks: int, max_batch_tokens: int) -> list[list[int]]:
     """The prompts' token ids, after checking the burst against the caps (one clear sentence otherwise)."""
     if not prompts:
-        raise InputError("Give at least one prompt (one per line).")
+        raise InputError("continuous.no_prompt", "Give at least one prompt (one per line).")
     if len(prompts) > MAX_BURST_REQUESTS:
-        raise InputError(f"At most {MAX_BURST_REQUESTS} requests in one burst; got {len(prompts)}.")
+        raise InputError("continuous.too_many_requests", "At most {limit} requests in one burst; got {count}.",
+                         limit=MAX_BURST_REQUESTS, count=len(prompts))
     if len(max_new_tokens) != len(prompts):
-        raise InputError("Give one token budget per prompt.")
+        raise InputError("continuous.one_budget_per_prompt", "Give one token budget per prompt.")
     for n in max_new_tokens:
         if not _whole(n) or not 1 <= n <= MAX_BURST_NEW_TOKENS:
-            raise InputError(f"Each request's new tokens must be a whole number from 1 to {MAX_BURST_NEW_TOKENS}.")
+            raise InputError("continuous.new_tokens_range",
+                             "Each request's new tokens must be a whole number from 1 to {limit}.",
+                             limit=MAX_BURST_NEW_TOKENS)
     if not _whole(num_blocks) or not 1 <= num_blocks <= MAX_SERVING_BLOCKS:
-        raise InputError(f"KV blocks must be a whole number from 1 to {MAX_SERVING_BLOCKS}; got {num_blocks}.")
+        raise InputError("continuous.blocks_range", "KV blocks must be a whole number from 1 to {limit}; got {value}.",
+                         limit=MAX_SERVING_BLOCKS, value=num_blocks)
     if not _whole(max_batch_tokens) or not 16 <= max_batch_tokens <= MAX_SERVING_BATCH_TOKENS:
-        raise InputError(f"Tokens per pass must be a whole number from 16 to {MAX_SERVING_BATCH_TOKENS}; got "
-                         f"{max_batch_tokens}.")
+        raise InputError("continuous.pass_tokens_range",
+                         "Tokens per pass must be a whole number from 16 to {limit}; got {value}.",
+                         limit=MAX_SERVING_BATCH_TOKENS, value=max_batch_tokens)
     if any(not isinstance(p, str) or not p.strip() for p in prompts):
-        raise InputError("Every request needs a prompt (text).")
+        raise InputError("continuous.empty_prompt", "Every request needs a prompt (text).")
     rows = [prompt_ids(session, p, chat) for p in prompts]
     for i, r in enumerate(rows):
         if len(r) > MAX_BURST_PROMPT_TOKENS:
-            raise InputError(f"Prompt {i + 1} is {len(r):,} tokens; the Serving view takes prompts of up to "
-                             f"{MAX_BURST_PROMPT_TOKENS} tokens.")
+            raise InputError("continuous.prompt_too_long",
+                             "Prompt {n} is {tokens:,} tokens; the Serving view takes prompts of up to {limit} tokens.",
+                             n=i + 1, tokens=len(r), limit=MAX_BURST_PROMPT_TOKENS)
     blocks_needed = max(-(-(len(r) + n) // SERVING_PAGE_TOKENS) for r, n in zip(rows, max_new_tokens))
     if blocks_needed > int(num_blocks):
-        raise InputError(f"The longest request needs {blocks_needed} KV blocks of {SERVING_PAGE_TOKENS} tokens; "
-                         f"give the engine at least that many (got {num_blocks}).")
+        raise InputError("continuous.too_few_blocks",
+                         "The longest request needs {needed} KV blocks of {page} tokens; give the engine at least that "
+                         "many (got {blocks}).", needed=blocks_needed, page=SERVING_PAGE_TOKENS, blocks=num_blocks)
     return rows
 
 

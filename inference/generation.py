@@ -186,16 +186,20 @@ def prompt_ids(session, prompt: str, chat: bool = True) -> list[int]:
     """The prompt's token ids as the model receives them (in the chat template when chat), within the cap."""
     ids = tokenize(session, prompt, chat).ids
     if len(ids) > MAX_PROMPT_TOKENS:
-        raise InputError(f"The prompt is {len(ids):,} tokens; the limit is {MAX_PROMPT_TOKENS:,}. Shorten it and try again.")
+        raise InputError("generation.prompt_too_long",
+                         "The prompt is {tokens:,} tokens; the limit is {limit:,}. Shorten it and try again.",
+                         tokens=len(ids), limit=MAX_PROMPT_TOKENS)
     return list(ids)
 
 
 def check_lengths(max_new_tokens, min_new_tokens=0) -> tuple[int, int]:
     """Whole numbers with 1 <= max_new_tokens <= the cap and 0 <= min_new_tokens <= max_new_tokens."""
-    max_new = _whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, hint=f" (the limit is {MAX_NEW_TOKENS})")
+    max_new = _whole("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, hint="limit")
     min_new = _whole("min_new_tokens", min_new_tokens or 0, 0, MAX_NEW_TOKENS)
     if min_new > max_new:
-        raise InputError(f"min_new_tokens ({min_new}) cannot be larger than max_new_tokens ({max_new}).")
+        raise InputError("generation.min_over_max",
+                         "min_new_tokens ({min_new}) cannot be larger than max_new_tokens ({max_new}).",
+                         min_new=min_new, max_new=max_new)
     return max_new, min_new
 
 
@@ -206,13 +210,16 @@ def check_stop(stop) -> tuple[str, ...]:
     if isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
-        raise InputError("stop must be a list of strings.")
+        raise InputError("generation.stop_not_strings", "stop must be a list of strings.")
     stop = tuple(s for s in stop if s)
     if len(stop) > MAX_STOP_SEQUENCES:
-        raise InputError(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(stop)}.")
+        raise InputError("generation.too_many_stops", "At most {limit} stop sequences are allowed; got {count}.",
+                         limit=MAX_STOP_SEQUENCES, count=len(stop))
     for s in stop:
         if len(s) > MAX_STOP_CHARS:
-            raise InputError(f"A stop sequence may have at most {MAX_STOP_CHARS} characters; one has {len(s)}.")
+            raise InputError("generation.stop_too_long",
+                             "A stop sequence may have at most {limit} characters; one has {chars}.",
+                             limit=MAX_STOP_CHARS, chars=len(s))
     return stop
 
 
@@ -343,7 +350,8 @@ def choose(session, logits: torch.Tensor, prompt: Sequence[int], generated: Sequ
     eos = eos_ids(session)
     blocked = eos if len(generated) < min_new_tokens else []
     if grammar is not None and min_new_tokens:
-        raise InputError("min new tokens cannot be combined with a constraint: the grammar decides where the "
+        raise InputError("generation.min_new_with_constraint",
+                         "min new tokens cannot be combined with a constraint: the grammar decides where the "
                          "output ends. Set min new tokens to 0.")
     if grammar is not None and forced is not None and not grammar.accepts(forced):
         raise InputError(grammar.refusal(forced))
@@ -416,12 +424,15 @@ def inspect_step(session, prompt: str, params: SamplingParams, generated_ids: Se
     try:
         generated = [int(i) for i in generated_ids]
     except (TypeError, ValueError):
-        raise InputError("generated_ids must be a list of token ids, for example [791, 6149].") from None
+        raise InputError("generation.generated_ids_not_ids",
+                         "generated_ids must be a list of token ids, for example [791, 6149].") from None
     vocab = session.facts.vocab_size
     if any(not 0 <= i < vocab for i in generated) or (forced is not None and not 0 <= forced < vocab):
-        raise InputError(f"Token ids must be between 0 and {vocab - 1:,}.")
+        raise InputError("generation.token_ids_range", "Token ids must be between 0 and {last:,}.", last=vocab - 1)
     if len(generated) >= MAX_NEW_TOKENS:
-        raise InputError(f"At most {MAX_NEW_TOKENS} new tokens can be generated; got {len(generated)} already.")
+        raise InputError("generation.too_many_generated",
+                         "At most {limit} new tokens can be generated; got {count} already.",
+                         limit=MAX_NEW_TOKENS, count=len(generated))
     seed = pick_seed(params)
     grammar = None if constraint is None else GrammarState(session, constraint, generated)
     start = time.perf_counter()
@@ -466,11 +477,13 @@ class Generation:
         self.prompt_ids = prompt_ids(session, prompt, chat)
         self.generated = [int(i) for i in prefix_ids]
         if any(not 0 <= i < session.facts.vocab_size for i in self.generated):
-            raise InputError(f"prefix_ids must be token ids between 0 and {session.facts.vocab_size - 1:,}.")
+            raise InputError("generation.prefix_ids_range", "prefix_ids must be token ids between 0 and {last:,}.",
+                             last=session.facts.vocab_size - 1)
         context = session.facts.context_length or 0
         if context and len(self.prompt_ids) + max_new > context:
-            raise InputError(f"The prompt ({len(self.prompt_ids):,} tokens) plus {max_new} new tokens exceeds the "
-                             f"model's context length of {context:,} tokens.")
+            raise InputError("generation.over_context",
+                             "The prompt ({prompt:,} tokens) plus {new} new tokens exceeds the model's context length "
+                             "of {context:,} tokens.", prompt=len(self.prompt_ids), new=max_new, context=context)
         self.keep_logits = keep_logits
         self.top_n = top_n
         self.deadline = deadline or Deadline()

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, Message
 from .limits import (
     MAX_FREQUENCY_PENALTY,
     MAX_PRESENCE_PENALTY,
@@ -73,31 +73,73 @@ STAGE_LABELS = {
 # Parameters
 
 
+def _out_of_range(name: str, interval: str, value, hint: str) -> Message:
+    """`{name} must be in {interval}, got {value}`, with what the value that switches the stage off means (`hint`,
+    one of the suffixes below; a word in a field would stay English in a translation)."""
+    if hint == "greedy":
+        return Message("sampling.out_of_range_greedy", "{name} must be in {interval}, got {value} (0 means greedy).",
+                       {"name": name, "interval": interval, "value": value})
+    if hint == "top_p_off":
+        return Message("sampling.out_of_range_top_p_off",
+                       "{name} must be in {interval}, got {value} (1 switches top-p off).",
+                       {"name": name, "interval": interval, "value": value})
+    if hint == "min_p_off":
+        return Message("sampling.out_of_range_min_p_off",
+                       "{name} must be in {interval}, got {value} (0 switches min-p off).",
+                       {"name": name, "interval": interval, "value": value})
+    if hint == "no_penalty_1":
+        return Message("sampling.out_of_range_no_penalty_1",
+                       "{name} must be in {interval}, got {value} (1 means no penalty).",
+                       {"name": name, "interval": interval, "value": value})
+    if hint == "no_penalty_0":
+        return Message("sampling.out_of_range_no_penalty_0",
+                       "{name} must be in {interval}, got {value} (0 means no penalty).",
+                       {"name": name, "interval": interval, "value": value})
+    return Message("sampling.out_of_range", "{name} must be in {interval}, got {value}.",
+                   {"name": name, "interval": interval, "value": value})
+
+
 def _number(name: str, value, low: float, high: float, *, low_open: bool = False, hint: str = "") -> float:
-    """A finite float within [low, high] (or (low, high] when low_open), else one clear sentence."""
+    """A finite float within [low, high] (or (low, high] when low_open), else one clear sentence. `hint`: "greedy",
+    "top_p_off", "min_p_off", "no_penalty_1" or "no_penalty_0" adds what the stage's neutral value means."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, not {value!r}.") from None
+        raise InputError("sampling.not_a_number", "{name} must be a number, not {value!r}.",
+                         name=name, value=value) from None
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
     too_low = number <= low if low_open else number < low
     if not math.isfinite(number) or too_low or number > high:
-        raise InputError(f"{name} must be in {interval}, got {value}{hint}.")
+        raise InputError(_out_of_range(name, interval, value, hint))
     return number
 
 
 def _whole(name: str, value, low: int, high: int, hint: str = "") -> int:
-    """A whole number within [low, high]; accepts 3.0 (sliders and JSON send floats) but not 2.5."""
+    """A whole number within [low, high]; accepts 3.0 (sliders and JSON send floats) but not 2.5. `hint`: "limit"
+    adds "(the limit is {high})", "top_k_off" what 0 means. (An older caller's sentence " (the limit is N)", N
+    always `high`, counts as "limit".)"""
     if isinstance(value, bool) or value is None:
-        raise InputError(f"{name} must be a whole number, not {value!r}.")
+        raise InputError("sampling.not_whole", "{name} must be a whole number, not {value!r}.", name=name, value=value)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number, not {value!r}.") from None
+        raise InputError("sampling.not_whole", "{name} must be a whole number, not {value!r}.",
+                         name=name, value=value) from None
     if not math.isfinite(number) or not number.is_integer():
-        raise InputError(f"{name} must be a whole number, got {value}.")
+        raise InputError("sampling.not_whole_got", "{name} must be a whole number, got {value}.",
+                         name=name, value=value)
     if not low <= number <= high:
-        raise InputError(f"{name} must be between {low:,} and {high:,}, got {int(number):,}{hint}.")
+        got = int(number)
+        if hint == "top_k_off":
+            raise InputError("sampling.whole_out_of_range_top_k_off",
+                             "{name} must be between {low:,} and {high:,}, got {value:,} (0 switches top-k off).",
+                             name=name, low=low, high=high, value=got)
+        if hint:
+            raise InputError("sampling.whole_out_of_range_limit",
+                             "{name} must be between {low:,} and {high:,}, got {value:,} (the limit is {high}).",
+                             name=name, low=low, high=high, value=got)
+        raise InputError("sampling.whole_out_of_range", "{name} must be between {low:,} and {high:,}, got {value:,}.",
+                         name=name, low=low, high=high, value=got)
     return int(number)
 
 
@@ -120,16 +162,16 @@ class SamplingParams:
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        fix("temperature", _number("temperature", self.temperature, 0.0, MAX_TEMPERATURE, hint=" (0 means greedy)"))
-        fix("top_k", _whole("top_k", self.top_k, 0, MAX_TOP_K, hint=" (0 switches top-k off)"))
-        fix("top_p", _number("top_p", self.top_p, 0.0, 1.0, low_open=True, hint=" (1 switches top-p off)"))
-        fix("min_p", _number("min_p", self.min_p, 0.0, 1.0, hint=" (0 switches min-p off)"))
+        fix("temperature", _number("temperature", self.temperature, 0.0, MAX_TEMPERATURE, hint="greedy"))
+        fix("top_k", _whole("top_k", self.top_k, 0, MAX_TOP_K, hint="top_k_off"))
+        fix("top_p", _number("top_p", self.top_p, 0.0, 1.0, low_open=True, hint="top_p_off"))
+        fix("min_p", _number("min_p", self.min_p, 0.0, 1.0, hint="min_p_off"))
         fix("repetition_penalty", _number("repetition_penalty", self.repetition_penalty, 0.0, MAX_REPETITION_PENALTY,
-                                          low_open=True, hint=" (1 means no penalty)"))
+                                          low_open=True, hint="no_penalty_1"))
         fix("presence_penalty", _number("presence_penalty", self.presence_penalty, -MAX_PRESENCE_PENALTY,
-                                        MAX_PRESENCE_PENALTY, hint=" (0 means no penalty)"))
+                                        MAX_PRESENCE_PENALTY, hint="no_penalty_0"))
         fix("frequency_penalty", _number("frequency_penalty", self.frequency_penalty, -MAX_FREQUENCY_PENALTY,
-                                         MAX_FREQUENCY_PENALTY, hint=" (0 means no penalty)"))
+                                         MAX_FREQUENCY_PENALTY, hint="no_penalty_0"))
         if self.seed is not None:
             fix("seed", _whole("seed", self.seed, 0, MAX_SEED))
 

@@ -99,7 +99,7 @@ def test_specs_are_normalised_so_equal_constraints_are_equal():
 
 def test_without_the_library_the_constraint_says_so_in_one_sentence(session):
     with mock.patch.object(constrained, "_library", return_value=ImportError("No module named 'xgrammar'")):
-        reason = constrained.unavailable_reason()
+        reason = str(constrained.unavailable_reason())  # a Message: its English
         assert reason.startswith("Constrained decoding is not available on this server") and reason.count(".") <= 2
         with pytest.raises(InputError, match="not available on this server"):
             GrammarState(session, YESNO)

@@ -18,7 +18,6 @@ that language, from the data's names.
 from __future__ import annotations
 
 import html
-import json
 import math
 from typing import Sequence
 
@@ -34,7 +33,7 @@ from inference.sampling import SamplingParams
 from inference.sampling_run import ChosenToken, Guess, SamplingRun
 from inference.serving import ServedTrace
 
-from ..i18n import DEFAULT, catalogue, t
+from ..i18n import DEFAULT, catalogue, message, t
 
 # Okabe-Ito colours (colour-blind safe) that read on a projector. Colour is never the only cue: the drawn
 # token's bar also has a black outline, the run's token a hatch, a removed token the word "removed".
@@ -126,14 +125,8 @@ def mode_word(mode: str, lang: str = DEFAULT) -> str:
 
 
 def describe_constraint(constraint: Constraint, lang: str = DEFAULT) -> str:
-    """What a constraint allows, in words (as `Constraint.describe`, in `lang`)."""
-    if constraint.kind == "choice":
-        return t("sampling.constraint_choice", lang,
-                 choices=" / ".join(json.dumps(c, ensure_ascii=False) for c in constraint.spec))
-    if constraint.kind == "regex":
-        return t("sampling.constraint_regex", lang, regex=constraint.spec)
-    schema = constraint.spec if len(constraint.spec) <= 100 else constraint.spec[:99] + "…"
-    return t("sampling.constraint_schema", lang, schema=schema)
+    """What a constraint allows, in words (`Constraint.description`, in `lang`)."""
+    return message(constraint.description(), lang)
 
 
 def describe_validity(valid: Validity, lang: str = DEFAULT) -> str:

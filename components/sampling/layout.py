@@ -8,7 +8,6 @@ only how to operate it.
 from __future__ import annotations
 
 import json
-import re
 
 import gradio as gr
 
@@ -32,7 +31,7 @@ from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, sess
 from .api import compare_api, generate_api, next_token_api
 from .figures import CSS
 from ..header import OTHER, choices as model_choices
-from ..i18n import DEFAULT as ENGLISH, RTL, T, t
+from ..i18n import DEFAULT as ENGLISH, RTL, T, message, t
 from ..share import share_link
 from ..teaching import LessonPanel
 
@@ -73,12 +72,6 @@ def _labelled(texts, cls, key: str, values: dict, **kwargs):
 def _example_label(label: str, lang: str) -> str:
     key = EXAMPLE_KEYS.get(label)
     return t(key, lang) if key else label
-
-
-def _unavailable(reason: str, lang: str) -> str:
-    """Why constrained decoding is off (inference.constrained.unavailable_reason, English), in `lang`."""
-    found = re.search(r"not installed \((\w+)\)", reason)
-    return t("sampling.constraint_missing", lang, error=found.group(1)) if found else reason
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,8 +169,8 @@ def build(demo: gr.Blocks) -> None:
                                 interactive=reason is None, elem_id=f"smp-preset-{i}", min_width=80)
                            for i, name in enumerate(PRESETS)]
             if reason:
-                texts.add(gr.Markdown(_unavailable(reason, ENGLISH), elem_id="smp-constraint-missing"),
-                          lambda lang: gr.update(value=_unavailable(reason, lang), rtl=lang in RTL))
+                texts.add(gr.Markdown(message(reason, ENGLISH), elem_id="smp-constraint-missing"),
+                          lambda lang: gr.update(value=message(reason, lang), rtl=lang in RTL))
         with gr.Column(scale=2, min_width=260):
             ablation = make(gr.Textbox, label=T("sampling.ablation"), max_length=500, elem_id="smp-ablation")
             ablation_mode = make(gr.Radio, choices=[(T("sampling.ablation_zero"), "zero"),
