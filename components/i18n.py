@@ -140,8 +140,8 @@ def message(msg: Message, lang: str | None = None) -> str:
     text = catalogue(lang).get(f"inference.{msg.key}") if msg.key and lang != DEFAULT else None
     if text is None:
         return str(msg)
-    try:
-        return text.format(**msg.fields)
+    try:  # a field may itself be a Message (e.g. a constraint's description): in the same language
+        return text.format(**{k: message(v, lang) if isinstance(v, Message) else v for k, v in msg.fields.items()})
     except (KeyError, IndexError, ValueError):  # a translation that breaks its fields (the test forbids it): English
         return str(msg)
 
