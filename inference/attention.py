@@ -87,16 +87,16 @@ class AttentionMaps:
 
     def check_layer(self, layer) -> int:
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < self.num_layers:
-            raise InputError(
-                f"Layer {layer!r} does not exist: this model has {self.num_layers} layers, numbered 0 to {self.num_layers - 1}."
-            )
+            raise InputError("attention.no_such_layer",
+                             "Layer {layer!r} does not exist: this model has {layers} layers, numbered 0 to {last}.",
+                             layer=layer, layers=self.num_layers, last=self.num_layers - 1)
         return int(layer)
 
     def check_head(self, head) -> int:
         if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < self.num_heads:
-            raise InputError(
-                f"Head {head!r} does not exist: each layer has {self.num_heads} heads, numbered 0 to {self.num_heads - 1}."
-            )
+            raise InputError("attention.no_such_head",
+                             "Head {head!r} does not exist: each layer has {heads} heads, numbered 0 to {last}.",
+                             head=head, heads=self.num_heads, last=self.num_heads - 1)
         return int(head)
 
     def packed(self, layer: int) -> np.ndarray:
@@ -129,7 +129,9 @@ class AttentionMaps:
         """float32 [query+1]: what one query token attends to (one head, or the mean over heads). Row i
         of the packed lower triangle is contiguous, so this reads i+1 numbers and unpacks nothing."""
         if isinstance(query, bool) or not isinstance(query, (int, np.integer)) or not 0 <= query < self.n:
-            raise InputError(f"Token {query!r} does not exist: the prompt has {self.n} tokens, numbered 0 to {self.n - 1}.")
+            raise InputError("attention.no_such_token",
+                             "Token {token!r} does not exist: the prompt has {tokens} tokens, numbered 0 to {last}.",
+                             token=query, tokens=self.n, last=self.n - 1)
         start = query * (query + 1) // 2
         rows = self.packed(layer)[:, start:start + query + 1].astype(np.float32)  # [heads, query+1]
         return rows.mean(0) if head is None else rows[self.check_head(head)]
@@ -219,10 +221,10 @@ def capture_attention(session, text: str, chat: bool = False, budget: int | None
     view = tokenize(session, text, chat)
     n = len(view.ids)
     if n > MAX_ATTENTION_TOKENS:
-        raise InputError(
-            f"The prompt is {n:,} tokens; the Attention tab shows at most {MAX_ATTENTION_TOKENS:,} tokens "
-            "(every layer and head of a longer prompt would not fit in memory). Shorten it and try again."
-        )
+        raise InputError("attention.too_many_tokens",
+                         "The prompt is {tokens:,} tokens; the Attention tab shows at most {limit:,} tokens (every "
+                         "layer and head of a longer prompt would not fit in memory). Shorten it and try again.",
+                         tokens=n, limit=MAX_ATTENTION_TOKENS)
     if budget is not None and budget != ATTENTION_MEMORY_BUDGET:
         return _maps(session, record_prefill(session, view, attention=True, budget=budget))
     return shared_prefill(session, text, chat).view("attention", lambda recording: _maps(session, recording))

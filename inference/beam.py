@@ -142,16 +142,20 @@ def check_early_stopping(value) -> bool | str:
         return False
     if text == "never":
         return "never"
-    raise InputError(f"early_stopping must be true, false or \"never\" (got {str(value)[:40]!r}).")
+    raise InputError("beam.bad_early_stopping", "early_stopping must be true, false or \"never\" (got {value!r}).",
+                     value=str(value)[:40])
 
 
 def _whole_number(value, name: str, low: int, high: int) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number between {low} and {high} (got {str(value)[:40]!r}).") from None
+        raise InputError("beam.not_a_whole_number", "{name} must be a whole number between {low} and {high} (got "
+                         "{value!r}).", name=name, low=low, high=high, value=str(value)[:40]) from None
     if not math.isfinite(number) or number != int(number) or not low <= number <= high:
-        raise InputError(f"{name} must be a whole number between {low} and {high} (got {value:g}).")
+        raise InputError("beam.whole_number_out_of_range",
+                         "{name} must be a whole number between {low} and {high} (got {value:g}).",
+                         name=name, low=low, high=high, value=number)
     return int(number)
 
 
@@ -162,11 +166,12 @@ def check_request(num_beams, max_new_tokens, length_penalty, early_stopping) -> 
     try:
         length_penalty = float(length_penalty)
     except (TypeError, ValueError):
-        raise InputError(f"length_penalty must be a number (got {str(length_penalty)[:40]!r}).") from None
+        raise InputError("beam.length_penalty_not_a_number", "length_penalty must be a number (got {value!r}).",
+                         value=str(length_penalty)[:40]) from None
     if not (math.isfinite(length_penalty) and MIN_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY):
-        raise InputError(
-            f"length_penalty must be between {MIN_LENGTH_PENALTY:g} and {MAX_LENGTH_PENALTY:g} (got {length_penalty:g})."
-        )
+        raise InputError("beam.length_penalty_out_of_range",
+                         "length_penalty must be between {low:g} and {high:g} (got {value:g}).",
+                         low=MIN_LENGTH_PENALTY, high=MAX_LENGTH_PENALTY, value=length_penalty)
     return num_beams, max_new_tokens, length_penalty, check_early_stopping(early_stopping)
 
 
@@ -213,9 +218,9 @@ def _search(session, prompt, chat, num_beams, max_new_tokens, length_penalty, ea
     deadline = deadline or Deadline()
     view = tokenize(session, prompt, chat)
     if view.num_tokens > MAX_PROMPT_TOKENS:
-        raise InputError(
-            f"The prompt is {view.num_tokens:,} tokens; the limit is {MAX_PROMPT_TOKENS:,}. Shorten it and try again."
-        )
+        raise InputError("beam.prompt_too_long",
+                         "The prompt is {tokens:,} tokens; the limit is {limit:,}. Shorten it and try again.",
+                         tokens=view.num_tokens, limit=MAX_PROMPT_TOKENS)
     model = session.model
     eos = eos_ids(session)
     k = num_beams
@@ -512,7 +517,8 @@ def compare_decoders(session, prompt: str, max_new_tokens: int, length_penalty: 
     try:
         seed = int(seed)
     except (TypeError, ValueError):
-        raise InputError(f"seed must be a whole number (got {str(seed)[:40]!r}).") from None
+        raise InputError("beam.seed_not_a_whole_number", "seed must be a whole number (got {value!r}).",
+                         value=str(seed)[:40]) from None
     key = (prompt, bool(chat), max_new_tokens, length_penalty, seed)
     return session.analysis(
         "beam_compare", key, lambda: _compare(session, prompt, bool(chat), max_new_tokens, length_penalty, seed)

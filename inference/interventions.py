@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from .deadline import Deadline
-from .errors import InputError
-from .limits import MAX_ABLATION_SPEC_CHARS, MAX_INTERVENTION_TOKENS, MAX_PATCH_TOKENS
+from .errors import InputError, Message
+from .limits import MAX_ABLATION_SPEC_CHARS, MAX_INTERVENTION_TOKENS, MAX_PATCH_TOKENS, MAX_TEXT_CHARS
 from .model.hooks import hooks, resolve
 from .model.run import last_logits_only, new_cache, prefix_cache
 from .model.vocab import pieces
@@ -94,15 +94,30 @@ def _shown(value, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _whole(value, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InputError(f"{name} {_shown(value)} does not exist: it must be a whole number from {low} to {high}.")
+def _whole(value, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and low <= value <= high
+
+
+def _layer(value, num_layers: int) -> int:
+    if not _whole(value, 0, num_layers - 1):
+        raise InputError("interventions.no_such_layer",
+                         "Layer {value} does not exist: it must be a whole number from {low} to {high}.",
+                         value=_shown(value), low=0, high=num_layers - 1)
+    return int(value)
+
+
+def _head(value, num_heads: int) -> int:
+    if not _whole(value, 0, num_heads - 1):
+        raise InputError("interventions.no_such_head",
+                         "Head {value} does not exist: it must be a whole number from {low} to {high}.",
+                         value=_shown(value), low=0, high=num_heads - 1)
     return int(value)
 
 
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}; got {_shown(mode)}.")
+        raise InputError("interventions.bad_mode", "mode must be one of {modes}; got {value}.",
+                         modes=", ".join(MODES), value=_shown(mode))
     return mode
 
 
@@ -113,13 +128,13 @@ def check_ablation(session, heads=(), blocks=(), mode: str = "zero") -> Ablation
     checked_heads = []
     for item in heads or ():
         if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise InputError("Each head is a pair [layer, head].")
-        checked_heads.append((_whole(item[0], "Layer", 0, f.num_layers - 1), _whole(item[1], "Head", 0, f.num_heads - 1)))
+            raise InputError("interventions.head_not_a_pair", "Each head is a pair [layer, head].")
+        checked_heads.append((_layer(item[0], f.num_layers), _head(item[1], f.num_heads)))
     checked_blocks = []
     for item in blocks or ():
         if not isinstance(item, (list, tuple)) or len(item) != 2 or item[0] not in BLOCK_KINDS:
-            raise InputError('Each block is a pair ["attn" or "mlp", layer].')
-        checked_blocks.append((item[0], _whole(item[1], "Layer", 0, f.num_layers - 1)))
+            raise InputError("interventions.block_not_a_pair", 'Each block is a pair ["attn" or "mlp", layer].')
+        checked_blocks.append((item[0], _layer(item[1], f.num_layers)))
     return Ablation(tuple(dict.fromkeys(checked_heads)), tuple(dict.fromkeys(checked_blocks)), mode)
 
 
@@ -137,8 +152,9 @@ def parse_ablation(session, text: str, mode: str = "zero") -> Ablation:
     """
     text = "" if text is None else str(text)
     if len(text) > MAX_ABLATION_SPEC_CHARS:
-        raise InputError(f"The list of heads and blocks is {len(text):,} characters; at most "
-                         f"{MAX_ABLATION_SPEC_CHARS:,} are read.")
+        raise InputError("interventions.list_too_long",
+                         "The list of heads and blocks is {chars:,} characters; at most {limit:,} are read.",
+                         chars=len(text), limit=MAX_ABLATION_SPEC_CHARS)
     heads, blocks = [], []
     for item in re.split(r"[,;\n]", text):
         item = item.strip()
@@ -150,8 +166,9 @@ def parse_ablation(session, text: str, mode: str = "zero") -> Ablation:
             kind = (match[1] or match[4]).lower()
             blocks.append(("attn" if kind.startswith("att") else "mlp", int(match[2] or match[3])))
         else:
-            raise InputError(f"'{item[:40]}' is not a head or a block: write a head as L17H4 (layer 17, head 4) and a "
-                             "whole block as 'attn L3' or 'mlp L0', separated by commas.")
+            raise InputError("interventions.not_a_head_or_block",
+                             "'{item}' is not a head or a block: write a head as L17H4 (layer 17, head 4) and a "
+                             "whole block as 'attn L3' or 'mlp L0', separated by commas.", item=item[:40])
     return check_ablation(session, heads, blocks, mode)
 
 
@@ -245,9 +262,14 @@ class AblationResult:
 
 def _ids(session, text: str, chat: bool, cap: int = MAX_INTERVENTION_TOKENS) -> torch.Tensor:
     view = tokenize(session, _checked_text(text), bool(chat))
+    if len(view.ids) > cap and cap == MAX_PATCH_TOKENS:
+        raise InputError("interventions.too_many_tokens_patching",
+                         "The text is {tokens:,} tokens; patching takes at most {limit} tokens. Shorten it and try "
+                         "again.", tokens=len(view.ids), limit=cap)
     if len(view.ids) > cap:
-        raise InputError(f"The text is {len(view.ids):,} tokens; {'patching' if cap == MAX_PATCH_TOKENS else 'ablation'} "
-                         f"takes at most {cap} tokens. Shorten it and try again.")
+        raise InputError("interventions.too_many_tokens_ablation",
+                         "The text is {tokens:,} tokens; ablation takes at most {limit} tokens. Shorten it and try "
+                         "again.", tokens=len(view.ids), limit=cap)
     return torch.tensor([view.ids], device=session.device)
 
 
@@ -372,9 +394,9 @@ def head_sweep(session, text: str, layers: Sequence[int] | None = None, mode: st
     runs only the layers it had not reached (a `resume` of another sweep is ignored)."""
     text, chat = _checked_text(text), bool(chat)
     f = session.facts
-    layers = sorted({_whole(l, "Layer", 0, f.num_layers - 1) for l in (range(f.num_layers) if layers is None else layers)})
+    layers = sorted({_layer(l, f.num_layers) for l in (range(f.num_layers) if layers is None else layers)})
     if not layers:
-        raise InputError("Name at least one layer to sweep.")
+        raise InputError("interventions.no_layers", "Name at least one layer to sweep.")
     _check_mode(mode)
     blocks = bool(blocks)
 
@@ -480,7 +502,7 @@ class PromptPair:
     corrupt_ids: list[int]
     clean_pieces: list[str]
     corrupt_pieces: list[str]
-    problem: str | None
+    problem: Message | None  # str() of it is the English sentence
 
     @property
     def differing(self) -> list[int]:
@@ -491,24 +513,77 @@ class PromptPair:
 def prompt_pair(session, clean_text: str, corrupt_text: str, chat: bool = False) -> PromptPair:
     """Tokenize both prompts and check that they can be patched: the same number of tokens (patching copies
     position by position), different from each other, within MAX_PATCH_TOKENS."""
-    clean = tokenize(session, _checked_text(clean_text, "clean prompt"), bool(chat))
-    corrupt = tokenize(session, _checked_text(corrupt_text, "corrupted prompt"), bool(chat))
-    n, m = len(clean.ids), len(corrupt.ids)
-    problem = None
-    if max(n, m) > MAX_PATCH_TOKENS:
-        problem = (f"The {'clean' if n >= m else 'corrupted'} prompt is {max(n, m):,} tokens; patching takes at most "
-                   f"{MAX_PATCH_TOKENS} tokens per prompt. Shorten both and try again.")
-    elif n != m:
-        shorter, longer = ("clean", "corrupted") if n < m else ("corrupted", "clean")
-        problem = (f"The clean prompt is {n} tokens and the corrupted one {m}: patching copies position by position, so "
-                   f"they must have the same number of tokens. Make the {shorter} prompt {abs(n - m)} token"
-                   f"{'s' if abs(n - m) > 1 else ''} longer or the {longer} one shorter: swap the changed word for one "
-                   "that splits into as many tokens as the word it replaces (the Tokenizer tab shows the split), or "
-                   "add or remove a short word.")
-    elif clean.ids == corrupt.ids:
-        problem = ("The two prompts are the same token for token; they must differ in one detail (a name, a place) "
-                   "for patching to have something to restore.")
+    clean = tokenize(session, _clean_prompt(clean_text), bool(chat))
+    corrupt = tokenize(session, _corrupted_prompt(corrupt_text), bool(chat))
+    problem = _pair_problem(len(clean.ids), len(corrupt.ids), clean.ids == corrupt.ids)
     return PromptPair(clean.ids, corrupt.ids, clean.pieces, corrupt.pieces, problem)
+
+
+def _pair_problem(n: int, m: int, same: bool) -> Message | None:
+    """Why prompts of n (clean) and m (corrupted) tokens cannot be patched; None: they can."""
+    if max(n, m) > MAX_PATCH_TOKENS and n >= m:
+        return Message("interventions.pair_too_long_clean",
+                       "The clean prompt is {tokens:,} tokens; patching takes at most {limit} tokens per prompt. "
+                       "Shorten both and try again.", {"tokens": n, "limit": MAX_PATCH_TOKENS})
+    if max(n, m) > MAX_PATCH_TOKENS:
+        return Message("interventions.pair_too_long_corrupted",
+                       "The corrupted prompt is {tokens:,} tokens; patching takes at most {limit} tokens per prompt. "
+                       "Shorten both and try again.", {"tokens": m, "limit": MAX_PATCH_TOKENS})
+    # Which prompt is shorter, and by one token or more, decides the sentence (each its own key).
+    if n < m and m - n == 1:
+        return Message("interventions.pair_counts_clean_one",
+                       "The clean prompt is {n} tokens and the corrupted one {m}: patching copies position by "
+                       "position, so they must have the same number of tokens. Make the clean prompt {k} token "
+                       "longer or the corrupted one shorter: swap the changed word for one that splits into as many "
+                       "tokens as the word it replaces (the Tokenizer tab shows the split), or add or remove a short "
+                       "word.", {"n": n, "m": m, "k": m - n})
+    if n < m:
+        return Message("interventions.pair_counts_clean_many",
+                       "The clean prompt is {n} tokens and the corrupted one {m}: patching copies position by "
+                       "position, so they must have the same number of tokens. Make the clean prompt {k} tokens "
+                       "longer or the corrupted one shorter: swap the changed word for one that splits into as many "
+                       "tokens as the word it replaces (the Tokenizer tab shows the split), or add or remove a short "
+                       "word.", {"n": n, "m": m, "k": m - n})
+    if n > m and n - m == 1:
+        return Message("interventions.pair_counts_corrupted_one",
+                       "The clean prompt is {n} tokens and the corrupted one {m}: patching copies position by "
+                       "position, so they must have the same number of tokens. Make the corrupted prompt {k} token "
+                       "longer or the clean one shorter: swap the changed word for one that splits into as many "
+                       "tokens as the word it replaces (the Tokenizer tab shows the split), or add or remove a short "
+                       "word.", {"n": n, "m": m, "k": n - m})
+    if n > m:
+        return Message("interventions.pair_counts_corrupted_many",
+                       "The clean prompt is {n} tokens and the corrupted one {m}: patching copies position by "
+                       "position, so they must have the same number of tokens. Make the corrupted prompt {k} tokens "
+                       "longer or the clean one shorter: swap the changed word for one that splits into as many "
+                       "tokens as the word it replaces (the Tokenizer tab shows the split), or add or remove a short "
+                       "word.", {"n": n, "m": m, "k": n - m})
+    if same:
+        return Message("interventions.pair_same",
+                       "The two prompts are the same token for token; they must differ in one detail (a name, a "
+                       "place) for patching to have something to restore.")
+    return None
+
+
+def _clean_prompt(text: str | None) -> str:
+    """The clean prompt, checked like any text but named in the sentence (each box its own key)."""
+    if text is None or not str(text).strip():
+        raise InputError("interventions.empty_clean", "The clean prompt is empty: type something first.")
+    if len(str(text)) > MAX_TEXT_CHARS:
+        raise InputError("interventions.clean_too_long",
+                         "The clean prompt has {chars:,} characters; the limit is {limit:,}. Shorten it and try again.",
+                         chars=len(str(text)), limit=MAX_TEXT_CHARS)
+    return _checked_text(text, "prompt")
+
+
+def _corrupted_prompt(text: str | None) -> str:
+    if text is None or not str(text).strip():
+        raise InputError("interventions.empty_corrupted", "The corrupted prompt is empty: type something first.")
+    if len(str(text)) > MAX_TEXT_CHARS:
+        raise InputError("interventions.corrupted_too_long",
+                         "The corrupted prompt has {chars:,} characters; the limit is {limit:,}. Shorten it and try "
+                         "again.", chars=len(str(text)), limit=MAX_TEXT_CHARS)
+    return _checked_text(text, "prompt")
 
 
 def _pair(session, clean_text: str, corrupt_text: str, chat: bool,
@@ -522,7 +597,8 @@ def _pair(session, clean_text: str, corrupt_text: str, chat: bool,
 
 def _check_site(site: str, allowed=SITES) -> str:
     if site not in allowed:
-        raise InputError(f"site must be one of {', '.join(allowed)}; got {_shown(site)}.")
+        raise InputError("interventions.bad_site", "site must be one of {sites}; got {value}.",
+                         sites=", ".join(allowed), value=_shown(site))
     return site
 
 
@@ -559,7 +635,7 @@ def patch_sweep(session, clean_text: str, corrupt_text: str, site: str = "resid_
     only positions p..n-1, row l patching layer l at p. That is layers x n(n+1)/2 token-rows in all instead of
     layers x n^2. Cached per (texts, site); a sweep the time limit cut short, handed back as `resume`, continues
     where it stopped."""
-    clean_text, corrupt_text, chat = _checked_text(clean_text, "clean prompt"), _checked_text(corrupt_text, "corrupted prompt"), bool(chat)
+    clean_text, corrupt_text, chat = _clean_prompt(clean_text), _corrupted_prompt(corrupt_text), bool(chat)
     _check_site(site)
 
     def compute() -> PatchSweep:
@@ -578,8 +654,10 @@ def patch_sweep(session, clean_text: str, corrupt_text: str, site: str = "resid_
                                    **last_logits_only(model)).logits[0, -1].float()
         a, b = int(clean_logits.argmax()), int(corrupt_logits.argmax())
         if a == b:
-            raise InputError(f"Both prompts make the model answer '{pieces(session, [a])[0]}': patching measures how "
-                             "much of the clean answer comes back, so the answers must differ. Change the detail.")
+            raise InputError("interventions.same_answer",
+                             "Both prompts make the model answer '{answer}': patching measures how much of the clean "
+                             "answer comes back, so the answers must differ. Change the detail.",
+                             answer=pieces(session, [a])[0])
         ld_clean = float(clean_logits[a] - clean_logits[b])
         ld_corrupt = float(corrupt_logits[a] - corrupt_logits[b])
         effect = np.full((layers, n), np.nan, np.float32)

@@ -35,10 +35,10 @@ class LogitLens:
     def column(self, position: int) -> int:
         """Index into `positions` of a prompt position; InputError when the lens does not cover it."""
         if position not in self.positions:
-            raise InputError(
-                f"The logit lens covers the last {len(self.positions)} positions "
-                f"({self.positions[0]}–{self.positions[-1]}); position {position} is not one of them."
-            )
+            raise InputError("lens.position_not_covered",
+                             "The logit lens covers the last {count} positions ({first}–{last}); position {position} "
+                             "is not one of them.", count=len(self.positions), first=self.positions[0],
+                             last=self.positions[-1], position=position)
         return self.positions.index(position)
 
     def nbytes(self) -> int:

@@ -255,7 +255,7 @@ def record_prefill(session, view: TokenView, attention: bool = True,
     cache, and covers the last LENS_MAX_POSITIONS positions with the lens."""
     parts = anatomy(session)
     if parts.final_norm is None:
-        raise InputError("This model has no final norm this app can find.")
+        raise InputError("recorded.no_final_norm", "This model has no final norm this app can find.")
     model = session.model
     n, num_layers = len(view.ids), parts.num_layers
     ids = torch.tensor([view.ids], device=session.device)  # [1, n]
@@ -344,10 +344,9 @@ def shared_prefill(session, text: str, chat: bool = False) -> RecordedPrefill:
         view = tokenize(session, text, chat)
         n = len(view.ids)
         if n > MAX_FORWARD_TOKENS:
-            raise InputError(
-                f"The text is {n:,} tokens; the Forward pass tab takes at most {MAX_FORWARD_TOKENS:,} tokens. "
-                "Shorten it and try again."
-            )
+            raise InputError("recorded.too_many_tokens",
+                             "The text is {tokens:,} tokens; the Forward pass tab takes at most {limit:,} tokens. "
+                             "Shorten it and try again.", tokens=n, limit=MAX_FORWARD_TOKENS)
         return record_prefill(session, view, attention=n <= MAX_ATTENTION_TOKENS)
 
     return session.analysis("prefill", (text, chat), compute)

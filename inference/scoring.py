@@ -28,13 +28,34 @@ from .tokens import clean_text, tokenize
 
 
 def text_ids(session, text: str, cap: int, what: str) -> list[int]:
-    """The text's token ids as the Forward pass tab reads it (plain text, the model's own special tokens)."""
+    """The text's token ids as the Forward pass tab reads it (plain text, the model's own special tokens).
+    `what` names the measurement whose cap `cap` is, and so picks the sentence over it (each its own catalogue
+    key): "an eviction policy run", "this measurement", "the precision comparison" or "the KV-cache comparison";
+    any other gets a sentence that names none."""
     ids = tokenize(session, clean_text(text)).ids
     if len(ids) < 2:
-        raise InputError("The text is a single token: type a longer text (every position predicts the next token).")
+        raise InputError("scoring.single_token",
+                         "The text is a single token: type a longer text (every position predicts the next token).")
     if len(ids) > cap:
-        raise InputError(f"The text is {len(ids):,} tokens; {what} takes at most {cap:,}. Shorten it and try again.")
+        raise _too_many(what, len(ids), cap)
     return ids
+
+
+def _too_many(what: str, tokens: int, cap: int) -> InputError:
+    if what == "an eviction policy run":
+        return InputError("scoring.too_many_tokens_eviction", "The text is {tokens:,} tokens; an eviction policy run "
+                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
+    if what == "this measurement":
+        return InputError("scoring.too_many_tokens_measurement", "The text is {tokens:,} tokens; this measurement "
+                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
+    if what == "the precision comparison":
+        return InputError("scoring.too_many_tokens_precision", "The text is {tokens:,} tokens; the precision "
+                          "comparison takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
+    if what == "the KV-cache comparison":
+        return InputError("scoring.too_many_tokens_kv_cache", "The text is {tokens:,} tokens; the KV-cache comparison "
+                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
+    return InputError("scoring.too_many_tokens", "The text is {tokens:,} tokens; the limit is {limit:,}. Shorten it "
+                      "and try again.", tokens=tokens, limit=cap)
 
 
 def perplexity(nll: np.ndarray) -> float:

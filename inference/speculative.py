@@ -264,15 +264,16 @@ def resolve_drafter(session, drafter: str) -> Drafter:
     """The drafter named by `drafter`, checked against the target; a model drafter is loaded (shared session)."""
     spec = (drafter or "").strip()
     if not spec:
-        raise InputError("Name a drafter: 'prompt_lookup', 'early_exit:<layers>' or a model id.")
+        raise InputError("speculative.no_drafter", "Name a drafter: 'prompt_lookup', 'early_exit:<layers>' or a model id.")
     if spec == PROMPT_LOOKUP:
         return Drafter(spec, PROMPT_LOOKUP, f"prompt lookup ({NGRAM_SIZE}-gram matches in the text so far)")
     if spec.startswith(EARLY_EXIT):
         layers_text = spec[len(EARLY_EXIT):].lstrip(":").strip()
         total = session.facts.num_layers
         if not layers_text.isdigit() or not 1 <= int(layers_text) < total:
-            raise InputError(f"Early exit needs a number of layers between 1 and {total - 1} (the model has {total}), "
-                             f"e.g. 'early_exit:{max(1, total // 4)}'.")
+            raise InputError("speculative.early_exit_layers",
+                             "Early exit needs a number of layers between 1 and {high} (the model has {total}), "
+                             "e.g. 'early_exit:{example}'.", high=total - 1, total=total, example=max(1, total // 4))
         layers = int(layers_text)
         return Drafter(f"{EARLY_EXIT}:{layers}", EARLY_EXIT, f"early exit: the first {layers} of {total} layers + "
                        "the LM head", layers=layers)
@@ -280,8 +281,9 @@ def resolve_drafter(session, drafter: str) -> Drafter:
     same = _same_vocabulary(session.tokenizer, drafter_session.tokenizer)
     if not same and session.facts.vocab_size == drafter_session.facts.vocab_size:
         # generate() would take equal sizes for one tokenizer and feed the drafter's ids to the target as they are.
-        raise InputError(f"{spec} has a vocabulary of the same size as {session.model_id} but other tokens; "
-                         "transformers would mix up their ids. Pick another drafter.")
+        raise InputError("speculative.other_vocabulary",
+                         "{drafter} has a vocabulary of the same size as {model} but other tokens; transformers would "
+                         "mix up their ids. Pick another drafter.", drafter=spec, model=session.model_id)
     kind = "model" if same else "universal"
     how = "same tokenizer" if same else "another tokenizer: universal assisted decoding"
     name = drafter_session.label + (" (the target itself)" if drafter_session is session else "")
@@ -289,7 +291,7 @@ def resolve_drafter(session, drafter: str) -> Drafter:
 
 
 def check_draft_tokens(num_draft_tokens) -> int:
-    return _whole("num_draft_tokens", num_draft_tokens, 1, MAX_DRAFT_TOKENS, hint=f" (the limit is {MAX_DRAFT_TOKENS})")
+    return _whole("num_draft_tokens", num_draft_tokens, 1, MAX_DRAFT_TOKENS)
 
 
 def _check_params(params: SamplingParams | None) -> SamplingParams:
@@ -297,7 +299,8 @@ def _check_params(params: SamplingParams | None) -> SamplingParams:
     if not isinstance(params, SamplingParams):
         raise TypeError("params must be a SamplingParams")
     if params.presence_penalty or params.frequency_penalty:
-        raise InputError("Presence and frequency penalties are not part of transformers' generate(), which runs "
+        raise InputError("speculative.no_penalties",
+                         "Presence and frequency penalties are not part of transformers' generate(), which runs "
                          "speculative decoding here; set them to 0.")
     return params
 
@@ -305,16 +308,19 @@ def _check_params(params: SamplingParams | None) -> SamplingParams:
 def _prompt_ids(session, prompt: str, chat: bool) -> list[int]:
     ids = list(tokenize(session, prompt, chat).ids)
     if len(ids) > MAX_PROMPT_TOKENS:
-        raise InputError(f"The prompt is {len(ids):,} tokens; the limit is {MAX_PROMPT_TOKENS:,}. Shorten it and try again.")
+        raise InputError("speculative.prompt_too_long",
+                         "The prompt is {tokens:,} tokens; the limit is {limit:,}. Shorten it and try again.",
+                         tokens=len(ids), limit=MAX_PROMPT_TOKENS)
     return ids
 
 
 def _check_length(session, prompt_ids: Sequence[int], max_new_tokens, cap: int) -> int:
-    max_new = _whole("max_new_tokens", max_new_tokens, 1, cap, hint=f" (the limit is {cap})")
+    max_new = _whole("max_new_tokens", max_new_tokens, 1, cap)
     context = session.facts.context_length or 0
     if context and len(prompt_ids) + max_new > context:
-        raise InputError(f"The prompt ({len(prompt_ids):,} tokens) plus {max_new} new tokens exceeds the model's "
-                         f"context length of {context:,} tokens.")
+        raise InputError("speculative.beyond_context",
+                         "The prompt ({tokens:,} tokens) plus {new} new tokens exceeds the model's context length of "
+                         "{context:,} tokens.", tokens=len(prompt_ids), new=max_new, context=context)
     return max_new
 
 
@@ -855,7 +861,8 @@ def compare_drafters(session, prompt: str, drafters: Sequence[str], num_draft_to
     k = check_draft_tokens(num_draft_tokens)
     specs = list(dict.fromkeys(d.strip() for d in drafters if d and d.strip()))
     if not 1 <= len(specs) <= MAX_SPEC_COMPARE_DRAFTERS:
-        raise InputError(f"Compare between 1 and {MAX_SPEC_COMPARE_DRAFTERS} drafters; got {len(specs)}.")
+        raise InputError("speculative.compare_count", "Compare between 1 and {limit} drafters; got {count}.",
+                         limit=MAX_SPEC_COMPARE_DRAFTERS, count=len(specs))
     resolved = [resolve_drafter(session, d) for d in specs]
     deadline = deadline or Deadline()
     cmp = DrafterComparison(prompt, session.model_id, k, params, seed)

@@ -134,35 +134,41 @@ def sweep_lengths(session, max_tokens: int | None = None, lengths: Sequence[int]
         try:
             max_tokens = int(max_tokens)
         except (TypeError, ValueError):
-            raise InputError("The longest sweep length must be a whole number of tokens.") from None
+            raise InputError("sweep.longest_not_whole",
+                             "The longest sweep length must be a whole number of tokens.") from None
         lengths = [n for n in SWEEP_LENGTHS if n <= max_tokens] or [max_tokens]
         if max_tokens not in lengths:
             lengths.append(max_tokens)
     try:
         lengths = sorted({int(n) for n in lengths})
     except (TypeError, ValueError):
-        raise InputError("Sweep lengths must be whole numbers of tokens.") from None
+        raise InputError("sweep.lengths_not_whole", "Sweep lengths must be whole numbers of tokens.") from None
     if not lengths:
-        raise InputError("Give at least one prompt length for the sweep.")
+        raise InputError("sweep.no_lengths", "Give at least one prompt length for the sweep.")
     if len(lengths) > MAX_SWEEP_POINTS:
-        raise InputError(f"A sweep measures at most {MAX_SWEEP_POINTS} lengths; got {len(lengths)}.")
+        raise InputError("sweep.too_many_lengths", "A sweep measures at most {limit} lengths; got {count}.",
+                         limit=MAX_SWEEP_POINTS, count=len(lengths))
     special = len(session.tokenizer("", add_special_tokens=True).input_ids)
     low = max(8, special + 2)
     if lengths[0] < low:
-        raise InputError(f"Sweep lengths must be at least {low} tokens; got {lengths[0]}.")
+        raise InputError("sweep.length_too_short", "Sweep lengths must be at least {low} tokens; got {shortest}.",
+                         low=low, shortest=lengths[0])
     longest = lengths[-1]
     context = session.facts.context_length or 0
     if context and longest + decode_steps + 1 > context:
-        raise InputError(f"A {longest:,}-token prompt plus {decode_steps + 1} new tokens is beyond this model's "
-                         f"context length of {context:,} tokens; choose a shorter longest length.")
+        raise InputError("sweep.beyond_context",
+                         "A {longest:,}-token prompt plus {new} new tokens is beyond this model's context length of "
+                         "{context:,} tokens; choose a shorter longest length.",
+                         longest=longest, new=decode_steps + 1, context=context)
     if longest > MAX_SWEEP_TOKENS:
-        raise InputError(f"The sweep goes up to {MAX_SWEEP_TOKENS:,} tokens on this server; {longest:,} is beyond "
-                         "that cap.")
+        raise InputError("sweep.beyond_cap", "The sweep goes up to {limit:,} tokens on this server; {longest:,} is "
+                         "beyond that cap.", limit=MAX_SWEEP_TOKENS, longest=longest)
     need = working_bytes(session, longest)
     if need > MAX_SWEEP_WORKING_BYTES:
-        raise InputError(f"A {longest:,}-token prefill would need about {need / 1e9:.1f} GB of working memory with "
-                         f"this model; the memory cap is {MAX_SWEEP_WORKING_BYTES / 1e9:.1f} GB. Choose a shorter "
-                         "longest length.")
+        raise InputError("sweep.beyond_memory",
+                         "A {longest:,}-token prefill would need about {need_gb:.1f} GB of working memory with this "
+                         "model; the memory cap is {cap_gb:.1f} GB. Choose a shorter longest length.",
+                         longest=longest, need_gb=need / 1e9, cap_gb=MAX_SWEEP_WORKING_BYTES / 1e9)
     return lengths
 
 
@@ -234,7 +240,7 @@ def context_sweep(session, max_tokens: int | None = None, *, lengths: Sequence[i
     cached, so running the sweep again goes on from there."""
     decode_steps = int(decode_steps)
     if not 1 <= decode_steps <= 32:
-        raise InputError("decode_steps must be between 1 and 32.")
+        raise InputError("sweep.decode_steps", "decode_steps must be between 1 and 32.")
     lengths = sweep_lengths(session, max_tokens, lengths, decode_steps)
     store = _point_store(session)
     started = time.perf_counter()

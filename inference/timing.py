@@ -129,11 +129,11 @@ def check_recompute(prompt_tokens: int, max_new_tokens: int) -> None:
     """Refuse a cache-off run whose passes would process more tokens in all than the cap."""
     total = max_new_tokens * prompt_tokens + max_new_tokens * (max_new_tokens - 1) // 2
     if total > MAX_RECOMPUTE_TOKENS:
-        raise InputError(
-            f"Without the KV cache every step re-runs the whole sequence: {prompt_tokens:,} prompt tokens and "
-            f"{max_new_tokens} new tokens make {total:,} tokens in all; the limit is {MAX_RECOMPUTE_TOKENS:,}. "
-            "Use fewer new tokens or a shorter prompt."
-        )
+        raise InputError("timing.recompute_too_many",
+                         "Without the KV cache every step re-runs the whole sequence: {prompt:,} prompt tokens and "
+                         "{new} new tokens make {total:,} tokens in all; the limit is {limit:,}. Use fewer new "
+                         "tokens or a shorter prompt.", prompt=prompt_tokens, new=max_new_tokens, total=total,
+                         limit=MAX_RECOMPUTE_TOKENS)
 
 
 def metrics_of(trace) -> Metrics:

@@ -238,10 +238,11 @@ def test_prompt_pairs_say_what_stops_them(session):
     pair = prompt_pair(session, CLEAN, CORRUPT)
     assert pair.problem is None and pair.differing == [1, 2, 3] and len(pair.clean_pieces) == 9
     longer = prompt_pair(session, CLEAN, "The big Colosseum of Rome is in the city of")
-    assert longer.problem.startswith("The clean prompt is 9 tokens and the corrupted one 12")
-    assert "Make the clean prompt 3 tokens longer" in longer.problem
-    assert "must differ" in prompt_pair(session, CLEAN, CLEAN).problem
-    assert "at most 32 tokens" in prompt_pair(session, CLEAN, "word " * 40).problem
+    assert str(longer.problem).startswith("The clean prompt is 9 tokens and the corrupted one 12")
+    assert "Make the clean prompt 3 tokens longer" in str(longer.problem)
+    assert longer.problem.key == "interventions.pair_counts_clean_many"  # a Message: the page shows it translated
+    assert "must differ" in str(prompt_pair(session, CLEAN, CLEAN).problem)
+    assert "at most 32 tokens" in str(prompt_pair(session, CLEAN, "word " * 40).problem)
 
 
 def test_patching_from_the_kv_cache_on_gemma_with_sliding_window_layers(gemma):

@@ -20,9 +20,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from inference.interventions import Ablation, AblationResult, HeadSweep, PatchSweep, PromptPair
-from inference.limits import MAX_PATCH_TOKENS
 
-from ..i18n import DEFAULT, t
+from ..i18n import DEFAULT, message, t
 
 FONT = dict(size=14, color="#222")
 AXIS = dict(automargin=True, ticks="", showgrid=False, zeroline=False, showline=False)
@@ -393,23 +392,8 @@ def patch_cell_html(sweep: PatchSweep, layer: int, position: int, lang: str = DE
 
 
 def pair_problem(pair: PromptPair, lang: str = DEFAULT) -> str | None:
-    """Why the two prompts cannot be patched, in `lang` (None: they can): the tab's own wording of
-    inference's `PromptPair.problem` (which stays English), read from the same token counts."""
-    if not pair.problem:
-        return None
-    n, m = len(pair.clean_ids), len(pair.corrupt_ids)
-    if max(n, m) > MAX_PATCH_TOKENS:
-        which = "clean" if n >= m else "corrupt"
-        return t(f"interventions.pair_too_long_{which}", lang, n=f"{max(n, m):,}", limit=MAX_PATCH_TOKENS)
-    if n != m:
-        shorter = "clean" if n < m else "corrupt"
-        k = abs(n - m)
-        return (t("interventions.pair_counts", lang, n=n, m=m)
-                + t(f"interventions.pair_fix_{shorter}_{'many' if k > 1 else 'one'}", lang, k=k)
-                + t("interventions.pair_fix_hint", lang, tokenizer=t("tab.tokenizer", lang)))
-    if pair.clean_ids == pair.corrupt_ids:
-        return t("interventions.pair_same", lang)
-    return pair.problem  # a reason this tab has no words for (inference's English)
+    """Why the two prompts cannot be patched, in `lang` (None: they can): inference's `PromptPair.problem`."""
+    return message(pair.problem, lang) if pair.problem else None
 
 
 def pair_html(pair: PromptPair, lang: str = DEFAULT) -> str:
