@@ -116,8 +116,7 @@ def _number(name: str, value, low: float, high: float, *, low_open: bool = False
 
 def _whole(name: str, value, low: int, high: int, hint: str = "") -> int:
     """A whole number within [low, high]; accepts 3.0 (sliders and JSON send floats) but not 2.5. `hint`: "limit"
-    adds "(the limit is {high})", "top_k_off" what 0 means. (An older caller's sentence " (the limit is N)", N
-    always `high`, counts as "limit".)"""
+    adds "(the limit is {high})", "top_k_off" what 0 means."""
     if isinstance(value, bool) or value is None:
         raise InputError("sampling.not_whole", "{name} must be a whole number, not {value!r}.", name=name, value=value)
     try:
@@ -134,7 +133,7 @@ def _whole(name: str, value, low: int, high: int, hint: str = "") -> int:
             raise InputError("sampling.whole_out_of_range_top_k_off",
                              "{name} must be between {low:,} and {high:,}, got {value:,} (0 switches top-k off).",
                              name=name, low=low, high=high, value=got)
-        if hint:
+        if hint == "limit":
             raise InputError("sampling.whole_out_of_range_limit",
                              "{name} must be between {low:,} and {high:,}, got {value:,} (the limit is {high}).",
                              name=name, low=low, high=high, value=got)
