@@ -1,6 +1,6 @@
 """Attention tab, the event handlers: Run (one model pass per text, cached in the session), and the switches
 that only re-draw from that cached analysis: layer, head, mean over heads, a click on the overview, the focused
-token, the overview's metric, and the map's CSV download.
+token, the overview's metric, the map's CSV download, and a change of language.
 """
 
 from __future__ import annotations
@@ -40,62 +40,62 @@ def _head_or_mean(maps: AttentionMaps, head: int, mean: bool) -> int | None:
     return None if mean else maps.check_head(int(head))
 
 
-def _gqa_note(maps: AttentionMaps, layer: int, head: int | None) -> str:
+def _gqa_note(maps: AttentionMaps, layer: int, head: int | None, lang: str | None = None) -> str:
     group = maps.queries_per_kv_head
     if group == 1:
-        shared = t("attention.gqa_own", n=maps.num_heads)
+        shared = t("attention.gqa_own", lang, n=maps.num_heads)
     elif head is None:
-        shared = t("attention.gqa_mean", heads=maps.num_heads, kv_heads=maps.num_kv_heads, group=group)
+        shared = t("attention.gqa_mean", lang, heads=maps.num_heads, kv_heads=maps.num_kv_heads, group=group)
     else:
         mates = maps.heads_sharing(head)
-        shared = t("attention.gqa_head", head=head, kv_head=maps.kv_head(head), first=mates[0], last=mates[-1],
+        shared = t("attention.gqa_head", lang, head=head, kv_head=maps.kv_head(head), first=mates[0], last=mates[-1],
                    heads=maps.num_heads, kv_heads=maps.num_kv_heads)
     return f'<div class="lie-att-note">{html.escape(shared)}</div>'
 
 
-def _what(layer: int, head: int | None, windows: list[int | None] = ()) -> str:
-    """"Layer 3, head 4" (the map's title and its CSV button), in this visitor's language."""
+def _what(layer: int, head: int | None, windows: list[int | None] = (), lang: str | None = None) -> str:
+    """"Layer 3, head 4" (the map's title and its CSV button), in `lang` (default: this visitor's language)."""
     window = windows[layer] if layer < len(windows) else None
-    local = t("attention.what_local", window=window) if window else ""
+    local = t("attention.what_local", lang, window=window) if window else ""
     if head is None:
-        return t("attention.what_mean", layer=layer, local=local)
-    return t("attention.what_head", layer=layer, local=local, head=head)
+        return t("attention.what_mean", lang, layer=layer, local=local)
+    return t("attention.what_head", lang, layer=layer, local=local, head=head)
 
 
-def _heatmap(maps: AttentionMaps, layer: int, head: int | None):
+def _heatmap(maps: AttentionMaps, layer: int, head: int | None, lang: str | None = None):
     """The map of one head (or the layer's mean) with the decode strip, and its one-line text alternative."""
     decode = maps.decode
     weights = maps.pattern(layer, head)  # [n, n]
     decode_row = decode.row(layer, head)  # [n+1]
     pieces = maps.tokens.pieces
-    what = _what(layer, head, maps.windows)
-    lang = language()
+    lang = lang or language()
+    what = _what(layer, head, maps.windows, lang)
     figure = attention_heatmap(weights, pieces, t("attention.heatmap_title", lang, what=what),
                                decode_row=decode_row, decode_piece=decode.piece, lang=lang)
     return figure, attention_summary(weights, pieces, what, decode_row, decode.piece, lang=lang)
 
 
-def _focus(maps: AttentionMaps, layer: int, head: int | None, token: int | None) -> str:
+def _focus(maps: AttentionMaps, layer: int, head: int | None, token: int | None, lang: str | None = None) -> str:
     """The focused token's attention row as highlighted text; token n is the decode step's new token."""
     n = maps.n
     token = n - 1 if token is None else int(token)
     if not 0 <= token <= n:
-        raise InputError(t("attention.err_token", token=token, n=n, last=n - 1))
+        raise InputError(t("attention.err_token", lang, token=token, n=n, last=n - 1))
     pieces, special = list(maps.tokens.pieces), list(maps.tokens.special)
     if token == n:
         row = maps.decode.row(layer, head)  # [n+1]
         pieces, special = pieces + [maps.decode.piece], special + [False]
     else:
         row = maps.query_row(layer, token, head)  # [token+1]
-    return token_focus_html(pieces, special, row, token, lang=language())
+    return token_focus_html(pieces, special, row, token, lang=lang or language())
 
 
-def _overview(maps: AttentionMaps, metric: str, layer: int, head: int | None):
+def _overview(maps: AttentionMaps, metric: str, layer: int, head: int | None, lang: str | None = None):
     """The clickable layer x head grid of one summary, and its one-line text alternative."""
+    lang = lang or language()
     if metric not in SUMMARIES:
-        raise InputError(t("attention.err_metric", metric=repr(metric), choices=", ".join(SUMMARIES)))
+        raise InputError(t("attention.err_metric", lang, metric=repr(metric), choices=", ".join(SUMMARIES)))
     _label, unit = SUMMARIES[metric]
-    lang = language()
     label = t(f"attention.metric_{metric}", lang)
     values = maps.summaries[metric]  # [layers, heads]
     return (overview_html(values, label, unit, maps.queries_per_kv_head, selected=(layer, head),
@@ -109,13 +109,13 @@ def _lens_position(maps: AttentionMaps, token: int | None) -> int:
     return n - 1 if token is None or int(token) not in maps.lens.positions else int(token)
 
 
-def _lens_views(maps: AttentionMaps, token: int | None):
+def _lens_views(maps: AttentionMaps, token: int | None, lang: str | None = None):
     """Logit lens figure, its table for the highlighted position, and the one-line text alternative."""
     lens = maps.lens
     position = _lens_position(maps, token)
     column = lens.column(position)
     labels = [maps.tokens.pieces[p] for p in lens.positions]
-    lang = language()
+    lang = lang or language()
     figure = lens_heatmap(lens.layer_names, labels, lens.top_pieces, lens.top_probs, lens.answer_pieces,
                           lens.answer_probs, selected_column=column, lang=lang)
     label = f"#{position} {labels[column]}"
@@ -132,9 +132,9 @@ def _lens_csv(maps: AttentionMaps) -> str:
     return csv_file("logit-lens", *lens_rows(maps))
 
 
-def _info(maps: AttentionMaps, no_template: bool = False) -> str:
+def _info(maps: AttentionMaps, no_template: bool = False, lang: str | None = None) -> str:
     d = maps.decode
-    lang = language()
+    lang = lang or language()
     cells = [("attention.info_no_template", html.escape(t("attention.info_plain_text", lang)))] if no_template else []
     cells += [
         ("attention.info_tokens", f"{maps.n:,}"),
@@ -148,9 +148,9 @@ def _info(maps: AttentionMaps, no_template: bool = False) -> str:
     return f'<div class="lie-counts">{inner}</div>'
 
 
-def _token_choices(maps: AttentionMaps) -> list[tuple[str, int]]:
+def _token_choices(maps: AttentionMaps, lang: str | None = None) -> list[tuple[str, int]]:
     choices = [(f"#{i} {piece}", i) for i, piece in enumerate(maps.tokens.pieces)]
-    return choices + [(t("attention.token_decode_step", index=maps.n, piece=maps.decode.piece), maps.n)]
+    return choices + [(t("attention.token_decode_step", lang, index=maps.n, piece=maps.decode.piece), maps.n)]
 
 
 # The attention-map CSV is written only on request ("Prepare CSV"): a 512-token map is 263,000 cells, too many
@@ -161,11 +161,13 @@ def map_csv_empty(lang: str | None = None) -> dict:
     return dict(value=None, interactive=False, label=t("attention.map_csv_empty", lang))
 
 
-def _switch_views(maps: AttentionMaps, layer: int, shown: int | None, token: int | None, metric: str) -> tuple:
+def _switch_views(maps: AttentionMaps, layer: int, shown: int | None, token: int | None, metric: str,
+                  lang: str | None = None) -> tuple:
     """Everything a layer/head switch re-draws: heatmap, its summary, GQA note, token focus, overview, its summary."""
-    figure, summary = _heatmap(maps, layer, shown)
-    grid, grid_summary = _overview(maps, metric, layer, shown)
-    return figure, summary, _gqa_note(maps, layer, shown), _focus(maps, layer, shown, token), grid, grid_summary
+    figure, summary = _heatmap(maps, layer, shown, lang)
+    grid, grid_summary = _overview(maps, metric, layer, shown, lang)
+    return (figure, summary, _gqa_note(maps, layer, shown, lang), _focus(maps, layer, shown, token, lang), grid,
+            grid_summary)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -269,3 +271,27 @@ def prepare_map_csv(state: dict, layer: int, head: int, mean: bool):
     return gr.DownloadButton(value=path, interactive=True, label=t("attention.map_csv_ready", what=_what(layer, shown)))
 
 
+# What `on_language` redraws, in this order (the layout wires the same names): every view of the analysis on screen
+# but the map's download, which the language change empties (its label and its file never disagree).
+LANGUAGE_OUTPUTS = ("token", "info", "heatmap", "heatmap_alt", "note", "focus", "overview", "overview_alt",
+                    "lens_fig", "lens_alt", "lens_html")
+
+
+def on_language(lang: str, state: dict | None, chat: bool, layer: int, head: int, mean: bool, token: int | None,
+                metric: str):
+    """A new language: the analysis on screen redrawn in it at the layer, head, focused token and summary the visitor
+    chose, from the session's cached analysis (as the switches redraw). Nothing before a Run, after a model switch
+    (its own Run follows), or when a control no longer fits the analysis (its own event says why)."""
+    try:
+        maps = _maps(state)
+        s = session()
+        layer = maps.check_layer(int(layer))
+        shown = _head_or_mean(maps, head, mean)
+        token = maps.n - 1 if token is None or not 0 <= int(token) <= maps.n else int(token)
+        figure, summary, note, focus, grid, grid_summary = _switch_views(maps, layer, shown, token, metric, lang)
+        lens_fig, lens_html, lens_text = _lens_views(maps, token, lang)
+        no_template = bool(chat) and not s.has_chat_template
+    except (InputError, ValueError, TypeError):
+        return (gr.skip(),) * len(LANGUAGE_OUTPUTS)
+    return (gr.update(choices=_token_choices(maps, lang), value=token), _info(maps, no_template, lang), figure,
+            summary, note, focus, grid, grid_summary, lens_fig, lens_text, lens_html)

@@ -27,8 +27,8 @@ from ..share import share_link
 from ..teaching import LessonPanel
 from .api import attention_api
 from .events import (
-    map_csv_empty, on_switch, pick_head, prepare_map_csv, run_attention, run_linked, show_head, show_overview,
-    show_token,
+    LANGUAGE_OUTPUTS, map_csv_empty, on_language, on_switch, pick_head, prepare_map_csv, run_attention, run_linked,
+    show_head, show_overview, show_token,
 )
 
 __all__ = ["TITLE", "attention_api", "build", "on_switch", "pick_head", "prepare_map_csv", "run_attention",
@@ -172,6 +172,9 @@ def build(demo: gr.Blocks) -> None:
               "token": token_pick}
     with share_box:
         loaded = share_link(demo, "attention", fields)
+    # The page's language, set by the picker (the page's language events are wired after the tabs are built): its
+    # change redraws the analysis on screen in the new language (from the cached analysis, as the switches do).
+    page_language = texts.add(gr.State(DEFAULT), lambda lang: lang)
 
     head_views = [heatmap, heatmap_alt, note, focus, overview, overview_alt, map_csv]
     run_outputs = [state, layer, head, token, token_pick, info, heatmap, heatmap_alt, note, focus, overview,
@@ -196,6 +199,12 @@ def build(demo: gr.Blocks) -> None:
     metric.input(show_overview, [state, layer, head, mean, metric], [overview, overview_alt],
                  api_visibility="private", show_progress="hidden")
     prepare.click(prepare_map_csv, [state, layer, head, mean], map_csv, api_visibility="private")
+    redrawn = dict(token=token, info=info, heatmap=heatmap, heatmap_alt=heatmap_alt, note=note, focus=focus,
+                   overview=overview, overview_alt=overview_alt, lens_fig=lens_fig, lens_alt=lens_alt,
+                   lens_html=lens_html)
+    page_language.change(on_language, [page_language, state, chat, layer, head, mean, token, metric],
+                         [redrawn[name] for name in LANGUAGE_OUTPUTS], api_visibility="private",
+                         trigger_mode="always_last", show_progress="hidden")
     # The Interventions tab is built after this one and wires the button (components/interventions/layout.py).
     demo.intervention_sources = [*getattr(demo, "intervention_sources", []),
                                  ("attention", ablate.click, [text, chat, layer, head, mean])]

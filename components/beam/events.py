@@ -2,9 +2,9 @@
 greedy and sampled decoding.
 
 A visitor's state is the search request (a dict of `beam_search`'s arguments); its tree lives in the session's
-analysis cache, so a frame of the animation never runs the model. `run_search`, `reveal` and `on_predict`
-return the views in the order of `VIEW_NAMES`; `play_pause` and `tick` return a frame in the order of
-`FRAME_NAMES`, so the layout and these handlers agree on one list each.
+analysis cache, so a frame of the animation, or the search redrawn in a new language (`on_language`), never runs
+the model. `run_search`, `reveal` and `on_predict` return the views in the order of `VIEW_NAMES`; `play_pause` and
+`tick` return a frame in the order of `FRAME_NAMES`, so the layout and these handlers agree on one list each.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from inference.beam import beam_search, check_early_stopping, compare_decoders
+from inference.errors import InputError
 
 from ..common import session, user_errors
 from ..export import csv_file, json_file
@@ -126,15 +127,26 @@ def on_model():
     return gr.Checkbox(value=session().has_chat_template)
 
 
-@user_errors
-def run_compare(request, seed, hidden=False):
-    """Beam search's best hypothesis next to greedy and a seeded sample of the same prompt and budget."""
+def _compare(request, seed, hidden):
+    """The comparison's table and what it shows (request, seed, the other decoders' results; None when hidden)."""
     if hidden:
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     tree = tree_of(request)
     others = compare_decoders(session(), request["prompt"], request["max_new_tokens"], request["length_penalty"],
                               request["chat"], seed)
-    return comparison_table(tree, others, seed, language())
+    return comparison_table(tree, others, seed, language()), (request, seed, others)
+
+
+@user_errors
+def run_compare(request, seed, hidden=False):
+    """Beam search's best hypothesis next to greedy and a seeded sample of the same prompt and budget."""
+    return _compare(request, seed, hidden)[0]
+
+
+@user_errors
+def compare_kept(request, seed, hidden=False):
+    """`run_compare`, and what the table shows, kept for the page (a change of language redraws it)."""
+    return _compare(request, seed, hidden)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,3 +208,31 @@ def tick(step, request, playing, hidden=False):
 
 def set_speed(speed):
     return gr.Timer(value=SPEEDS.get(speed, 0.5))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A change of language: the search on screen redrawn (no model pass)
+
+# What `on_language` redraws, in this order (the layout wires the same names).
+LANGUAGE_NAMES = ["summary", "tree", "tree_alt", "table", "play", "compare"]
+
+
+def on_language(lang, request, hidden, step, playing, compared):
+    """A new language: the search on screen redrawn in it at the step the slider shows (its tree from the session's
+    analysis cache, as a frame of the animation is drawn), with the comparison kept for the page. Nothing before a
+    search, or while it is hidden (the note follows the language by itself)."""
+    if not request or hidden:
+        return (gr.skip(),) * len(LANGUAGE_NAMES)
+    try:
+        tree = tree_of(request)
+    except (gr.Error, InputError):
+        return (gr.skip(),) * len(LANGUAGE_NAMES)
+    frame_step = min(max(int(step or 0), 0), tree.num_steps)
+    compare = gr.skip()
+    if compared is not None and compared[0] == request:
+        _request, seed, others = compared
+        compare = comparison_table(tree, others, seed, lang)
+    # A playing animation keeps its Pause face (the page's labels turned it back to Play).
+    play = gr.Button(value=t("beam.pause", lang)) if playing else gr.skip()
+    return (summary_html(tree, lang), step_figure(tree, frame_step, lang=lang),
+            step_figure_summary(tree, frame_step, lang), hypotheses_table(tree, lang), play, compare)

@@ -134,6 +134,11 @@ def build(demo: gr.Blocks) -> None:
     request = gr.State(None, time_to_live=STATE_TTL_S)
     hidden = gr.State(False, time_to_live=STATE_TTL_S)
     playing = gr.State(False, time_to_live=STATE_TTL_S)
+    # The comparison on screen (request, seed, the other decoders' results), kept for this page: with the request's
+    # tree (the analysis cache), a change of language redraws every view without a model pass. The picker sets
+    # `page_language` (the page's language events are wired after the tabs are built); its change redraws.
+    compared = gr.State(None, time_to_live=STATE_TTL_S)
+    page_language = texts.add(gr.State(EN), lambda lang: lang)
     timer = gr.Timer(ev.SPEEDS[ev.DEFAULT_SPEED], active=False)
 
     inputs = [prompt, chat, num_beams, max_new_tokens, length_penalty, early_stopping, predict]
@@ -144,7 +149,7 @@ def build(demo: gr.Blocks) -> None:
     frame_views = [outputs[name] for name in ev.FRAME_NAMES]
     model_event = dict(api_visibility="private", concurrency_id=MODEL_CONCURRENCY)
     quick = dict(api_visibility="private", queue=False)
-    compare_event = dict(fn=ev.run_compare, inputs=[request, seed, hidden], outputs=compare, **model_event)
+    compare_event = dict(fn=ev.compare_kept, inputs=[request, seed, hidden], outputs=[compare, compared], **model_event)
 
     # Searches start from explicit triggers only (never a field's programmatic .change): a shared link or a
     # "try this" sets several fields at once and must search exactly once.
@@ -171,4 +176,7 @@ def build(demo: gr.Blocks) -> None:
     play.click(ev.play_pause, [step, request, playing, hidden], frame_views, **frame_event)
     timer.tick(ev.tick, [step, request, playing, hidden], frame_views, **frame_event)
     speed.change(ev.set_speed, speed, timer, **quick)
+    redrawn = dict(summary=summary, tree=tree_plot, tree_alt=tree_alt, table=table, play=play, compare=compare)
+    page_language.change(ev.on_language, [page_language, request, hidden, step, playing, compared],
+                         [redrawn[name] for name in ev.LANGUAGE_NAMES], **frame_event)
     gr.api(beam_search_api, api_name="beam_search", concurrency_id=MODEL_CONCURRENCY)

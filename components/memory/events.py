@@ -1,7 +1,9 @@
 """Memory tab, the event handlers: each button runs one analysis (cached in the session per model, text and settings)
 and returns its views; `run_section` runs the section a "try this" button or a shared link names.
 
-Every handler returns its views in the order of the lists in `OUTPUTS`, so the layout and the handlers agree.
+Every handler returns its views in the order of the lists in `OUTPUTS`, so the layout and the handlers agree; a
+`*_kept` handler adds the analysis, kept for the page (a `gr.State` per section) so that a change of language
+redraws the views from it (`on_language`) without running the model.
 """
 
 from __future__ import annotations
@@ -153,72 +155,179 @@ def _policy_progress(lang: str):
     return describe
 
 
-@user_errors
-def on_precision(text, dtypes, progress=gr.Progress()):
-    lang = language()
-    cmp = compare_precisions(session(), text, _dtypes(dtypes), progress=_reporter(progress, "memory.unit_precisions"))
-    return (precision_html(cmp, lang), precision_figure(cmp, lang), precision_summary(cmp, lang),
-            _csv("memory-precision", precision_rows(cmp)))
+def precision_views(cmp, lang: str) -> tuple:
+    return precision_html(cmp, lang), precision_figure(cmp, lang), precision_summary(cmp, lang)
 
 
-@user_errors
-def on_kv_precision(text):
-    lang = language()
-    kvc = compare_kv_precision(session(), text)
+def kv_views(kvc, lang: str) -> tuple:
     return kv_html(kvc, lang), kv_figure(kvc, lang), kv_summary(kvc, lang)
 
 
-@user_errors
-def on_policies(text, budget, sinks, progress=gr.Progress()):
+def policies_views(pc, lang: str) -> tuple:
+    return (policies_html(pc, lang), kept_figure(pc, lang), kept_summary(pc, lang), first_token_figure(pc.full, lang),
+            first_token_summary(pc.full, lang), policies_summary(pc, lang))
+
+
+def sweep_views(sweep, lang: str) -> tuple:
+    return sweep_figure(sweep, lang), sweep_summary(sweep, lang)
+
+
+def layers_views(m, lang: str) -> tuple:
+    """The layer kinds' figure and its text alternative; `m` False: the model has no sliding-window layers."""
+    if m is False:
+        return None, layers_text(lang)
+    return layer_kind_figure(m, lang), layer_kind_summary(m, lang)
+
+
+# Each section's views in a language, from its analysis: the section's outputs (OUTPUTS) but its download.
+VIEWS = {"precision": precision_views, "kv_cache": kv_views, "policies": policies_views, "sweep": sweep_views,
+         "layers": layers_views}
+
+# Each section runs in `_<section>`, which returns its outputs and the analysis they show; `on_<section>` returns
+# the outputs (what the tests read), `keep(section)` the outputs and then the analysis, kept for the page so that a
+# change of language redraws the views (`on_language`).
+
+
+def _precision(text, dtypes, progress=None) -> tuple[tuple, object]:
+    lang = language()
+    cmp = compare_precisions(session(), text, _dtypes(dtypes), progress=_reporter(progress, "memory.unit_precisions"))
+    return (*precision_views(cmp, lang), _csv("memory-precision", precision_rows(cmp))), cmp
+
+
+def _kv_precision(text) -> tuple[tuple, object]:
+    kvc = compare_kv_precision(session(), text)
+    return kv_views(kvc, language()), kvc
+
+
+def _policies(text, budget, sinks, progress=None) -> tuple[tuple, object]:
     lang = language()
     pc = compare_policies(session(), text, int(budget), int(sinks),
                           progress=_reporter(progress, "memory.unit_policies", _policy_progress(lang)))
-    return (policies_html(pc, lang), kept_figure(pc, lang), kept_summary(pc, lang), first_token_figure(pc.full, lang),
-            first_token_summary(pc.full, lang), policies_summary(pc, lang),
-            _csv("memory-eviction-policies", policies_rows(pc)))
+    return (*policies_views(pc, lang), _csv("memory-eviction-policies", policies_rows(pc))), pc
 
 
-@user_errors
-def on_sweep(text, sinks, progress=gr.Progress()):
+def _sweep(text, sinks, progress=None) -> tuple[tuple, object]:
     lang = language()
     sweep = sweep_budgets(session(), text, int(sinks),
                           progress=_reporter(progress, "memory.unit_runs", _policy_progress(lang)))
     if not sweep.budgets:
         raise InputError(t("memory.error_sweep_short", lang))
-    return sweep_figure(sweep, lang), sweep_summary(sweep, lang)
+    return sweep_views(sweep, lang), sweep
+
+
+def _layers(text, max_tokens) -> tuple[tuple, object]:
+    m = layer_kind_memory(session(), text, int(max_tokens)) if has_windows() else False
+    return layers_views(m, language()), m
+
+
+@user_errors
+def on_precision(text, dtypes, progress=gr.Progress()):
+    return _precision(text, dtypes, progress)[0]
+
+
+@user_errors
+def on_kv_precision(text):
+    return _kv_precision(text)[0]
+
+
+@user_errors
+def on_policies(text, budget, sinks, progress=gr.Progress()):
+    return _policies(text, budget, sinks, progress)[0]
+
+
+@user_errors
+def on_sweep(text, sinks, progress=gr.Progress()):
+    return _sweep(text, sinks, progress)[0]
 
 
 @user_errors
 def on_layers(text, max_tokens):
-    lang = language()
-    if not has_windows():
-        return None, layers_text(lang)
-    m = layer_kind_memory(session(), text, int(max_tokens))
-    return layer_kind_figure(m, lang), layer_kind_summary(m, lang)
+    return _layers(text, max_tokens)[0]
 
 
-HANDLERS = {
-    "precision": lambda text, dtypes, budget, sinks, max_tokens: on_precision(text, dtypes),
-    "kv_cache": lambda text, dtypes, budget, sinks, max_tokens: on_kv_precision(text),
-    "policies": lambda text, dtypes, budget, sinks, max_tokens: on_policies(text, budget, sinks),
-    "sweep": lambda text, dtypes, budget, sinks, max_tokens: on_sweep(text, sinks),
-    "layers": lambda text, dtypes, budget, sinks, max_tokens: on_layers(text, max_tokens),
+def _kept(run: tuple[tuple, object]) -> tuple:
+    outputs, analysis = run
+    return (*outputs, analysis)
+
+
+@user_errors
+def precision_kept(text, dtypes, progress=gr.Progress()):
+    return _kept(_precision(text, dtypes, progress))
+
+
+@user_errors
+def kv_precision_kept(text):
+    return _kept(_kv_precision(text))
+
+
+@user_errors
+def policies_kept(text, budget, sinks, progress=gr.Progress()):
+    return _kept(_policies(text, budget, sinks, progress))
+
+
+@user_errors
+def sweep_kept(text, sinks, progress=gr.Progress()):
+    return _kept(_sweep(text, sinks, progress))
+
+
+@user_errors
+def layers_kept(text, max_tokens):
+    return _kept(_layers(text, max_tokens))
+
+
+RUNS = {
+    "precision": lambda text, dtypes, budget, sinks, max_tokens: _precision(text, dtypes, gr.Progress()),
+    "kv_cache": lambda text, dtypes, budget, sinks, max_tokens: _kv_precision(text),
+    "policies": lambda text, dtypes, budget, sinks, max_tokens: _policies(text, budget, sinks, gr.Progress()),
+    "sweep": lambda text, dtypes, budget, sinks, max_tokens: _sweep(text, sinks, gr.Progress()),
+    "layers": lambda text, dtypes, budget, sinks, max_tokens: _layers(text, max_tokens),
 }
 
 
+def _section(section, text, dtypes, budget, sinks, max_tokens) -> tuple[tuple, object]:
+    """A section's run as every output (the others left as they are), and its analysis (None: no section)."""
+    if section not in RUNS:
+        return (gr.skip(),) * len(ALL_OUTPUTS), None
+    outputs, analysis = RUNS[section](text, dtypes, budget, sinks, max_tokens)
+    views = dict(zip(OUTPUTS[section], outputs))
+    return tuple(views.get(name, gr.skip()) for name in ALL_OUTPUTS), analysis
+
+
+@user_errors
 def run_section(section, text, dtypes, budget, sinks, max_tokens):
     """The section a "try this" button or a shared link names, run; every other output left as it is."""
-    if section not in HANDLERS:
-        return (gr.skip(),) * len(ALL_OUTPUTS)
-    views = dict(zip(OUTPUTS[section], HANDLERS[section](text, dtypes, budget, sinks, max_tokens)))
+    return _section(section, text, dtypes, budget, sinks, max_tokens)[0]
+
+
+@user_errors
+def run_section_kept(section, text, dtypes, budget, sinks, max_tokens):
+    """`run_section`, then one analysis per section (SECTIONS order): the section's, kept for the page; the
+    others' left as they are."""
+    outputs, analysis = _section(section, text, dtypes, budget, sinks, max_tokens)
+    return (*outputs, *(analysis if name == section else gr.skip() for name in SECTIONS))
+
+
+def on_language(lang, *analyses):
+    """A new language: every section on screen redrawn in it from the analysis kept for the page (one per section,
+    SECTIONS order; no model pass); a section not run yet is left as it is, and so are the downloads (their headers
+    are English)."""
+    views = {}
+    for section, analysis in zip(SECTIONS, analyses):
+        if analysis is not None:
+            views.update(zip(OUTPUTS[section], VIEWS[section](analysis, lang)))  # the download (last) is not one
     return tuple(views.get(name, gr.skip()) for name in ALL_OUTPUTS)
+
+
+def forget():
+    """A new model: the kept analyses go with the views they drew."""
+    return (None,) * len(SECTIONS)
 
 
 def linked_section(section, text, dtypes, budget, sinks, max_tokens, request: gr.Request):
     """On page load, only for a link to this tab that names a section: run it (a plain visit runs nothing)."""
     if not (request and request.query_params.get("tab") == "memory"):
-        return (gr.skip(),) * len(ALL_OUTPUTS)
-    return run_section(section, text, dtypes, budget, sinks, max_tokens)
+        return (gr.skip(),) * (len(ALL_OUTPUTS) + len(SECTIONS))
+    return run_section_kept(section, text, dtypes, budget, sinks, max_tokens)
 
 
 def on_page():

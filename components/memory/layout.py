@@ -19,14 +19,14 @@ from inference.limits import (MAX_KV_EVAL_TOKENS, MAX_LAYER_KIND_TOKENS, MAX_POL
                               PRECISION_REPEATS)
 from inference.precision import PRECISIONS
 
-from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
 from ..i18n import DEFAULT, RTL, T, Texts, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import kv_policies_api, kv_precision_api, precision_api
 from .events import (
-    ALL_OUTPUTS, DEFAULT_DTYPES, OUTPUTS, layers_note, linked_section, model_note, on_kv_precision, on_layers,
-    on_model, on_page, on_policies, on_precision, on_sweep, run_section,
+    ALL_OUTPUTS, DEFAULT_DTYPES, OUTPUTS, SECTIONS, forget, kv_precision_kept, layers_kept, layers_note, linked_section,
+    model_note, on_language, on_model, on_page, policies_kept, precision_kept, run_section_kept, sweep_kept,
 )
 from .figures import CSS
 
@@ -140,6 +140,12 @@ def build(demo: gr.Blocks) -> None:
         layers_plot = gr.Plot(show_label=False, elem_id="mem-layers-plot")
         layers_alt = _alt(texts, "mem-layers-summary")
 
+    # Each section's analysis, kept for this page: a change of language redraws the views from it (no model pass).
+    # The picker sets `page_language` (the page's language events are wired after the tabs are built); its change
+    # redraws.
+    kept = {name: gr.State(None, time_to_live=STATE_TTL_S) for name in SECTIONS}
+    page_language = texts.add(gr.State(DEFAULT), lambda lang: lang)
+
     views = dict(precision_html=precision_html, precision_plot=precision_plot, precision_alt=precision_alt,
                  precision_csv=precision_csv, kv_html=kv_html, kv_plot=kv_plot, kv_alt=kv_alt,
                  policies_html=policies_html, kept_plot=kept_plot, kept_alt=kept_alt, first_plot=first_plot,
@@ -150,20 +156,26 @@ def build(demo: gr.Blocks) -> None:
     all_views = [views[name] for name in ALL_OUTPUTS]
     page_outputs = [model_note_box, layers_note_box, dtypes, max_tokens, layers_box]
 
+    all_kept = [kept[name] for name in SECTIONS]
+
     loaded.then(on_page, None, page_outputs, api_visibility="private", queue=False).then(
-        linked_section, section_inputs, all_views, **model_event)
+        linked_section, section_inputs, [*all_views, *all_kept], **model_event)
     model_changed(demo)(on_model, None, [*page_outputs, *all_views], api_visibility="private", queue=False)
+    model_changed(demo)(forget, None, all_kept, api_visibility="private", queue=False)
     for event in lesson.connect(fields):  # a "try this" sets its fields (the section among them), then runs it
-        event.then(run_section, section_inputs, all_views, **model_event)
+        event.then(run_section_kept, section_inputs, [*all_views, *all_kept], **model_event)
 
     def outputs(section_name: str) -> list:
-        return [views[name] for name in OUTPUTS[section_name]]
+        """A section's views, then its kept analysis."""
+        return [*(views[name] for name in OUTPUTS[section_name]), kept[section_name]]
 
-    precision_btn.click(on_precision, [text, dtypes], outputs("precision"), **model_event)
-    kv_btn.click(on_kv_precision, [text], outputs("kv_cache"), **model_event)
-    policies_btn.click(on_policies, [text, budget, sinks], outputs("policies"), **model_event)
-    sweep_btn.click(on_sweep, [text, sinks], outputs("sweep"), **model_event)
-    layers_btn.click(on_layers, [text, max_tokens], outputs("layers"), **model_event)
+    precision_btn.click(precision_kept, [text, dtypes], outputs("precision"), **model_event)
+    kv_btn.click(kv_precision_kept, [text], outputs("kv_cache"), **model_event)
+    policies_btn.click(policies_kept, [text, budget, sinks], outputs("policies"), **model_event)
+    sweep_btn.click(sweep_kept, [text, sinks], outputs("sweep"), **model_event)
+    layers_btn.click(layers_kept, [text, max_tokens], outputs("layers"), **model_event)
+    page_language.change(on_language, [page_language, *all_kept], all_views, api_visibility="private",
+                         show_progress="hidden")
     # A button also names its section, so a link copied afterwards opens the same view.
     for button, name in ((precision_btn, "precision"), (kv_btn, "kv_cache"), (policies_btn, "policies"),
                          (sweep_btn, "sweep"), (layers_btn, "layers")):

@@ -1,7 +1,9 @@
 """Prefill & decode tab, the event handlers: each button runs one measurement (`inference.timing`, `.sweep`,
-`.batch`) and draws it (`figures`). No per-user state; the context sweep is cached per model in the session.
+`.batch`) and draws it (`figures`). The context sweep is cached per model in the session; each section's last
+measurement is kept for the page (a `gr.State`), so a change of language redraws it without measuring again.
 
-The outputs of each handler are in the order of the lists `layout.build` wires (run, compare, sweep, batch).
+The outputs of each handler are in the order of the lists `layout.build` wires (run, compare, sweep, batch); a
+`*_kept` handler adds the measurement to keep.
 """
 
 from __future__ import annotations
@@ -100,31 +102,72 @@ def sweep_choices() -> list[int]:
 # Buttons (each wrapped by user_errors: bad input becomes one clear message)
 
 
+def run_views(kept: tuple, lang: str) -> tuple:
+    """A run's views in `lang` (headline with what it shared, timeline, its text alternative, the KV-cache panel,
+    its figure and text alternative), from the run kept for the page: `(timeline, serving)`."""
+    tl, serving = kept
+    shared = shared_note(serving, lang)
+    shared = note(shared) if shared else ""
+    return (headline_html(tl, lang) + shared, timeline_figure(tl, lang), timeline_summary(tl, lang), kv_html(tl, lang),
+            kv_figure(tl, lang), kv_summary(tl, lang))
+
+
+def compare_views(cmp, lang: str) -> tuple:
+    return compare_html(cmp, lang), compare_figure(cmp, lang), compare_summary(cmp, lang)
+
+
+def sweep_views(sw, lang: str) -> tuple:
+    return sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang)
+
+
+def batch_views(b, lang: str) -> tuple:
+    return batch_figure(b, lang), batch_summary(b, lang), batch_html(b, lang)
+
+
+# Each button's handler comes twice: `on_*` returns the views (what the API of the tests reads), `*_kept` the same
+# views and then the measurement itself, kept for this page so a change of language redraws them (`on_language`).
+
+
+def _run(prompt, chat, max_new, temperature, seed, use_cache) -> tuple[tuple, tuple]:
+    kept = served_timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat),
+                           use_cache=bool(use_cache))  # batched with other visitors' generations
+    tl = kept[0]
+    return (*run_views(kept, language()), _csv("prefill-decode-timeline", timeline_table(tl)), tl.seed), kept
+
+
 @user_errors
 def on_run(prompt, chat, max_new, temperature, seed, use_cache):
     """One generation, measured: headline numbers, the timeline, the KV-cache panel, each figure's text
     alternative, the timeline as CSV, and the seed the run used (written back so a link reproduces it)."""
-    tl, serving = served_timeline(session(), prompt, _params(temperature, seed), max_new, _chat(chat),
-                                  use_cache=bool(use_cache))  # batched with other visitors' generations
-    lang = language()
-    shared = shared_note(serving, lang)
-    shared = note(shared) if shared else ""
-    return (headline_html(tl, lang) + shared, timeline_figure(tl, lang), timeline_summary(tl, lang), kv_html(tl, lang),
-            kv_figure(tl, lang), kv_summary(tl, lang), _csv("prefill-decode-timeline", timeline_table(tl)), tl.seed)
+    return _run(prompt, chat, max_new, temperature, seed, use_cache)[0]
+
+
+@user_errors
+def run_kept(prompt, chat, max_new, temperature, seed, use_cache):
+    """`on_run`, and the run kept for the page."""
+    views, kept = _run(prompt, chat, max_new, temperature, seed, use_cache)
+    return (*views, kept)
+
+
+def _compare(prompt, chat, max_new, temperature, seed) -> tuple[tuple, object]:
+    cmp = compare_cache(session(), prompt, _params(temperature, seed), max_new, _chat(chat))
+    return (*compare_views(cmp, language()), _csv("kv-cache-on-off", compare_table(cmp)), cmp.on.seed), cmp
 
 
 @user_errors
 def on_compare(prompt, chat, max_new, temperature, seed):
     """The same generation with the KV cache on and off (one seed for both, written back)."""
-    cmp = compare_cache(session(), prompt, _params(temperature, seed), max_new, _chat(chat))
-    lang = language()
-    return (compare_html(cmp, lang), compare_figure(cmp, lang), compare_summary(cmp, lang),
-            _csv("kv-cache-on-off", compare_table(cmp)), cmp.on.seed)
+    return _compare(prompt, chat, max_new, temperature, seed)[0]
 
 
 @user_errors
-def on_sweep(max_tokens, fresh, progress=gr.Progress()):
-    """Context-length sweep up to max_tokens, with a progress bar; the last output is the link's max_tokens."""
+def compare_kept(prompt, chat, max_new, temperature, seed):
+    """`on_compare`, and the comparison kept for the page."""
+    views, cmp = _compare(prompt, chat, max_new, temperature, seed)
+    return (*views, cmp)
+
+
+def _sweep(max_tokens, fresh, progress) -> tuple[tuple, object]:
     lang = language()
 
     def report(i, total, n):
@@ -132,8 +175,20 @@ def on_sweep(max_tokens, fresh, progress=gr.Progress()):
                  else t("prefill.progress_done", lang), unit=t("prefill.progress_unit", lang))
 
     sw = context_sweep(session(), max_tokens, fresh=bool(fresh), progress=report)
-    return (sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang), _csv("context-sweep", sweep_table(sw)),
-            int(max_tokens))
+    return (*sweep_views(sw, lang), _csv("context-sweep", sweep_table(sw)), int(max_tokens)), sw
+
+
+@user_errors
+def on_sweep(max_tokens, fresh, progress=gr.Progress()):
+    """Context-length sweep up to max_tokens, with a progress bar; the last output is the link's max_tokens."""
+    return _sweep(max_tokens, fresh, progress)[0]
+
+
+@user_errors
+def sweep_kept(max_tokens, fresh, progress=gr.Progress()):
+    """`on_sweep`, and the sweep kept for the page."""
+    views, sw = _sweep(max_tokens, fresh, progress)
+    return (*views, sw)
 
 
 @user_errors
@@ -143,12 +198,42 @@ def sweep_to(max_tokens, progress=gr.Progress()):
 
 
 @user_errors
-def on_batch(prompts_text, new_tokens, chat):
+def sweep_to_kept(max_tokens, progress=gr.Progress()):
+    """`sweep_to`, and the sweep kept for the page."""
+    return (int(max_tokens), *sweep_kept(max_tokens, False, progress=progress))
+
+
+def _batch(prompts_text, new_tokens, chat) -> tuple[tuple, object]:
     prompts = [line.strip() for line in (prompts_text or "").splitlines() if line.strip()]
     b = batch_throughput(session(), prompts, new_tokens, _chat(chat))
-    lang = language()
-    return (batch_figure(b, lang), batch_summary(b, lang), batch_html(b, lang),
-            _csv("batch-throughput", batch_table(b)))
+    return (*batch_views(b, language()), _csv("batch-throughput", batch_table(b))), b
+
+
+@user_errors
+def on_batch(prompts_text, new_tokens, chat):
+    return _batch(prompts_text, new_tokens, chat)[0]
+
+
+@user_errors
+def batch_kept(prompts_text, new_tokens, chat):
+    """`on_batch`, and the measurement kept for the page."""
+    views, b = _batch(prompts_text, new_tokens, chat)
+    return (*views, b)
+
+
+def on_language(lang, run, compare, sweep, batch):
+    """A new language: every measurement on screen redrawn in it from the one kept for the page (no model pass, no
+    new measurement); a section not run yet is left as it is. The downloads stay: their headers are English."""
+    skip = (gr.skip(),) * 3
+    return (*(run_views(run, lang) if run is not None else skip * 2),
+            *(compare_views(compare, lang) if compare is not None else skip),
+            *(sweep_views(sweep, lang) if sweep is not None else skip),
+            *(batch_views(batch, lang) if batch is not None else skip))
+
+
+def forget():
+    """A new model: the kept measurements go with the views they drew."""
+    return None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,15 +249,15 @@ def linked_run(prompt, chat, max_new, temperature, seed, use_cache, request: gr.
     """On page load, only for a link to this tab: run its generation (a plain visit runs nothing, so thirty
     students opening the app do not queue thirty generations)."""
     if not _for_this_tab(request):
-        return (gr.skip(),) * 8
-    return on_run(prompt, chat, max_new, temperature, seed, use_cache)
+        return (gr.skip(),) * 9
+    return run_kept(prompt, chat, max_new, temperature, seed, use_cache)
 
 
 def linked_sweep(max_tokens, request: gr.Request, progress=gr.Progress()):
     """On page load, for a link that carries a sweep (max_tokens): run it (cached per model after the first)."""
     if not _for_this_tab(request) or max_tokens is None:
-        return (gr.skip(),) * 6
-    return sweep_to(max_tokens, progress=progress)
+        return (gr.skip(),) * 7
+    return sweep_to_kept(max_tokens, progress=progress)
 
 
 def on_page(chat):

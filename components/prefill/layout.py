@@ -30,8 +30,8 @@ from inference.limits import (
 
 from . import api
 from . import events as ev
-from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
-from ..i18n import DEFAULT as ENGLISH, T, t
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
+from ..i18n import DEFAULT as ENGLISH, RTL, T, t
 from .figures import CSS
 from ..share import share_link
 from ..teaching import LessonPanel
@@ -63,6 +63,11 @@ def example_labels(lang: str) -> list[str]:
             known = False
         labels.append(t(key, lang) if known else e["label"])
     return labels
+
+
+def _alt(texts, elem_id: str) -> gr.Markdown:
+    """A figure's one-line text alternative (written by a handler): right to left for a right-to-left language."""
+    return texts.add(gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"]), lambda lang: gr.update(rtl=lang in RTL))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,7 +112,7 @@ def build(demo: gr.Blocks) -> None:
     loaded = share_link(demo, "prefill", fields)
     headline = gr.HTML(elem_id="pfd-headline", css_template=CSS)
     timeline_plot = texts.make(gr.Plot, label=T("prefill.timeline_plot"), elem_id="pfd-timeline")
-    timeline_alt = gr.Markdown(elem_id="pfd-timeline-summary", elem_classes=["lie-alt"])
+    timeline_alt = _alt(texts, "pfd-timeline-summary")
     with gr.Row(elem_classes=["lie-advanced"]):
         # A DownloadButton's first argument is its label (not its value): named here.
         timeline_csv = texts.make(gr.DownloadButton, label=T("prefill.timeline_csv"), size="sm",
@@ -115,11 +120,11 @@ def build(demo: gr.Blocks) -> None:
     texts.make(gr.Markdown, T("prefill.kv_heading"))
     kv_text = gr.HTML(elem_id="pfd-kv-html", css_template=CSS)
     kv_plot = texts.make(gr.Plot, label=T("prefill.kv_plot"), elem_id="pfd-kv-plot")
-    kv_alt = gr.Markdown(elem_id="pfd-kv-summary", elem_classes=["lie-alt"])
+    kv_alt = _alt(texts, "pfd-kv-summary")
     texts.make(gr.Markdown, T("prefill.compare_heading"))
     compare_text = gr.HTML(elem_id="pfd-compare-html", css_template=CSS)
     compare_plot = texts.make(gr.Plot, label=T("prefill.compare_plot"), elem_id="pfd-compare-plot")
-    compare_alt = gr.Markdown(elem_id="pfd-compare-summary-alt", elem_classes=["lie-alt"])
+    compare_alt = _alt(texts, "pfd-compare-summary-alt")
     with gr.Row(elem_classes=["lie-advanced"]):
         compare_csv = texts.make(gr.DownloadButton, label=T("prefill.compare_csv"), size="sm", elem_id="pfd-compare-csv",
                                  interactive=False)
@@ -135,7 +140,7 @@ def build(demo: gr.Blocks) -> None:
                            elem_classes=["lie-advanced"])
         sweep_btn = texts.make(gr.Button, T("prefill.sweep_run"), elem_id="pfd-sweep-run")
     sweep_plot = texts.make(gr.Plot, label=T("prefill.sweep_plot"), elem_id="pfd-sweep-plot")
-    sweep_alt = gr.Markdown(elem_id="pfd-sweep-summary", elem_classes=["lie-alt"])
+    sweep_alt = _alt(texts, "pfd-sweep-summary")
     sweep_text = gr.HTML(elem_id="pfd-sweep-html", css_template=CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
         sweep_csv = texts.make(gr.DownloadButton, label=T("prefill.sweep_csv"), size="sm", elem_id="pfd-sweep-csv",
@@ -153,11 +158,17 @@ def build(demo: gr.Blocks) -> None:
                                    elem_id="pfd-batch-new")
             batch_btn = texts.make(gr.Button, T("prefill.batch_run"), elem_id="pfd-batch-run")
     batch_plot = texts.make(gr.Plot, label=T("prefill.batch_plot"), elem_id="pfd-batch-plot")
-    batch_alt = gr.Markdown(elem_id="pfd-batch-summary-alt", elem_classes=["lie-alt"])
+    batch_alt = _alt(texts, "pfd-batch-summary-alt")
     batch_text = gr.HTML(elem_id="pfd-batch-html", css_template=CSS)
     with gr.Row(elem_classes=["lie-advanced"]):
         batch_csv = texts.make(gr.DownloadButton, label=T("prefill.batch_csv"), size="sm", elem_id="pfd-batch-csv",
                                interactive=False)
+
+    # Each section's last measurement, kept for this page: a change of language redraws its views from it (no new
+    # measurement). The picker sets `page_language` (the page's language events are wired after the tabs are
+    # built); its change redraws.
+    kept_run, kept_compare, kept_sweep, kept_batch = (gr.State(None, time_to_live=STATE_TTL_S) for _ in range(4))
+    page_language = texts.add(gr.State(ENGLISH), lambda lang: lang)
 
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     controls = [prompt, chat, max_new, temperature, seed]
@@ -165,17 +176,20 @@ def build(demo: gr.Blocks) -> None:
     compare_outputs = [compare_text, compare_plot, compare_alt, compare_csv, seed]
     sweep_outputs = [sweep_plot, sweep_alt, sweep_text, sweep_csv, sweep_link]
     batch_outputs = [batch_plot, batch_alt, batch_text, batch_csv]
-    run = dict(fn=ev.on_run, inputs=[*controls, use_cache], outputs=run_outputs, **model_event)
-    compare = dict(fn=ev.on_compare, inputs=controls, outputs=compare_outputs, **model_event)
-    sweep_from_field = dict(fn=ev.sweep_to, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs], **model_event)
+    run = dict(fn=ev.run_kept, inputs=[*controls, use_cache], outputs=[*run_outputs, kept_run], **model_event)
+    compare = dict(fn=ev.compare_kept, inputs=controls, outputs=[*compare_outputs, kept_compare], **model_event)
+    sweep_from_field = dict(fn=ev.sweep_to_kept, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs, kept_sweep],
+                            **model_event)
 
     # Page load: the link's values are applied first; then the note for this model, then (for a link to this
     # tab only) its run and its sweep.
     loaded.then(ev.on_page, chat, [facts, sweep_max, chat], api_visibility="private", queue=False).then(
-        ev.linked_run, [*controls, use_cache], run_outputs, **model_event).then(
-        ev.linked_sweep, sweep_link, [sweep_max, *sweep_outputs], **model_event)
+        ev.linked_run, [*controls, use_cache], [*run_outputs, kept_run], **model_event).then(
+        ev.linked_sweep, sweep_link, [sweep_max, *sweep_outputs, kept_sweep], **model_event)
     model_changed(demo)(ev.on_model, None, [facts, sweep_max, chat, sweep_link, *run_outputs[:-1], *compare_outputs[:-1],
                                          *sweep_outputs[:-1], *batch_outputs], api_visibility="private", queue=False)
+    kept = [kept_run, kept_compare, kept_sweep, kept_batch]
+    model_changed(demo)(ev.forget, None, kept, api_visibility="private", queue=False)
     # "Try this": a button sets its fields, then runs what it is about (a run; a run and the cache comparison
     # when it turns the cache off; the sweep when it names a longest length).
     for try_, event in zip(lesson.lesson.tries, lesson.connect(fields)):
@@ -187,8 +201,11 @@ def build(demo: gr.Blocks) -> None:
             event.then(**run)
     gr.on([run_btn.click, prompt.submit], **run)
     compare_btn.click(**compare)
-    sweep_btn.click(ev.on_sweep, [sweep_max, fresh], sweep_outputs, **model_event)
-    batch_btn.click(ev.on_batch, [batch_prompts, batch_new, chat], batch_outputs, **model_event)
+    sweep_btn.click(ev.sweep_kept, [sweep_max, fresh], [*sweep_outputs, kept_sweep], **model_event)
+    batch_btn.click(ev.batch_kept, [batch_prompts, batch_new, chat], [*batch_outputs, kept_batch], **model_event)
+    page_language.change(ev.on_language, [page_language, *kept],
+                         [*run_outputs[:6], *compare_outputs[:3], *sweep_outputs[:3], *batch_outputs[:3]],
+                         api_visibility="private", show_progress="hidden")
 
     gr.api(api.timeline_api, api_name="timeline", concurrency_id=MODEL_CONCURRENCY)
     gr.api(api.context_sweep_api, api_name="context_sweep", concurrency_id=MODEL_CONCURRENCY)

@@ -52,6 +52,19 @@ def max_layers() -> int:
 # A run
 
 
+def _rule_step_label(trace, lang: str) -> str:
+    return t("speculative.rule_step_count", lang, ruled=len(rule_steps(trace)), steps=len(trace.steps))
+
+
+def run_views(trace, step: int | None, lang: str) -> tuple:
+    """A run's views in `lang` (RUN_OUTPUTS from the headline to the rule's text alternative, the step selector
+    apart), the sampling rule's figure at step index `step`."""
+    return (headline_html(trace, lang), passes_figure(trace, lang), passes_summary(trace, lang),
+            steps_html(trace, lang), acceptance_figure(trace, lang), acceptance_summary(trace, lang),
+            speedup_figure(trace, lang), speedup_summary(trace, lang), rule_figure(trace, step, lang),
+            rule_summary(trace, step, lang))
+
+
 @user_errors
 def on_run(prompt, chat, drafter, layers, num_draft_tokens, max_new_tokens, temperature, seed):
     s = session()
@@ -62,13 +75,10 @@ def on_run(prompt, chat, drafter, layers, num_draft_tokens, max_new_tokens, temp
     step = default_rule_step(trace)
     ruled = rule_steps(trace)
     selector = gr.Slider(minimum=1, maximum=max(2, len(trace.steps)), value=(step or 0) + 1, step=1,
-                         visible=bool(ruled),
-                         label=t("speculative.rule_step_count", lang, ruled=len(ruled), steps=len(trace.steps)))
+                         visible=bool(ruled), label=_rule_step_label(trace, lang))
     download = gr.DownloadButton(value=json_file("speculative-run", trace.to_dict()), interactive=True)
-    return (headline_html(trace, lang), passes_figure(trace, lang), passes_summary(trace, lang),
-            steps_html(trace, lang), acceptance_figure(trace, lang), acceptance_summary(trace, lang),
-            speedup_figure(trace, lang), speedup_summary(trace, lang), selector, rule_figure(trace, step, lang),
-            rule_summary(trace, step, lang), trace, download, trace.seed if trace.seed is not None else seed)
+    views = run_views(trace, step, lang)
+    return (*views[:8], selector, *views[8:], trace, download, trace.seed if trace.seed is not None else seed)
 
 
 def on_rule_step(trace, step):
@@ -81,24 +91,77 @@ def on_rule_step(trace, step):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The k sweep and the drafters side by side
+# The k sweep and the drafters side by side (`*_kept`: the views, then the record, kept for the page)
+
+
+def sweep_views(sw, lang: str) -> tuple:
+    return sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang)
+
+
+def compare_views(cmp, lang: str) -> tuple:
+    return compare_figure(cmp, lang), compare_summary(cmp, lang), compare_html(cmp, lang)
+
+
+def _sweep(prompt, chat, drafter, layers, max_new_tokens, temperature, seed):
+    return sweep_draft_tokens(session(), prompt, admit_drafter(drafter_spec(drafter, layers)), max_new_tokens,
+                              sampling_params(temperature, seed=seed), _chat(chat))
+
+
+def _compare(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens, temperature, seed):
+    specs = [admit_drafter(drafter_spec(d, layers)) for d in (drafters or [])]
+    return compare_drafters(session(), prompt, specs, num_draft_tokens, max_new_tokens,
+                            sampling_params(temperature, seed=seed), _chat(chat))
 
 
 @user_errors
 def on_sweep(prompt, chat, drafter, layers, max_new_tokens, temperature, seed):
-    sw = sweep_draft_tokens(session(), prompt, admit_drafter(drafter_spec(drafter, layers)), max_new_tokens,
-                            sampling_params(temperature, seed=seed), _chat(chat))
-    lang = language()
-    return sweep_figure(sw, lang), sweep_summary(sw, lang), sweep_html(sw, lang)
+    return sweep_views(_sweep(prompt, chat, drafter, layers, max_new_tokens, temperature, seed), language())
+
+
+@user_errors
+def sweep_kept(prompt, chat, drafter, layers, max_new_tokens, temperature, seed):
+    sw = _sweep(prompt, chat, drafter, layers, max_new_tokens, temperature, seed)
+    return (*sweep_views(sw, language()), sw)
 
 
 @user_errors
 def on_compare(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens, temperature, seed):
-    specs = [admit_drafter(drafter_spec(d, layers)) for d in (drafters or [])]
-    cmp = compare_drafters(session(), prompt, specs, num_draft_tokens, max_new_tokens,
-                           sampling_params(temperature, seed=seed), _chat(chat))
-    lang = language()
-    return compare_figure(cmp, lang), compare_summary(cmp, lang), compare_html(cmp, lang)
+    cmp = _compare(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens, temperature, seed)
+    return compare_views(cmp, language())
+
+
+@user_errors
+def compare_kept(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens, temperature, seed):
+    cmp = _compare(prompt, chat, drafters, layers, num_draft_tokens, max_new_tokens, temperature, seed)
+    return (*compare_views(cmp, language()), cmp)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A change of language: the records on screen redrawn (no model pass)
+
+# What `on_language` redraws, in this order (the layout wires the same names).
+LANGUAGE_OUTPUTS = ("headline", "passes", "passes_alt", "steps", "acceptance", "acceptance_alt", "speedup",
+                    "speedup_alt", "rule_step", "rule", "rule_alt", "sweep", "sweep_alt", "sweep_table", "compare",
+                    "compare_alt", "compare_table")
+
+
+def on_language(lang, trace, step, sweep, compare):
+    """A new language: the run, the sweep and the comparison on screen redrawn in it from their records (kept for
+    the page), the sampling rule at the step the selector shows; what has not run yet is left as it is."""
+    if trace is None:
+        run = (gr.skip(),) * 11
+    else:
+        index = int(step or 1) - 1 if rule_steps(trace) else default_rule_step(trace)
+        views = run_views(trace, index, lang)
+        run = (*views[:8], gr.update(label=_rule_step_label(trace, lang)), *views[8:])  # the selector keeps its step
+    skip = (gr.skip(),) * 3
+    return (*run, *(sweep_views(sweep, lang) if sweep is not None else skip),
+            *(compare_views(compare, lang) if compare is not None else skip))
+
+
+def forget():
+    """A new model: the kept sweep and comparison go with their views (the run's record is cleared by on_model)."""
+    return None, None
 
 
 # ---------------------------------------------------------------------------------------------------

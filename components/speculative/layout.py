@@ -17,14 +17,14 @@ from inference.limits import (MAX_DRAFT_TOKENS, MAX_SEED, MAX_SPEC_COMPARE_DRAFT
                               MAX_SPEC_SWEEP_NEW_TOKENS, MAX_SPEC_SWEEP_PASSES)
 from inference.speculative import EARLY_EXIT, PROMPT_LOOKUP
 
-from ..common import ASSETS, MODEL_CONCURRENCY, model_changed
+from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
 from ..i18n import DEFAULT as DEFAULT_LANGUAGE
-from ..i18n import T, t
+from ..i18n import RTL, T, t
 from ..share import share_link
 from ..teaching import LessonPanel
 from .api import draft_models, speculative_api, speculative_compare_api, speculative_sweep_api
-from .events import (default_layers, drafter_choices, max_layers, model_note, on_compare, on_model, on_page,
-                     on_rule_step, on_run, on_sweep)
+from .events import (LANGUAGE_OUTPUTS, compare_kept, default_layers, drafter_choices, forget, max_layers, model_note,
+                     on_language, on_model, on_page, on_rule_step, on_run, sweep_kept)
 from .figures import CSS
 
 TITLE = "Speculative decoding"  # not translated: the app translates tab names (tab.speculative)
@@ -45,6 +45,11 @@ LIMITS = dict(max_draft=MAX_DRAFT_TOKENS, max_new=MAX_SPEC_NEW_TOKENS, sweep_new
 
 def example_labels(lang: str = DEFAULT_LANGUAGE) -> list[str]:
     return [t(EXAMPLE_KEYS[e["label"]], lang) if e["label"] in EXAMPLE_KEYS else e["label"] for e in EXAMPLES]
+
+
+def _alt(texts, elem_id: str) -> gr.Markdown:
+    """A figure's one-line text alternative (written by a handler): right to left for a right-to-left language."""
+    return texts.add(gr.Markdown(elem_id=elem_id, elem_classes=["lie-alt"]), lambda lang: gr.update(rtl=lang in RTL))
 
 
 def build(demo: gr.Blocks) -> None:
@@ -93,14 +98,14 @@ def build(demo: gr.Blocks) -> None:
 
     headline = gr.HTML(elem_id="spd-headline", css_template=CSS)
     passes_plot = texts.make(gr.Plot, label=T("speculative.passes_plot"), elem_id="spd-passes-plot")
-    passes_alt = gr.Markdown(elem_id="spd-passes-summary", elem_classes=["lie-alt"])
+    passes_alt = _alt(texts, "spd-passes-summary")
     texts.make(gr.Markdown, T("speculative.steps_heading"))
     steps = gr.HTML(elem_id="spd-steps-html", css_template=CSS)
     acceptance_plot = texts.make(gr.Plot, label=T("speculative.acceptance_plot"), elem_id="spd-acceptance-plot")
-    acceptance_alt = gr.Markdown(elem_id="spd-acceptance-summary", elem_classes=["lie-alt"])
+    acceptance_alt = _alt(texts, "spd-acceptance-summary")
     texts.make(gr.Markdown, T("speculative.speedup_heading"))
     speedup_plot = texts.make(gr.Plot, label=T("speculative.speedup_plot"), elem_id="spd-speedup-plot")
-    speedup_alt = gr.Markdown(elem_id="spd-speedup-summary", elem_classes=["lie-alt"])
+    speedup_alt = _alt(texts, "spd-speedup-summary")
     with gr.Row(elem_classes=["lie-advanced"]):
         # DownloadButton's first argument is its label (Texts.make would take it for the value): the label by name.
         download = texts.make(gr.DownloadButton, label=T("speculative.download"), size="sm", elem_id="spd-json",
@@ -110,7 +115,7 @@ def build(demo: gr.Blocks) -> None:
     rule_step = texts.make(gr.Slider, 1, 2, value=1, step=1, visible=False, label=T("speculative.rule_step"),
                            elem_id="spd-rule-step")
     rule_plot = texts.make(gr.Plot, label=T("speculative.rule_plot"), elem_id="spd-rule-plot")
-    rule_alt = gr.Markdown(elem_id="spd-rule-summary", elem_classes=["lie-alt"])
+    rule_alt = _alt(texts, "spd-rule-summary")
     trace = gr.State(None)
 
     texts.make(gr.Markdown, T("speculative.sweep_heading"))
@@ -122,7 +127,7 @@ def build(demo: gr.Blocks) -> None:
                                 max=MAX_SPEC_SWEEP_NEW_TOKENS)
         sweep_btn = texts.make(gr.Button, T("speculative.sweep_run"), elem_id="spd-sweep-run")
     sweep_plot = texts.make(gr.Plot, label=T("speculative.sweep_plot"), elem_id="spd-sweep-plot")
-    sweep_alt = gr.Markdown(elem_id="spd-sweep-summary", elem_classes=["lie-alt"])
+    sweep_alt = _alt(texts, "spd-sweep-summary")
     sweep_table = gr.HTML(elem_id="spd-sweep-html", css_template=CSS)
 
     texts.make(gr.Markdown, T("speculative.compare_heading"))
@@ -134,8 +139,15 @@ def build(demo: gr.Blocks) -> None:
             lambda lang: gr.update(label=t("speculative.compare_drafters", lang), choices=drafter_choices(lang)))
         compare_btn = texts.make(gr.Button, T("speculative.compare_run"), elem_id="spd-compare-run", scale=1)
     compare_plot = texts.make(gr.Plot, label=T("speculative.compare_plot"), elem_id="spd-compare-plot")
-    compare_alt = gr.Markdown(elem_id="spd-compare-summary", elem_classes=["lie-alt"])
+    compare_alt = _alt(texts, "spd-compare-summary")
     compare_table = gr.HTML(elem_id="spd-compare-html", css_template=CSS)
+
+    # The sweep and the comparison, kept for this page as the run is (`trace`): a change of language redraws their
+    # views from them (no model pass). The picker sets `page_language` (the page's language events are wired after
+    # the tabs are built); its change redraws.
+    sweep_record = gr.State(None, time_to_live=STATE_TTL_S)
+    compare_record = gr.State(None, time_to_live=STATE_TTL_S)
+    page_language = texts.add(gr.State(en), lambda lang: lang)
 
     model_event = dict(concurrency_id=MODEL_CONCURRENCY, api_visibility="private")
     controls = [prompt, chat, drafter, layers, num_draft, max_new, temperature, seed]
@@ -150,14 +162,22 @@ def build(demo: gr.Blocks) -> None:
         linked_run, controls, run_outputs, **model_event)
     model_changed(demo)(on_model, None, [facts, layers, chat, *run_outputs[:-1], *sweep_outputs, *compare_outputs],
                         api_visibility="private", queue=False)
+    model_changed(demo)(forget, None, [sweep_record, compare_record], api_visibility="private", queue=False)
     for event in lesson.connect(fields):
         event.then(**run)
     gr.on([run_btn.click, prompt.submit], **run)
     rule_step.release(on_rule_step, [trace, rule_step], [rule_plot, rule_alt], api_visibility="private", queue=False)
-    sweep_btn.click(on_sweep, [prompt, chat, drafter, layers, sweep_new, temperature, seed], sweep_outputs,
-                    **model_event)
-    compare_btn.click(on_compare, [prompt, chat, compare_drafters, layers, num_draft, sweep_new, temperature, seed],
-                      compare_outputs, **model_event)
+    sweep_btn.click(sweep_kept, [prompt, chat, drafter, layers, sweep_new, temperature, seed],
+                    [*sweep_outputs, sweep_record], **model_event)
+    compare_btn.click(compare_kept, [prompt, chat, compare_drafters, layers, num_draft, sweep_new, temperature, seed],
+                      [*compare_outputs, compare_record], **model_event)
+    redrawn = dict(headline=headline, passes=passes_plot, passes_alt=passes_alt, steps=steps,
+                   acceptance=acceptance_plot, acceptance_alt=acceptance_alt, speedup=speedup_plot,
+                   speedup_alt=speedup_alt, rule_step=rule_step, rule=rule_plot, rule_alt=rule_alt, sweep=sweep_plot,
+                   sweep_alt=sweep_alt, sweep_table=sweep_table, compare=compare_plot, compare_alt=compare_alt,
+                   compare_table=compare_table)
+    page_language.change(on_language, [page_language, trace, rule_step, sweep_record, compare_record],
+                         [redrawn[name] for name in LANGUAGE_OUTPUTS], api_visibility="private", show_progress="hidden")
 
     gr.api(speculative_api, api_name="speculative", concurrency_id=MODEL_CONCURRENCY)
     gr.api(speculative_sweep_api, api_name="speculative_sweep", concurrency_id=MODEL_CONCURRENCY)
