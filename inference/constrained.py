@@ -103,7 +103,7 @@ class Constraint:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise InputError("constrained.bad_kind", "The constraint kind must be one of {kinds}; got {kind!r}.",
-                             kinds=", ".join(KINDS), kind=self.kind)
+                             kinds=", ".join(KINDS), kind=str(self.kind)[:40])  # quote what was typed, not all of it
         object.__setattr__(self, "spec", _normalise(self.kind, self.spec))
 
     @classmethod

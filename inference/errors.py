@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+MAX_QUOTED = 120  # characters of a text field a sentence shows
+
+
 @dataclass(frozen=True)
 class Message:
     """A sentence for the user, translatable: `key` names it in the catalogue, `english` is its text in English."""
@@ -20,6 +23,12 @@ class Message:
     key: str
     english: str
     fields: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A field may quote what a user sent: a sentence quotes the start of it, never a whole pasted book.
+        cut = {k: v[:MAX_QUOTED] + "…" if isinstance(v, str) and len(v) > MAX_QUOTED else v
+               for k, v in self.fields.items()}
+        object.__setattr__(self, "fields", cut)
 
     def __str__(self) -> str:
         return self.english.format(**self.fields) if self.key else self.english
