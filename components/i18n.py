@@ -162,11 +162,15 @@ class Texts:
     def __init__(self):
         self.components: list = []
         self._readers: list[Callable[[str], object]] = []
+        # A tab's gr.State that holds the language: its .change redraws results on screen (set in a queued event).
+        self.states: list = []
+        self._state_readers: list[Callable[[str], object]] = []
 
     def add(self, component, read: Callable[[str], object]):
         """`read(lang)` -> the component's update in that language. Returns the component."""
-        self.components.append(component)
-        self._readers.append(read)
+        stateful = isinstance(component, gr.State)
+        (self.states if stateful else self.components).append(component)
+        (self._state_readers if stateful else self._readers).append(read)
         return component
 
     def label(self, component, key: str, **values):
@@ -214,6 +218,9 @@ class Texts:
     def updates(self, lang: str) -> list:
         return [read(lang) for read in self._readers]
 
+    def state_updates(self, lang: str) -> list:
+        return [read(lang) for read in self._state_readers]
+
 
 # Sets the page's direction and language for the browser (the picker's value is a language code), so Persian
 # reads right to left; the style sheet keeps token chips, code and plots left to right inside it.
@@ -254,3 +261,7 @@ def wire(demo, picker: gr.Dropdown, texts: Texts) -> None:
     demo.language_applied = picker.change(on_change, picker, [remembered, *texts.components], queue=False,
                                           api_visibility="private").then(None, picker, None, js=DIRECTION_JS,
                                                                          queue=False)
+    # Then the tabs redraw the results on screen (their language States' .change), after the labels: Gradio fires a
+    # gr.State's .change only after a queued event.
+    demo.language_applied.then(lambda lang: texts.state_updates(set_language(lang)), picker, texts.states,
+                               api_visibility="private", show_progress="hidden")

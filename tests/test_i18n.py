@@ -151,8 +151,15 @@ def test_the_picker_changes_the_language_and_the_browser_remembers_it(browser, a
     try:
         _wait_language(page, "te")
         screenshot(page, "language-te")
+        # A result on screen follows the switch (redrawn from its run): the attention map's text alternative.
+        page.get_by_role("tab", name=i18n.t("tab.attention", "te")).click()
+        page.locator("#att-run").click()
+        summary = "document.querySelector('#att-heatmap-summary').innerText"
+        page.wait_for_function(f"/[\\u0C00-\\u0C7F]/.test({summary})")  # Telugu
         page.locator("#lie-lang input").click()
         page.get_by_role("option", name="中文").click()
+        page.wait_for_function(f"/[\\u4E00-\\u9FFF]/.test({summary})")  # Chinese, without a new run
+        page.get_by_role("tab", name=i18n.t("tab.tokenizer", "zh")).click()
         _wait_language(page, "zh")
         assert page.evaluate("document.documentElement.dir") == "ltr"
         assert page.get_by_role("tab", name=i18n.t("tab.sampling", "zh")).is_visible()
