@@ -193,6 +193,9 @@ def test_ablate_from_the_attention_tab_then_patch_from_a_try_this_button(page, s
     page.get_by_role("button", name="Patching: the Eiffel Tower or the Colosseum?").click()
     page.wait_for_function("document.querySelector('#int-patch-summary').innerText.startsWith('Clean answer ·Paris')")
     assert "corrupted answer ·Rome" in page.locator("#int-patch-summary").inner_text()
+    # Plotly draws the grid after the summary's text lands: wait for its tick labels.
+    page.wait_for_function("[...document.querySelectorAll('#int-patch-grid .xtick text')]"
+                           ".some(e => e.textContent.includes('iffel'))")
     ticks = page.locator("#int-patch-grid .xtick text").all_text_contents()
     assert any("iffel" in t for t in ticks) and any("·city" in t for t in ticks)
     assert "Layer 4, position #2" in page.locator("#int-cell").inner_text()  # the cell that restores most, opened
