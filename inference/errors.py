@@ -30,6 +30,10 @@ class Message:
                for k, v in self.fields.items()}
         object.__setattr__(self, "fields", cut)
 
+    def filled(self, **fields) -> "Message":
+        """This sentence (a template made without its fields) with its fields' values."""
+        return Message(self.key, self.english, fields)
+
     def __str__(self) -> str:
         return self.english.format(**self.fields) if self.key else self.english
 

@@ -73,30 +73,19 @@ STAGE_LABELS = {
 # Parameters
 
 
-def _out_of_range(name: str, interval: str, value, hint: str) -> Message:
-    """`{name} must be in {interval}, got {value}`, with what the value that switches the stage off means (`hint`,
-    one of the suffixes below; a word in a field would stay English in a translation)."""
-    if hint == "greedy":
-        return Message("sampling.out_of_range_greedy", "{name} must be in {interval}, got {value} (0 means greedy).",
-                       {"name": name, "interval": interval, "value": value})
-    if hint == "top_p_off":
-        return Message("sampling.out_of_range_top_p_off",
-                       "{name} must be in {interval}, got {value} (1 switches top-p off).",
-                       {"name": name, "interval": interval, "value": value})
-    if hint == "min_p_off":
-        return Message("sampling.out_of_range_min_p_off",
-                       "{name} must be in {interval}, got {value} (0 switches min-p off).",
-                       {"name": name, "interval": interval, "value": value})
-    if hint == "no_penalty_1":
-        return Message("sampling.out_of_range_no_penalty_1",
-                       "{name} must be in {interval}, got {value} (1 means no penalty).",
-                       {"name": name, "interval": interval, "value": value})
-    if hint == "no_penalty_0":
-        return Message("sampling.out_of_range_no_penalty_0",
-                       "{name} must be in {interval}, got {value} (0 means no penalty).",
-                       {"name": name, "interval": interval, "value": value})
-    return Message("sampling.out_of_range", "{name} must be in {interval}, got {value}.",
-                   {"name": name, "interval": interval, "value": value})
+# What the value that switches a stage off means, by `hint` (a word in a field would stay English in a translation).
+OUT_OF_RANGE = {
+    "greedy": Message("sampling.out_of_range_greedy", "{name} must be in {interval}, got {value} (0 means greedy)."),
+    "top_p_off": Message("sampling.out_of_range_top_p_off",
+                         "{name} must be in {interval}, got {value} (1 switches top-p off)."),
+    "min_p_off": Message("sampling.out_of_range_min_p_off",
+                         "{name} must be in {interval}, got {value} (0 switches min-p off)."),
+    "no_penalty_1": Message("sampling.out_of_range_no_penalty_1",
+                            "{name} must be in {interval}, got {value} (1 means no penalty)."),
+    "no_penalty_0": Message("sampling.out_of_range_no_penalty_0",
+                            "{name} must be in {interval}, got {value} (0 means no penalty)."),
+    "": Message("sampling.out_of_range", "{name} must be in {interval}, got {value}."),
+}
 
 
 def _number(name: str, value, low: float, high: float, *, low_open: bool = False, hint: str = "") -> float:
@@ -110,7 +99,7 @@ def _number(name: str, value, low: float, high: float, *, low_open: bool = False
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
     too_low = number <= low if low_open else number < low
     if not math.isfinite(number) or too_low or number > high:
-        raise InputError(_out_of_range(name, interval, value, hint))
+        raise InputError(OUT_OF_RANGE[hint].filled(name=name, interval=interval, value=value))
     return number
 
 

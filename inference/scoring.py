@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, Message
 from .limits import FORWARD_LOGIT_CHUNK
 from .model.hooks import hooks
 from .model.run import last_logits_only, logits_from_normed, sync
@@ -37,25 +37,23 @@ def text_ids(session, text: str, cap: int, what: str) -> list[int]:
         raise InputError("scoring.single_token",
                          "The text is a single token: type a longer text (every position predicts the next token).")
     if len(ids) > cap:
-        raise _too_many(what, len(ids), cap)
+        raise InputError(TOO_MANY.get(what, ANY_TOO_MANY).filled(tokens=len(ids), limit=cap))
     return ids
 
 
-def _too_many(what: str, tokens: int, cap: int) -> InputError:
-    if what == "an eviction policy run":
-        return InputError("scoring.too_many_tokens_eviction", "The text is {tokens:,} tokens; an eviction policy run "
-                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
-    if what == "this measurement":
-        return InputError("scoring.too_many_tokens_measurement", "The text is {tokens:,} tokens; this measurement "
-                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
-    if what == "the precision comparison":
-        return InputError("scoring.too_many_tokens_precision", "The text is {tokens:,} tokens; the precision "
-                          "comparison takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
-    if what == "the KV-cache comparison":
-        return InputError("scoring.too_many_tokens_kv_cache", "The text is {tokens:,} tokens; the KV-cache comparison "
-                          "takes at most {limit:,}. Shorten it and try again.", tokens=tokens, limit=cap)
-    return InputError("scoring.too_many_tokens", "The text is {tokens:,} tokens; the limit is {limit:,}. Shorten it "
-                      "and try again.", tokens=tokens, limit=cap)
+# The sentence over a cap, by the measurement it caps (`what`): each its own catalogue key.
+TOO_MANY = {
+    "an eviction policy run": Message("scoring.too_many_tokens_eviction", "The text is {tokens:,} tokens; an eviction "
+                                      "policy run takes at most {limit:,}. Shorten it and try again."),
+    "this measurement": Message("scoring.too_many_tokens_measurement", "The text is {tokens:,} tokens; this "
+                                "measurement takes at most {limit:,}. Shorten it and try again."),
+    "the precision comparison": Message("scoring.too_many_tokens_precision", "The text is {tokens:,} tokens; the "
+                                        "precision comparison takes at most {limit:,}. Shorten it and try again."),
+    "the KV-cache comparison": Message("scoring.too_many_tokens_kv_cache", "The text is {tokens:,} tokens; the "
+                                       "KV-cache comparison takes at most {limit:,}. Shorten it and try again."),
+}
+ANY_TOO_MANY = Message("scoring.too_many_tokens",
+                       "The text is {tokens:,} tokens; the limit is {limit:,}. Shorten it and try again.")
 
 
 def perplexity(nll: np.ndarray) -> float:

@@ -246,6 +246,10 @@ MESSAGE_CALLS = {"InputError", "ModelLoadError", "Message"}
 KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 
+def name(call: ast.Call) -> str:
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
 def inference_messages() -> tuple[dict[str, str], list[str]]:
     """Every sentence `inference` can show a user, from its source: {key: English text}, and the problems found
     (a raise without a key, an f-string for text, fields that differ from the text's)."""
@@ -253,9 +257,7 @@ def inference_messages() -> tuple[dict[str, str], list[str]]:
     for path in sorted(INFERENCE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and
-                    (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", ""))
-                    in MESSAGE_CALLS) or path.name == "errors.py":
+            if not (isinstance(node, ast.Call) and name(node) in MESSAGE_CALLS) or path.name == "errors.py":
                 continue
             where = f"{path.relative_to(INFERENCE)}:{node.lineno}"
             args = node.args
@@ -272,6 +274,8 @@ def inference_messages() -> tuple[dict[str, str], list[str]]:
             given = {kw.arg for kw in node.keywords}
             if len(args) == 3:  # Message(key, english, {"field": value, ...})
                 given = {k.value for k in args[2].keys} if isinstance(args[2], ast.Dict) else {None}
+            elif not node.keywords and name(node) == "Message":  # a template, `.filled(...)` where it is raised
+                given = {None}
             if None not in given and given != i18n.placeholders(english):
                 problems.append(f"{where}: fields {sorted(given)} but the text has {sorted(i18n.placeholders(english))}")
     return messages, problems
