@@ -257,10 +257,12 @@ def wire(demo, picker: gr.Dropdown, texts: Texts) -> None:
 
     demo.language = picker  # the language's change event: what follows the language besides `texts`
     demo.load(on_load, remembered, picker, api_visibility="private", queue=False)
+    # Progress hidden: the relabel is instant, and its outputs (every tab among them) must not join the components whose
+    # loading status the page keeps (see app.limit_progress_targets).
+    relabel = picker.change(on_change, picker, [remembered, *texts.components], queue=False, api_visibility="private",
+                            show_progress="hidden")
     # `language_applied`: the page has its new language and direction (for steps that read them in the browser).
-    demo.language_applied = picker.change(on_change, picker, [remembered, *texts.components], queue=False,
-                                          api_visibility="private").then(None, picker, None, js=DIRECTION_JS,
-                                                                         queue=False)
+    demo.language_applied = relabel.then(None, picker, None, js=DIRECTION_JS, queue=False)
     # Then the tabs redraw the results on screen (their language States' .change), after the labels: Gradio fires a
     # gr.State's .change only after a queued event.
     demo.language_applied.then(lambda lang: texts.state_updates(set_language(lang)), picker, texts.states,

@@ -109,8 +109,14 @@ def test_a_browser_page_through_nginx_stays_on_one_replica(replicas, browser, tm
         assert "behind" in open(download.value.path(), encoding="utf-8").read()
 
         cookie = {c["name"]: c["value"] for c in context.cookies()}["lie_replica"]
-        mine = [r for r in _requests(replicas) if r["sticky"] == cookie]
-        paths = {r["path"].split("?")[0] for r in mine}
+        # nginx logs a request when it ends: the page's event stream ends once its first views are all drawn.
+        deadline = time.monotonic() + 60
+        while True:
+            mine = [r for r in _requests(replicas) if r["sticky"] == cookie]
+            paths = {r["path"].split("?")[0] for r in mine}
+            if "/gradio_api/queue/data" in paths or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert {"/gradio_api/queue/join", "/gradio_api/queue/data"} <= paths, paths
         assert any(p.startswith("/gradio_api/file=") for p in paths), paths
         assert len({r["upstream"] for r in mine}) == 1, mine
