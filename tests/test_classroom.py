@@ -60,6 +60,9 @@ def test_thirty_students_generating_at_once_are_served_together(app_url, session
     # longer than httpx's 5 s default for the server's event loop.
     with ThreadPoolExecutor(8) as pool:
         clients = list(pool.map(lambda _: Client(app_url, verbose=False, httpx_kwargs={"timeout": 60}), prompts))
+        # Each student has the page open before pressing Generate: a session's first request costs the server a copy
+        # of the whole page's config (~50 ms for its ~870 blocks), which is not what this test measures.
+        list(pool.map(lambda c: c.predict("hello", False, api_name="/tokenize"), clients))
 
     def clocks() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()  # wall; CPU of this process (server and clients)
@@ -105,10 +108,11 @@ def _endpoints(client: Client) -> dict[str, list[dict]]:
 
 def _bad_values(param: dict) -> list:
     """Values out of range for this parameter's type (strings: empty, huge, binary). An empty `model` is the
-    default model, the same call as the good one, so it is not tried again on every endpoint."""
+    default model, the same call as the good one, so `model` gets a number instead."""
     kind = param.get("python_type", {}).get("type", "")
     if "str" in kind and "list" not in kind:
-        empty = [] if param["parameter_name"] == "model" else [""]
+        model = param["parameter_name"] == "model"
+        empty = [5] if model else [""]  # a model id that is not text (JSON lets any value through)
         return [*empty, "x" * 300_000, "\x00\x01\x02\x1b[2J\ufffe"]
     if "int" in kind or "float" in kind:
         return [-10**9, 10**9]
@@ -137,6 +141,7 @@ def test_bad_input_on_every_endpoint_answers_quickly_and_the_server_survives(cli
                 except AppError as err:
                     message = str(err)
                     assert "Traceback" not in message and len(message) < 400, (name, param, message)
+                    assert "Something went wrong" not in message, (name, param, message)  # a sentence for each
                 elapsed = time.perf_counter() - started
                 assert elapsed < 30, f"{name} {param['parameter_name']}={str(bad)[:20]!r} took {elapsed:.1f} s"
                 tried += 1

@@ -105,6 +105,8 @@ RUN_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "pre
 
 
 def _spec(name: str, settings: dict | None, prompt: str, max_new_tokens: int, chat: bool, default_model):
+    if settings is not None and not isinstance(settings, dict):  # e.g. a string: the API takes any JSON
+        raise InputError(t("sampling.err_settings_not_object", run=name))
     settings = dict(settings or {})
     unknown = set(settings) - set(RUN_KEYS)
     if unknown:

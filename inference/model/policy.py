@@ -90,6 +90,9 @@ def admit(model_id: str | None) -> str:
     """The model a visitor may use: their choice if the policy allows it, else a ModelLoadError saying why.
     None or "" means the class model."""
     policy = current()
+    if model_id is not None and not isinstance(model_id, str):  # the API takes any JSON
+        raise ModelLoadError("model.policy.id_not_text", "A model id is text, such as {example}.",
+                             example=policy.class_model)
     model_id = (model_id or "").strip() or policy.class_model
     if policy.locked and model_id != policy.class_model:
         raise ModelLoadError("model.policy.locked", "The teacher has set this server to {model} for everyone; the "
