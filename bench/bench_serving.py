@@ -11,7 +11,10 @@
 3. Memory of the batch: the most KV-cache bytes the batch held (padding included).
 4. Sampled requests: how many of 100 seeds give a different token sequence batched than alone (a row's logits can
    differ from the solo pass's in the last float bits, which can move a draw that lands on a boundary).
-5. The Serving view: transformers' continuous-batching engine vs a static batch vs one at a time on a burst of
+5. Through the app: 30 gradio_client users in another process (their sessions open, as a class's pages are) send
+   /generate at once to the real app; all answers back / one user alone through the same server (the classroom
+   target, <= 5), three bursts. The clients' process shares the server's cores, which a class's browsers do not.
+6. The Serving view: transformers' continuous-batching engine vs a static batch vs one at a time on a burst of
    10 requests of different lengths (throughput ratios from wall time).
 """
 
@@ -98,6 +101,29 @@ def together(session, prompts, params=None):
     return traces, time.perf_counter() - w, time.process_time() - c
 
 
+def through_the_app(users: int, bursts: int) -> list[dict]:
+    """Bursts of `users` gradio_client users (bench.classroom_clients, its own process) against the app served here."""
+    import json
+    import socket
+    import subprocess
+
+    import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    try:
+        command = [sys.executable, "-m", "bench.classroom_clients", demo.local_url.rstrip("/"), str(users),
+                   str(NEW_TOKENS), json.dumps(SUBJECTS), str(bursts)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900,
+                             cwd=Path(__file__).resolve().parent.parent)
+    finally:
+        demo.close()
+    return json.loads(out.stdout.strip().splitlines()[-1])["bursts"]
+
+
 def run() -> list[Result]:
     session = get_session()
     generate(session, "warm up", GREEDY, 4)
@@ -129,6 +155,13 @@ def run() -> list[Result]:
                                  peak / 1e6, "MB"))
     b = batcher_of(session)
     results.append(check("serving: most rows in one pass", b.max_rows, "rows"))
+
+    n = USERS[-1]
+    for k, burst in enumerate(through_the_app(n, 1 if QUICK else 3)):
+        same = sum(a == b for a, b in zip(burst["token_ids"], solo))  # `solo`: model.generate, the last USERS size
+        results.append(check(f"serving through the app, burst {k + 1}: {n} gradio_client users together / one alone "
+                             f"(wall; {same}/{n} greedy equal model.generate; clients' own CPU "
+                             f"{burst['clients_cpu_s']:.1f} s)", burst["together_s"] / burst["one_s"], "ratio", 5.0))
 
     # Sampled: 100 seeds, 4 at a time (each batch mixes seeds), against the same seeds alone.
     params = [SamplingParams(temperature=1.0, seed=seed) for seed in range(SEEDS)]
