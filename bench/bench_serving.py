@@ -166,7 +166,7 @@ def run() -> list[Result]:
     # Sampled: 100 seeds, 4 at a time (each batch mixes seeds), against the same seeds alone.
     params = [SamplingParams(temperature=1.0, seed=seed) for seed in range(SEEDS)]
     prompt = PROMPTS[0]
-    solo = [generate(session, prompt, p, NEW_TOKENS).token_ids for p in params]
+    solo = [generate(session, prompt, p, NEW_TOKENS, min_new_tokens=NEW_TOKENS).token_ids for p in params]  # as served
     differ = 0
     for k in range(0, SEEDS, 10):
         batched, _, _ = together(session, [prompt] * 10, params[k:k + 10])
