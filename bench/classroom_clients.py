@@ -1,4 +1,5 @@
-"""The students' side of the classroom benchmark: `python -m bench.classroom_clients URL N TOKENS SUBJECTS_JSON BURSTS`.
+"""The students' side of the classroom benchmark (bench_serving runs it):
+`python -m bench.classroom_clients URL N TOKENS SUBJECTS_JSON BURSTS`.
 
 Runs in its own process, as a class's browsers are not the server's: N gradio_client users, each with a session that
 is already open (a student has the page loaded before pressing Generate: a fresh Gradio session costs the server the
@@ -9,7 +10,6 @@ for all answers, one user's time, and the CPU time of this (the clients') proces
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -58,8 +58,6 @@ def main(url: str, users: int, tokens: int, subjects: list[str], bursts: int) ->
 
 
 if __name__ == "__main__":
-    if os.environ.get("LIE_CLIENTS_NICE"):
-        os.nice(int(os.environ["LIE_CLIENTS_NICE"]))
     url, users, tokens, subjects, bursts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), \
         int(sys.argv[5])
     print(json.dumps(main(url, users, tokens, subjects, bursts)))
