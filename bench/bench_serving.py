@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Result, check  # noqa: E402
+from bench.common import Result, check, free_port  # noqa: E402
 from inference.generation import generate, prompt_ids  # noqa: E402
 from inference.model.twin import sdpa_twin  # noqa: E402
 from inference.sampling import SamplingParams  # noqa: E402
@@ -104,16 +104,13 @@ def together(session, prompts, params=None):
 def through_the_app(users: int, bursts: int) -> list[dict]:
     """Bursts of `users` gradio_client users (bench.classroom_clients, its own process) against the app served here."""
     import json
-    import socket
     import subprocess
 
     import app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = app.build_demo()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                **app.launch_kwargs())
     try:
         command = [sys.executable, "-m", "bench.classroom_clients", demo.local_url.rstrip("/"), str(users),
                    str(NEW_TOKENS), json.dumps(SUBJECTS), str(bursts)]
@@ -146,6 +143,7 @@ def run() -> list[Result]:
         results.append(check(f"serving: {n} users, batched time / transformers generate_batch time (wall; "
                              f"{same_engine}/{n} equal)", b_wall / e_wall, "ratio"))
         if n == USERS[-1]:
+            largest_solo = solo  # model.generate's tokens for the class, to check the answers through the app
             results.append(check(f"serving: {n} users together / one user alone (wall)", b_wall / one_wall, "ratio",
                                  5.0))
             results.append(check(f"serving: {n} users together / one user alone (CPU)", b_cpu / one_cpu, "ratio",
@@ -158,7 +156,7 @@ def run() -> list[Result]:
 
     n = USERS[-1]
     for k, burst in enumerate(through_the_app(n, 1 if QUICK else 3)):
-        same = sum(a == b for a, b in zip(burst["token_ids"], solo))  # `solo`: model.generate, the last USERS size
+        same = sum(got == want for got, want in zip(burst["token_ids"], largest_solo))
         results.append(check(f"serving through the app, burst {k + 1}: {n} gradio_client users together / one alone "
                              f"(wall; {same}/{n} greedy equal model.generate; clients' own CPU "
                              f"{burst['clients_cpu_s']:.1f} s)", burst["together_s"] / burst["one_s"], "ratio", 5.0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import Result, best_of, check
+from bench.common import Result, best_of, check, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_LINE = re.compile(r"loaded in ([0-9.]+) s")
@@ -33,15 +32,9 @@ print(f"imports {t1 - t0:.3f} load {t2 - t1:.3f} source {s.source}")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_and_wait(cache: str, timeout: float = 300) -> tuple[float, float]:
     """Start `python app.py`; return (seconds until the page answers, model load seconds it logged)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LIE_CACHE_DIR": cache, "GRADIO_ANALYTICS_ENABLED": "False"}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import statistics
 import time
 from dataclasses import dataclass
@@ -56,3 +57,10 @@ def check(name: str, value: float, unit: str, limit: float | None = None, op: st
         return Result(name, value, unit)
     ok = value <= limit if op == "<=" else value >= limit
     return Result(name, value, unit, f"{op} {limit:.3g}", ok)
+
+
+def free_port() -> int:
+    """A free loopback port, for an app a benchmark serves."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

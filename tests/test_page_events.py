@@ -26,8 +26,8 @@ def _targets(dep: dict) -> list[int]:
 def test_no_event_shows_progress_on_a_container(page_config):
     kinds = {c["id"]: c["type"] for c in page_config["components"]}
     assert {"tabs", "tabitem", "accordion", "column"} <= set(kinds.values())  # the page has them
-    offending = [(dep["id"], sorted({kinds[i] for i in _targets(dep)} & CONTAINER_TYPES))
-                 for dep in page_config["dependencies"] if {kinds[i] for i in _targets(dep)} & CONTAINER_TYPES]
+    shown_on = {dep["id"]: {kinds[i] for i in _targets(dep)} for dep in page_config["dependencies"]}
+    offending = {dep: sorted(types & CONTAINER_TYPES) for dep, types in shown_on.items() if types & CONTAINER_TYPES}
     assert not offending, offending
 
 
