@@ -14,6 +14,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from conftest import local_client
+
 GENERATE = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
                 frequency_penalty=0.0, max_new_tokens=6, chat=True, stop=[], min_new_tokens=0)
 PROMPT = "Name a colour."
@@ -25,11 +27,11 @@ def _generate(client: Client, seed: int) -> list[int]:
 
 def test_simultaneous_users_each_get_their_solo_result(app_url):
     seeds = list(range(101, 113))  # 12 students, 12 seeds
-    solo_client = Client(app_url, verbose=False)
+    solo_client = local_client(app_url)
     solo = {seed: _generate(solo_client, seed) for seed in seeds}
     assert len({tuple(v) for v in solo.values()}) > 1  # different seeds, different samples
 
-    clients = [Client(app_url, verbose=False) for _ in seeds]
+    clients = [local_client(app_url) for _ in seeds]
     started = time.perf_counter()
     with ThreadPoolExecutor(len(seeds)) as pool:
         together = dict(zip(seeds, pool.map(_generate, clients, seeds)))
@@ -59,7 +61,7 @@ def test_thirty_students_generating_at_once_are_served_together(app_url, session
     # The clients share this process (and its 2 cores) with the server: on a busy machine their posts may wait
     # longer than httpx's 5 s default for the server's event loop.
     with ThreadPoolExecutor(8) as pool:
-        clients = list(pool.map(lambda _: Client(app_url, verbose=False, httpx_kwargs={"timeout": 60}), prompts))
+        clients = list(pool.map(lambda _: local_client(app_url, httpx_kwargs={"timeout": 60}), prompts))
         # Each student has the page open before pressing Generate: a session's first request costs the server a copy
         # of the whole page's config (~50 ms for its ~870 blocks), which is not what this test measures.
         list(pool.map(lambda c: c.predict("hello", False, api_name="/tokenize"), clients))
@@ -95,9 +97,10 @@ def test_thirty_students_generating_at_once_are_served_together(app_url, session
     assert all(len(a["token_ids"]) == 16 for a in answers)
     shared = [a["serving"]["shared_with_max"] for a in answers]
     assert max(shared) >= 10 and all("shared" in a["serving"]["note"] for a in answers if a["serving"]["shared_with_max"])
-    # The target is 5x in wall time. Measured here (clients in the server's process, one torch thread, a
-    # machine shared with other jobs) it is 6-9x in wall and CPU time; served one at a time it would be ~30x. CPU
-    # time moves least with the machine's load: it guards against losing the batching, not the 5x target.
+    # The target is 5x in wall time; bench/bench_serving.py measures it with the clients in their own process.
+    # Here the clients share the server's process and cores: 4.6x in wall time and 6.2x in CPU time on a quiet
+    # machine, more on a busy one; served one at a time it would be ~30x. CPU time moves least with the machine's
+    # load: it guards against losing the batching, not the 5x target.
     assert together_cpu <= 10 * one_cpu, f"30 users took {together_cpu / one_cpu:.1f}x one user's CPU time"
 
 
@@ -189,7 +192,7 @@ def test_a_full_queue_says_how_long_it_is_and_when_to_retry():
     app.explain_full_queue(demo._queue)
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        clients = [Client(demo.local_url, verbose=False) for _ in range(3)]
+        clients = [local_client(demo.local_url) for _ in range(3)]
         running = clients[0].submit("a", api_name="/slow")
         time.sleep(1.0)
         waiting = clients[1].submit("b", api_name="/slow")

