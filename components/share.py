@@ -2,11 +2,12 @@
 
 `?tab=sampling&prompt=Hello&temperature=0.7&seed=42` opens the Sampling tab with those values and runs
 it. Each tab names the fields that define its view with `share_link(demo, tab, fields)`, which puts a
-"Copy link" button in the tab and returns the page-load event that applies the query values meant for
-this tab. The tab chains its first run on that event (`.then(...)`) INSTEAD of `demo.load`, so the run
-sees the link's values and nothing runs twice. Values are checked against the component they go to (type,
-range, choices); a value that does not fit is skipped with a warning, never passed on. No query value reaches
-a file path or a shell.
+"Copy link" button in the tab and returns the tab's FIRST VIEW event: it happens once per page, when the tab is
+first shown (at load for the tab the page opens on, else at the first click, tour stop or "open in" that shows
+it), after the query values meant for this tab were applied. The tab chains its first run on that event
+(`.then(...)`) INSTEAD of `demo.load`, so the run sees the link's values, nothing runs twice, and a page load
+draws one tab, not ten. Values are checked against the component they go to (type, range, choices); a value that
+does not fit is skipped with a warning, never passed on. No query value reaches a file path or a shell.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 from urllib.parse import parse_qsl, urlencode
 
 import gradio as gr
+from gradio.context import Context
 
 from inference.limits import MAX_TEXT_CHARS
 from inference.model import policy
@@ -122,11 +124,11 @@ def values_from_query(tab: str, fields: dict, query: dict[str, str]) -> tuple[li
 
 
 def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Component]):
-    """A "Copy link" button for this tab's view, and the page-load step that applies a shared link.
+    """A "Copy link" button for this tab's view, and the tab's first-view event (see the module's doc).
 
-    `tab` is the tab's short name (the module name without `_tab`); `fields` maps query keys to the
-    components that define the view. Returns the load event: chain the tab's first run on it with
-    `.then(fn, inputs, outputs, ...)` in place of `demo.load` (a link for another tab changes nothing here,
+    Call it inside the tab. `tab` is the tab's short name (the module name without `_tab`); `fields` maps query
+    keys to the components that define the view. Returns the first-view event: chain the tab's first run on it
+    with `.then(fn, inputs, outputs, ...)` in place of `demo.load` (a link for another tab changes nothing here,
     and the run then shows the defaults)."""
     bad = RESERVED & set(fields)
     if bad:
@@ -140,18 +142,54 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
                                elem_id=f"share-{tab}-url", placeholder=T("share.placeholder"), scale=3)
     copy.click(lambda *values: query_for(tab, keys, values), components, link, queue=False,
                api_visibility="private").then(None, link, link, js=COPY_JS, queue=False)
+    shown = gr.State(False)  # this visitor's page has drawn the tab's first view
 
-    def apply(request: gr.Request):
+    def apply(already: bool, request: gr.Request):
+        if already:  # a later visit: the view is there; the error (never shown) stops the first-view chain
+            raise gr.Error("drawn", visible=False, print_exception=False)
         query, locked = page_query(request)
         updates, rejected = values_from_query(tab, fields, query)
         if locked:  # the teacher's lesson settings: shown, not changeable
             updates = [u if isinstance(u, dict) else gr.update(value=u, interactive=False) for u in updates]  # dict: gr.skip()
         if rejected:
             gr.Warning(html.escape(t("share.rejected", fields=", ".join(rejected))))
-        return updates if len(updates) > 1 else updates[0]
+        return [*updates, True]
 
-    # Queued (not queue=False) so that gr.Warning reaches the page; it touches no model and is instant.
-    return demo.load(apply, None, components, api_visibility="private", show_progress="hidden")
+    # Gradio fires a tab's select when it is shown by any means: at load for the tab the page opens on, on a
+    # click, and when an event switches tabs (gr.Tabs(selected=...)). Queued (not queue=False) so that
+    # gr.Warning reaches the page; it touches no model and is instant.
+    shows = _enclosing_tab().select(apply, shown, [*components, shown], api_visibility="private",
+                                    show_progress="hidden")
+    first_view = shows.success(**_GO_ON)
+    first_view.shown = shown
+    return first_view
+
+
+# A step that does nothing: what follows it with .then runs only when the step before it succeeded.
+_GO_ON = dict(fn=lambda: None, inputs=None, outputs=None, queue=False, api_visibility="private",
+              show_progress="hidden")
+
+
+def when_drawn(trigger, first_view):
+    """An event on `trigger` (e.g. a language change) whose .then chain runs only on a page that has drawn this
+    tab's first view (`first_view`: what share_link returned). A tab not shown yet has nothing to redraw: its
+    first view, when it is shown, is drawn in the page's state of then."""
+    def check(drawn: bool):
+        if not drawn:
+            raise gr.Error("not drawn", visible=False, print_exception=False)
+
+    return trigger(check, first_view.shown, None, queue=False, api_visibility="private",
+                   show_progress="hidden").success(**_GO_ON)
+
+
+def _enclosing_tab() -> gr.Tab:
+    """The gr.Tab being built (share_link is called inside it)."""
+    block = Context.block
+    while block is not None and not isinstance(block, gr.Tab):
+        block = block.parent
+    if block is None:
+        raise ValueError("share_link must be called inside a gr.Tab")
+    return block
 
 
 def page_query(request: gr.Request | None) -> tuple[dict[str, str], bool]:

@@ -1,4 +1,5 @@
-"""The page's events stay cheap for the browser however many tabs a visitor has opened.
+"""The page's events stay cheap for the browser however many tabs a visitor has opened, and a page load draws only
+the tab it opens on.
 
 Gradio's page keeps a loading status for every component that any event ever showed progress on, and on every status
 change of every event it looks each of them up in the page's tree and re-reads its data (a container: everything
@@ -13,10 +14,15 @@ CONTAINER_TYPES = {"tabs", "tabitem", "accordion", "column", "row", "group"}
 
 
 @pytest.fixture(scope="module")
-def page_config(session):
+def demo(session):
     import app
 
-    return app.build_demo().get_config_file()
+    return app.build_demo()
+
+
+@pytest.fixture(scope="module")
+def page_config(demo):
+    return demo.get_config_file()
 
 
 def _targets(dep: dict) -> list[int]:
@@ -41,3 +47,41 @@ def test_the_language_relabel_tracks_nothing(page_config):
     """The relabel's outputs are every translated component of the page (the tabs' titles among them)."""
     biggest = max(page_config["dependencies"], key=lambda dep: len(dep["outputs"]))
     assert len(biggest["outputs"]) > 300 and _targets(biggest) == []
+
+
+def _chained(demo, starts: list, through=lambda fn: True) -> list:
+    """`starts` and every event chained after them (.then / .success), transitively (only after those `through`)."""
+    found, todo = [], list(starts)
+    while todo:
+        fn = todo.pop()
+        found.append(fn)
+        if through(fn):
+            todo += [f for f in demo.fns.values() if f.trigger_after == fn._id]
+    return found
+
+
+def test_a_page_load_runs_no_model_work_and_each_tab_draws_when_first_shown(demo):
+    """A hidden tab's first view waits until the tab is shown (components.share): a page load, or a visitor's model
+    change, runs the model only for tabs that are drawn (measured: 39 events and ~13 s before an English page was
+    quiet, 8 events and 2 s now). Each tab's first view follows its select event, which Gradio fires for the tab
+    the page opens on, a click, and an event that switches tabs."""
+    import gradio as gr
+
+    from components.common import MODEL_CONCURRENCY
+
+    def model_work(fns):
+        return [fn.name for fn in fns if fn.concurrency_id == MODEL_CONCURRENCY]
+
+    loads = [fn for fn in demo.fns.values() if any(event == "load" for _, event in fn.targets)]
+    assert loads and model_work(_chained(demo, loads)) == []
+    tabs = {block._id: block for block in demo.blocks.values() if isinstance(block, gr.Tab)}
+    first_views = {tabs[block_id].id: model_work(_chained(demo, [fn]))
+                   for fn in demo.fns.values() for block_id, event in fn.targets
+                   if event == "select" and block_id in tabs}
+    assert len(first_views) >= 9  # every tab with a link (the serving view runs only on its button)
+    assert all(first_views[f"{tab}_tab"] for tab in ("forward", "attention", "interventions", "sampling", "beam"))
+    model_shown = [fn for fn in demo.fns.values() if (demo.model_shown._id, "change") in fn.targets]
+    ungated = model_work(_chained(demo, model_shown, through=lambda fn: fn.fn is None or
+                                  fn.fn.__qualname__ != "when_drawn.<locals>.check"))
+    assert ungated == [], f"runs on a model change whether or not its tab was ever shown: {ungated}"
+    assert len(model_work(_chained(demo, model_shown))) >= 5  # ... and redraws the tabs that are drawn

@@ -23,7 +23,7 @@ from inference.limits import (
 
 from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
 from ..i18n import DEFAULT, RTL, T, t
-from ..share import share_link
+from ..share import share_link, when_drawn
 from ..teaching import LessonPanel
 from .api import attention_api
 from .events import (
@@ -185,7 +185,8 @@ def build(demo: gr.Blocks) -> None:
     # The first run follows the page load that applied a shared link's values (the link's token included).
     loaded.then(run_linked, [*run_inputs, token_pick], run_outputs, api_visibility="private",
                 concurrency_id=MODEL_CONCURRENCY)
-    gr.on([model_changed(demo), run.click, text.submit, chat.input], trigger_mode="always_last", **run_event)
+    gr.on([run.click, text.submit, chat.input], trigger_mode="always_last", **run_event)
+    when_drawn(model_changed(demo), loaded).then(**run_event)  # a tab not drawn yet draws on the new model when shown
     examples.load_input_event.then(**run_event)
     lesson.connect(fields, then=run_event)
     # Views of the cached analysis: .input fires on the user's moves only, so a click on the overview

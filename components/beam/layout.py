@@ -26,7 +26,7 @@ from . import events as ev
 from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed
 from .api import beam_search_api
 from ..i18n import DEFAULT as EN, RTL, T, t
-from ..share import share_link
+from ..share import share_link, when_drawn
 from ..teaching import LessonPanel
 
 TITLE = "Beam search"  # not translated: the app translates tab names
@@ -158,8 +158,8 @@ def build(demo: gr.Blocks) -> None:
         # The first view, with a shared link's values if there are any ("as chat" only with a chat template).
         loaded.then(ev.model_chat, chat, chat, **quick).then(ev.run_search, inputs, search_views, **model_event),
         # A new model: the default search on the model shown (chat only if it has a template).
-        model_changed(demo)(ev.on_model, None, chat, **quick).then(ev.run_search, inputs, search_views,
-                                                                    **model_event),
+        when_drawn(model_changed(demo)(ev.on_model, None, chat, **quick).then, loaded).then(
+            ev.run_search, inputs, search_views, **model_event),
         examples.load_input_event.then(ev.run_search, inputs, search_views, **model_event),
     ]
     for event in lesson.connect(fields, then=dict(fn=ev.model_chat, inputs=chat, outputs=chat, queue=False)):

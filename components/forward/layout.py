@@ -21,7 +21,7 @@ from inference.limits import FORWARD_EMBED_TOKENS, MAX_FORWARD_TOKENS, MAX_TEXT_
 
 from ..common import ASSETS, MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
 from ..i18n import DEFAULT, RTL, T, Texts, catalogue, t
-from ..share import share_link
+from ..share import share_link, when_drawn
 from ..teaching import LessonPanel
 from .api import forward_pass_api, surprisal_api
 from .events import (
@@ -271,8 +271,8 @@ def build(demo: gr.Blocks) -> None:
 
     demo.load(on_model, None, chat, api_visibility="private", queue=False)
     run_all(loaded)  # the first view, with a shared link's values if there are any
-    language.change(**main).then(**pair_run).then(**prompts_run)  # a new language: every view in it
-    run_all(model_changed(demo)(on_model, None, chat, api_visibility="private", queue=False))
+    run_all(when_drawn(language.change, loaded))  # a new language: every view in it
+    run_all(when_drawn(model_changed(demo)(on_model, None, chat, api_visibility="private", queue=False).then, loaded))
     for event in lesson.connect(fields):  # a "try this" sets the fields, then everything redraws (cached passes)
         run_all(event)
     gr.on([run.click, text.submit, chat.input], trigger_mode="always_last", **main)

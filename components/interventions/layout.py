@@ -23,7 +23,7 @@ from inference.limits import MAX_ABLATION_SPEC_CHARS, MAX_INTERVENTION_TOKENS, M
 
 from ..common import MODEL_CONCURRENCY, STATE_TTL_S, model_changed, session
 from ..i18n import DEFAULT, RTL, T, t
-from ..share import share_link
+from ..share import share_link, when_drawn
 from ..teaching import LessonPanel
 from .api import ablate_api, head_sweep_api, patch_api
 from .events import (
@@ -228,8 +228,8 @@ def build(demo: gr.Blocks) -> None:
     loaded.then(**ablation).then(**pair_check).then(link_asks, None, asks, **quick)
     (asks.change(run_sweep_linked, [asks, *sweep_inputs], sweep_outputs, **model_events)
      .then(run_patch_linked, [asks, *patch_inputs, cell_layer, cell_position], patch_outputs, **model_events))
-    model_changed(demo)(on_model, spec, [spec, layer, head, sweep_from, sweep_to, cell_layer, cell_position],
-                        **quick).then(**ablation)
+    when_drawn(model_changed(demo)(on_model, spec, [spec, layer, head, sweep_from, sweep_to, cell_layer,
+                                                    cell_position], **quick).then, loaded).then(**ablation)
 
     gr.on([run.click, text.submit, spec.submit, mode.input, chat.input], **ablation)
     add_h.click(add_head, [spec, layer, head], spec, **quick).success(**ablation)
@@ -270,7 +270,7 @@ def build(demo: gr.Blocks) -> None:
     # A new language: the views on screen are re-drawn in it from the cached analyses (queued with the model's
     # work: a cache that was emptied since means a pass).
     relabel = dict(show_progress="hidden", **model_events)
-    (language.change(relabel_ablation, [language, text, chat, spec, mode], [bars, bars_alt, info], **relabel)
+    (when_drawn(language.change, loaded).then(relabel_ablation, [language, text, chat, spec, mode], [bars, bars_alt, info], **relabel)
      .then(relabel_sweep, [language, sweep_state, sweep_metric], [sweep_plot, sweep_alt], **relabel)
      .then(relabel_patch, [language, patch_state, patch_metric, cell_layer, cell_position, clean, corrupt, chat],
            [patch_plot, cell, patch_alt, pair], **relabel))

@@ -32,7 +32,7 @@ from .api import compare_api, generate_api, next_token_api
 from .figures import CSS
 from ..header import OTHER, choices as model_choices
 from ..i18n import DEFAULT as ENGLISH, RTL, T, message, t
-from ..share import share_link
+from ..share import share_link, when_drawn
 from ..teaching import LessonPanel
 
 TITLE = "Sampling"
@@ -279,7 +279,7 @@ def build(demo: gr.Blocks) -> None:
     loaded.then(ev.model_chat, chat, chat, **quick).then(ev.first_view, [steps, *controls], views, **model_event).then(
         ev.compare_if_on, [compare_on, *controls, *b_controls], compare_outputs, **model_event)
     # A new model: "as chat" only if it has a chat template, then a fresh run.
-    model_changed(demo)(lambda: session().has_chat_template, None, chat, **quick).then(
+    when_drawn(model_changed(demo)(lambda: session().has_chat_template, None, chat, **quick).then, loaded).then(
         ev.on_reset, controls, views, **model_event)
     for panel in (lesson, structured):
         connect_tries(panel, {**fields, **b_fields, "guess": guess}, chat, controls, views, play_outputs,
