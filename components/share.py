@@ -173,7 +173,7 @@ _GO_ON = dict(fn=lambda: None, inputs=None, outputs=None, queue=False, api_visib
 def when_drawn(trigger, first_view):
     """An event on `trigger` (e.g. a language change) whose .then chain runs only on a page that has drawn this
     tab's first view (`first_view`: what share_link returned). A tab not shown yet has nothing to redraw: its
-    first view, when it is shown, is drawn in the page's state of then."""
+    first view is drawn in the page's language and model of the moment it is shown."""
     def check(drawn: bool):
         if not drawn:
             raise gr.Error("not drawn", visible=False, print_exception=False)

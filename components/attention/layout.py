@@ -182,7 +182,7 @@ def build(demo: gr.Blocks) -> None:
     run_inputs = [text, chat, layer, head, mean, metric]
     run_event = dict(fn=run_attention, inputs=run_inputs, outputs=run_outputs, api_visibility="private",
                      concurrency_id=MODEL_CONCURRENCY)
-    # The first run follows the page load that applied a shared link's values (the link's token included).
+    # The first run follows the tab's first showing, which applied a shared link's values (the link's token included).
     loaded.then(run_linked, [*run_inputs, token_pick], run_outputs, api_visibility="private",
                 concurrency_id=MODEL_CONCURRENCY)
     gr.on([run.click, text.submit, chat.input], trigger_mode="always_last", **run_event)

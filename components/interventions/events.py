@@ -289,7 +289,7 @@ def from_forward(state: dict | None):
 def link_asks(request: gr.Request) -> dict | None:
     """What a link to this tab asks to run beyond the ablation: the sweep (it names `sweep_from`) and the patching
     grid (it names both prompts), and whether it names a cell to open. None (no change, nothing runs) otherwise:
-    a grid is tens of passes, and no page load should start one unasked."""
+    a grid is tens of passes, and no first view should start one unasked."""
     query, _locked = page_query(request)
     if query.get("tab") != "interventions":
         return None

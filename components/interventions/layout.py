@@ -223,7 +223,7 @@ def build(demo: gr.Blocks) -> None:
 
     # The page's first view (with a shared link's values): the ablation (cached after the first visitor) and the
     # token check; the sweep and the patching grid only where a link asks for them (`asks` changes only then, so
-    # no other page load has their views waiting on a run).
+    # no other first view has them waiting on a run).
     asks = gr.State(None)
     loaded.then(**ablation).then(**pair_check).then(link_asks, None, asks, **quick)
     (asks.change(run_sweep_linked, [asks, *sweep_inputs], sweep_outputs, **model_events)
@@ -270,7 +270,8 @@ def build(demo: gr.Blocks) -> None:
     # A new language: the views on screen are re-drawn in it from the cached analyses (queued with the model's
     # work: a cache that was emptied since means a pass).
     relabel = dict(show_progress="hidden", **model_events)
-    (when_drawn(language.change, loaded).then(relabel_ablation, [language, text, chat, spec, mode], [bars, bars_alt, info], **relabel)
+    (when_drawn(language.change, loaded)
+     .then(relabel_ablation, [language, text, chat, spec, mode], [bars, bars_alt, info], **relabel)
      .then(relabel_sweep, [language, sweep_state, sweep_metric], [sweep_plot, sweep_alt], **relabel)
      .then(relabel_patch, [language, patch_state, patch_metric, cell_layer, cell_position, clean, corrupt, chat],
            [patch_plot, cell, patch_alt, pair], **relabel))

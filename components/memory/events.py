@@ -324,7 +324,8 @@ def forget():
 
 
 def linked_section(section, text, dtypes, budget, sinks, max_tokens, request: gr.Request):
-    """On page load, only for a link to this tab that names a section: run it (a plain visit runs nothing)."""
+    """At the tab's first view, only for a link to this tab that names a section: run it (a plain visit runs
+    nothing)."""
     if not (request and request.query_params.get("tab") == "memory"):
         return (gr.skip(),) * (len(ALL_OUTPUTS) + len(SECTIONS))
     return run_section_kept(section, text, dtypes, budget, sinks, max_tokens)

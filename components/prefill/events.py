@@ -237,16 +237,16 @@ def forget():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Page load and model change
+# The tab's first view and a model change
 
 
 def _for_this_tab(request: gr.Request | None) -> bool:
-    """Whether the page was opened with a link to this tab (then its view is run on load)."""
+    """Whether the page was opened with a link to this tab (then its first view runs it)."""
     return bool(request) and request.query_params.get("tab") == "prefill"
 
 
 def linked_run(prompt, chat, max_new, temperature, seed, use_cache, request: gr.Request):
-    """On page load, only for a link to this tab: run its generation (a plain visit runs nothing, so thirty
+    """At the tab's first view, only for a link to this tab: run its generation (a plain visit runs nothing, so thirty
     students opening the app do not queue thirty generations)."""
     if not _for_this_tab(request):
         return (gr.skip(),) * 9
@@ -254,7 +254,8 @@ def linked_run(prompt, chat, max_new, temperature, seed, use_cache, request: gr.
 
 
 def linked_sweep(max_tokens, request: gr.Request, progress=gr.Progress()):
-    """On page load, for a link that carries a sweep (max_tokens): run it (cached per model after the first)."""
+    """At the tab's first view, for a link that carries a sweep (max_tokens): run it (cached per model after the
+    first)."""
     if not _for_this_tab(request) or max_tokens is None:
         return (gr.skip(),) * 7
     return sweep_to_kept(max_tokens, progress=progress)

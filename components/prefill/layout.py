@@ -181,7 +181,7 @@ def build(demo: gr.Blocks) -> None:
     sweep_from_field = dict(fn=ev.sweep_to_kept, inputs=sweep_link, outputs=[sweep_max, *sweep_outputs, kept_sweep],
                             **model_event)
 
-    # Page load: the link's values are applied first; then the note for this model, then (for a link to this
+    # The tab's first view: the link's values are applied first; then the note for this model, then (for a link to this
     # tab only) its run and its sweep.
     loaded.then(ev.on_page, chat, [facts, sweep_max, chat], api_visibility="private", queue=False).then(
         ev.linked_run, [*controls, use_cache], [*run_outputs, kept_run], **model_event).then(

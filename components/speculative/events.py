@@ -165,7 +165,7 @@ def forget():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Page load and a model switch
+# The tab's first view and a model switch
 
 
 def model_note(lang: str | None = None) -> str:

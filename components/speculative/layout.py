@@ -157,7 +157,7 @@ def build(demo: gr.Blocks) -> None:
     sweep_outputs = [sweep_plot, sweep_alt, sweep_table]
     compare_outputs = [compare_plot, compare_alt, compare_table]
 
-    # Page load: a link's values first, then this model's note and layer range; a link to this tab also runs.
+    # The tab's first view: a link's values first, then this model's note and layer range; a link to this tab also runs.
     loaded.then(on_page, [chat, layers], [facts, layers, chat], api_visibility="private", queue=False).then(
         linked_run, controls, run_outputs, **model_event)
     model_changed(demo)(on_model, None, [facts, layers, chat, *run_outputs[:-1], *sweep_outputs, *compare_outputs],
@@ -186,8 +186,8 @@ def build(demo: gr.Blocks) -> None:
 
 def linked_run(prompt, chat, drafter, layers, num_draft_tokens, max_new_tokens, temperature, seed,
                request: gr.Request):
-    """On page load, only for a link to this tab: run its view (a plain visit runs nothing, so a class opening the
-    app does not queue thirty runs)."""
+    """At the tab's first view, only for a link to this tab: run its view (a plain visit runs nothing, so a class
+    opening the app does not queue thirty runs)."""
     if not request or request.query_params.get("tab") != "speculative":
         return (gr.skip(),) * 14
     return on_run(prompt, chat, drafter, layers, num_draft_tokens, max_new_tokens, temperature, seed)
