@@ -307,7 +307,8 @@ def build(demo: gr.Blocks) -> None:
     branch_btn.click(ev.on_branch, [state, whatif, *controls], views, **model_event)
     gr.on([reveal_btn.click, guess.submit], ev.on_reveal, [state, *controls], views, **model_event)
     predict.input(ev.on_predict, [state, *controls], views, **model_event)
-    language_box.change(ev.on_language, [state, *controls], views, show_progress="hidden", **model_event)
+    when_drawn(language_box.change, loaded).then(ev.on_language, [state, *controls], views, show_progress="hidden",
+                                                 **model_event)
 
     # Two runs side by side.
     compare_btn.click(ev.on_compare, [*controls, *b_controls], compare_outputs, **model_event)
