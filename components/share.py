@@ -145,8 +145,8 @@ def share_link(demo: gr.Blocks, tab: str, fields: dict[str, gr.components.Compon
     shown = gr.State(False)  # this visitor's page has drawn the tab's first view
 
     def apply(already: bool, request: gr.Request):
-        if already:  # a later visit: the view is there; the error (never shown) stops the first-view chain
-            raise gr.Error("drawn", visible=False, print_exception=False)
+        if already:  # a later visit: the view is there
+            _stop("drawn")
         query, locked = page_query(request)
         updates, rejected = values_from_query(tab, fields, query)
         if locked:  # the teacher's lesson settings: shown, not changeable
@@ -170,15 +170,21 @@ _GO_ON = dict(fn=lambda: None, inputs=None, outputs=None, queue=False, api_visib
               show_progress="hidden")
 
 
+def _stop(reason: str):
+    """End an event chain here without a word on the page: a hidden error, so the .success after it does not run."""
+    raise gr.Error(reason, visible=False, print_exception=False)
+
+
+def stop_unless_drawn(drawn: bool) -> None:
+    if not drawn:
+        _stop("not drawn")
+
+
 def when_drawn(trigger, first_view):
     """An event on `trigger` (e.g. a language change) whose .then chain runs only on a page that has drawn this
     tab's first view (`first_view`: what share_link returned). A tab not shown yet has nothing to redraw: its
     first view is drawn in the page's language and model of the moment it is shown."""
-    def check(drawn: bool):
-        if not drawn:
-            raise gr.Error("not drawn", visible=False, print_exception=False)
-
-    return trigger(check, first_view.shown, None, queue=False, api_visibility="private",
+    return trigger(stop_unless_drawn, first_view.shown, None, queue=False, api_visibility="private",
                    show_progress="hidden").success(**_GO_ON)
 
 

@@ -68,6 +68,7 @@ def test_a_page_load_runs_no_model_work_and_each_tab_draws_when_first_shown(demo
     import gradio as gr
 
     from components.common import MODEL_CONCURRENCY
+    from components.share import stop_unless_drawn
 
     def model_work(fns):
         return [fn.name for fn in fns if fn.concurrency_id == MODEL_CONCURRENCY]
@@ -81,7 +82,6 @@ def test_a_page_load_runs_no_model_work_and_each_tab_draws_when_first_shown(demo
     assert len(first_views) >= 9  # every tab with a link (the serving view runs only on its button)
     assert all(first_views[f"{tab}_tab"] for tab in ("forward", "attention", "interventions", "sampling", "beam"))
     model_shown = [fn for fn in demo.fns.values() if (demo.model_shown._id, "change") in fn.targets]
-    ungated = model_work(_chained(demo, model_shown, through=lambda fn: fn.fn is None or
-                                  fn.fn.__qualname__ != "when_drawn.<locals>.check"))
+    ungated = model_work(_chained(demo, model_shown, through=lambda fn: fn.fn is not stop_unless_drawn))
     assert ungated == [], f"runs on a model change whether or not its tab was ever shown: {ungated}"
     assert len(model_work(_chained(demo, model_shown))) >= 5  # ... and redraws the tabs that are drawn
